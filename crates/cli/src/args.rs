@@ -1,0 +1,107 @@
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use wasmagent::manifest::ByteSize;
+
+/// Run WebAssembly tools and agent-written code in a sandbox held to a capability manifest.
+///
+/// Nothing is allowed unless granted: no files, no network, no environment variables, and every limit is finite
+/// (cpu_ms 5000, memory 128 MiB, output 1 MiB per stream, 1000 host calls). Flags add to the manifest file.
+#[derive(Debug, Parser)]
+#[command(name = "wasmagent", version, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run a WASI module or component under a capability manifest.
+    ///
+    /// Without --json the guest's stdout and stderr are forwarded and a one-line summary (plus one line per
+    /// denial) goes to stderr. With --json the run report (schema wasmagent.run/v1) is printed as one JSON object
+    /// on stdout.
+    ///
+    /// Exit status: 0 the guest succeeded; 1 it failed or exited non-zero; 2 usage, manifest or code error
+    /// (nothing ran); 3 a limit stopped it (timeout, memory, fuel, output).
+    Run(Box<RunArgs>),
+    /// Work with manifest files.
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ManifestCommand {
+    /// Validate a manifest (TOML or JSON) and print the effective manifest, defaults applied, as JSON.
+    ///
+    /// Exit status 0 when valid, 2 with a message naming the field when not.
+    Check {
+        /// The manifest file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The module or component (.wasm binary or .wat text); `-` reads it from standard input.
+    #[arg(value_name = "FILE|-")]
+    pub(crate) file: String,
+
+    /// Manifest file (TOML or JSON). Its relative paths are relative to the file.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) manifest: Option<PathBuf>,
+
+    /// Grant read access to a host directory (HOST or HOST:GUEST). Repeatable.
+    #[arg(long = "allow-read", value_name = "PATH")]
+    pub(crate) allow_read: Vec<String>,
+
+    /// Grant read-write access to a host directory (HOST or HOST:GUEST). Repeatable.
+    #[arg(long = "allow-write", value_name = "PATH")]
+    pub(crate) allow_write: Vec<String>,
+
+    /// Allow network access to a host pattern ([scheme://]host[:port], *.domain). Repeatable.
+    #[arg(long = "allow-host", value_name = "PATTERN")]
+    pub(crate) allow_host: Vec<String>,
+
+    /// Set a guest environment variable. Repeatable. The host environment is never passed through.
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
+    pub(crate) env: Vec<(String, String)>,
+
+    /// Wall-clock deadline in milliseconds.
+    #[arg(long = "cpu-ms", value_name = "N")]
+    pub(crate) cpu_ms: Option<u64>,
+
+    /// Deterministic instruction budget.
+    #[arg(long, value_name = "N")]
+    pub(crate) fuel: Option<u64>,
+
+    /// Memory limit, in bytes or with a unit (64MiB, 1GiB).
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) memory: Option<ByteSize>,
+
+    /// Captured output per stream, in bytes or with a unit.
+    #[arg(long = "max-output", value_name = "BYTES")]
+    pub(crate) max_output: Option<ByteSize>,
+
+    /// Calls into host tools allowed per run.
+    #[arg(long = "max-host-calls", value_name = "N")]
+    pub(crate) max_host_calls: Option<u64>,
+
+    /// File whose contents the guest reads as standard input (default: empty; the terminal is never passed).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) stdin: Option<PathBuf>,
+
+    /// Print the run report as one JSON object on stdout instead of forwarding the guest's output.
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// Arguments passed to the guest after its name.
+    #[arg(last = true, value_name = "GUEST_ARGS")]
+    pub(crate) guest_args: Vec<String>,
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}

@@ -1,0 +1,39 @@
+//! The `wasmagent` command-line tool: a thin client of the `wasmagent` library.
+//!
+//! It owns argument parsing, turning flags into a manifest, printing reports and choosing the exit status. It must
+//! not contain policy or engine logic; everything it runs goes through [`wasmagent::Sandbox`].
+//!
+//! Exit status: 0 the guest succeeded; 1 the guest failed or exited non-zero; 2 usage, manifest or code error
+//! (nothing ran); 3 a manifest limit stopped the run.
+
+mod args;
+mod manifest_cmd;
+mod run_cmd;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// Exit status for usage, manifest and code errors: nothing ran.
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WASMAGENT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = args::Cli::parse();
+    let result = match cli.command {
+        args::Command::Run(run) => run_cmd::run(*run),
+        args::Command::Manifest(args::ManifestCommand::Check { file }) => manifest_cmd::check(&file),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("wasmagent: error: {error:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The `wasmagent` binary end to end: flags, manifest files, output modes and exit statuses.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use wasmagent_test_guests::PROBE_MODULE;
+
+fn workspace_file(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(relative)
+}
+
+struct Cli {
+    cache: tempfile::TempDir,
+}
+
+impl Cli {
+    fn new() -> Self {
+        Cli { cache: tempfile::tempdir().unwrap() }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_wasmagent"))
+            .args(args)
+            .env("WASMAGENT_CACHE_DIR", self.cache.path())
+            .env("SECRET_HOST_VARIABLE", "must-not-leak")
+            .output()
+            .unwrap()
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(output)))
+}
+
+#[test]
+fn the_readme_example_runs_and_prints_its_greeting() {
+    let cli = Cli::new();
+    let hello = workspace_file("examples/hello.wat");
+    let manifest = workspace_file("examples/hello.toml");
+    let out = cli.run(&["run", hello.to_str().unwrap(), "--manifest", manifest.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "hello from the manifest\n");
+    assert!(stderr(&out).contains("wasmagent: ok"), "{}", stderr(&out));
+
+    let bare = cli.run(&["run", hello.to_str().unwrap()]);
+    assert_eq!(stdout(&bare), "hello from a sandboxed module\n", "no env unless granted");
+}
+
+#[test]
+fn json_mode_prints_one_report_with_flags_merged_into_the_manifest() {
+    let cli = Cli::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.txt"), "file contents").unwrap();
+    let manifest = dir.path().join("m.toml");
+    std::fs::write(&manifest, "env = { FROM_FILE = \"1\" }\ncpu_ms = 4000").unwrap();
+    let stdin = dir.path().join("stdin.txt");
+    std::fs::write(&stdin, "piped").unwrap();
+    let mount = format!("{}:/in", dir.path().display());
+    let out = cli.run(&[
+        "run",
+        PROBE_MODULE,
+        "--json",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--env",
+        "FROM_FLAG=2",
+        "--allow-read",
+        &mount,
+        "--cpu-ms",
+        "3000",
+        "--memory",
+        "64MiB",
+        "--stdin",
+        stdin.to_str().unwrap(),
+        "--",
+        "env",
+        "cat:/in/in.txt",
+        "stdin",
+        "args",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = json(&out);
+    assert_eq!(report["schema"], "wasmagent.run/v1");
+    assert_eq!(report["outcome"], "ok");
+    assert_eq!(
+        report["stdout"],
+        "ENV FROM_FILE=1\nENV FROM_FLAG=2\nOK cat /in/in.txt file contents\nSTDIN piped\n\
+         ARGS probe.wasm env cat:/in/in.txt stdin args\n"
+    );
+    assert_eq!(report["manifest"]["cpu_ms"], 3000, "flags override the file");
+    assert_eq!(report["manifest"]["memory_limit_bytes"], 64 << 20);
+    assert!(report["manifest_digest"].as_str().unwrap().starts_with("sha256:"));
+    for field in ["wall_ms", "fuel_consumed", "memory_peak_bytes", "host_calls", "stdout_bytes", "stderr_bytes"] {
+        assert!(report["usage"][field].is_number(), "usage.{field}");
+    }
+    assert!(!stdout(&out).contains("must-not-leak"));
+}
+
+#[test]
+fn exit_statuses_distinguish_success_failure_usage_and_limits() {
+    let cli = Cli::new();
+    assert_eq!(cli.run(&["run", PROBE_MODULE, "--", "hello"]).status.code(), Some(0));
+    assert_eq!(cli.run(&["run", PROBE_MODULE, "--", "exit:0"]).status.code(), Some(0));
+    let exit = cli.run(&["run", PROBE_MODULE, "--json", "--", "exit:5"]);
+    assert_eq!(exit.status.code(), Some(1));
+    assert_eq!(json(&exit)["exit_code"], 5);
+    assert_eq!(cli.run(&["run", PROBE_MODULE, "--", "trap"]).status.code(), Some(1));
+
+    let timeout = cli.run(&["run", PROBE_MODULE, "--json", "--cpu-ms", "200", "--", "loop"]);
+    assert_eq!(timeout.status.code(), Some(3));
+    assert_eq!(json(&timeout)["outcome"], "timeout");
+    let memory = cli.run(&["run", PROBE_MODULE, "--memory", "16MiB", "--", "bomb"]);
+    assert_eq!(memory.status.code(), Some(3));
+    assert!(stderr(&memory).contains("memory_limit"), "{}", stderr(&memory));
+    let output = cli.run(&["run", PROBE_MODULE, "--max-output", "100", "--", "print:1000"]);
+    assert_eq!(output.status.code(), Some(3));
+    assert_eq!(output.stdout.len(), 100);
+    let fuel = cli.run(&["run", PROBE_MODULE, "--fuel", "10000", "--", "loop"]);
+    assert_eq!(fuel.status.code(), Some(3));
+}
+
+#[test]
+fn malformed_modules_and_manifests_exit_2_with_a_clear_message_and_run_nothing() {
+    let cli = Cli::new();
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"\0asm\x01\0\0\0\x99garbage").unwrap();
+    let out = cli.run(&["run", junk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("invalid code"), "{}", stderr(&out));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "cpu_ms = 100\nallowed_read_path = [\"/tmp\"]\n").unwrap();
+    let out = cli.run(&["run", PROBE_MODULE, "--manifest", bad.to_str().unwrap(), "--", "hello"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("allowed_read_path"), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty(), "nothing ran");
+
+    let out = cli.run(&["run", PROBE_MODULE, "--cpu-ms", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cpu_ms"), "{}", stderr(&out));
+    let out = cli.run(&["run", PROBE_MODULE, "--allow-write", "/definitely/missing"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("allowed_write_paths[0]"), "{}", stderr(&out));
+    let out = cli.run(&["run", PROBE_MODULE, "--memory", "lots"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = cli.run(&["run", PROBE_MODULE, "--allow-host", "example.com"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("allowed_hosts"), "{}", stderr(&out));
+}
+
+#[test]
+fn denials_are_listed_on_stderr() {
+    let cli = Cli::new();
+    let out = cli.run(&["run", PROBE_MODULE, "--", "cat:/etc/passwd"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).starts_with("ERR cat /etc/passwd"));
+    assert!(stderr(&out).contains("denied fs.read /etc/passwd"), "{}", stderr(&out));
+}
+
+#[test]
+fn manifest_check_prints_the_effective_manifest_or_names_the_bad_field() {
+    let cli = Cli::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let good = dir.path().join("m.json");
+    std::fs::write(&good, r#"{"allowedReadPaths": ["data"], "cpuMs": 250}"#).unwrap();
+    let out = cli.run(&["manifest", "check", good.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let effective = json(&out);
+    assert_eq!(effective["cpu_ms"], 250);
+    assert_eq!(effective["memory_limit_bytes"], 128 << 20);
+    let data = std::fs::canonicalize(dir.path().join("data")).unwrap();
+    assert_eq!(effective["allowed_read_paths"][0], data.display().to_string(), "relative to the manifest file");
+    assert!(stderr(&out).contains("sha256:"));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "memory_limit_bytes = \"1TB\"").unwrap();
+    let out = cli.run(&["manifest", "check", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("memory_limit_bytes") && stderr(&out).contains("ceiling"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_module_can_be_read_from_standard_input() {
+    use std::io::Write;
+    let cache = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wasmagent"))
+        .args(["run", "-", "--json"])
+        .env("WASMAGENT_CACHE_DIR", cache.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&std::fs::read(workspace_file("examples/hello.wat")).unwrap()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json(&out)["stdout"], "hello from a sandboxed module\n");
+}

@@ -1,0 +1,255 @@
+//! Rewrites a preview1 module so every path-taking WASI call also reports its result to the host.
+//!
+//! For each imported function such as `wasi_snapshot_preview1::path_open`, a small wrapper function is appended to
+//! the module: it calls the real import with the same arguments, then calls
+//! `wasmagent:fs-audit::path_open(errno, arguments...)`, then returns the errno. Every reference to the import
+//! (calls, `ref.func`, element segments, exports) is redirected to the wrapper. Nothing else changes; the names
+//! section keeps its names. Enforcement does not depend on this rewrite: it only makes refusals observable, because
+//! an audit function called from guest code can read guest memory to name the path.
+//!
+//! A module that imports `wasmagent:fs-audit` itself is refused, so guest code cannot forge audit records.
+
+use crate::fs_audit::AUDIT_MODULE;
+use wasm_encoder::reencode::Reencode;
+use wasm_encoder::{CodeSection, Function, FunctionSection, ImportSection, Instruction, TypeSection, ValType};
+use wasmparser::{Parser, Payload, TypeRef};
+
+/// Tag of this rewrite in the compiled-code cache; change it whenever the rewrite changes.
+pub(crate) const CACHE_TAG: &str = "fs-audit-1";
+
+const I32: ValType = ValType::I32;
+const I64: ValType = ValType::I64;
+
+/// The audited preview1 functions and their parameter types; each returns an `i32` errno.
+const AUDITED: &[(&str, &[ValType])] = &[
+    ("path_open", &[I32, I32, I32, I32, I32, I64, I64, I32, I32]),
+    ("path_create_directory", &[I32, I32, I32]),
+    ("path_remove_directory", &[I32, I32, I32]),
+    ("path_unlink_file", &[I32, I32, I32]),
+    ("path_filestat_get", &[I32, I32, I32, I32, I32]),
+    ("path_filestat_set_times", &[I32, I32, I32, I32, I64, I64, I32]),
+    ("path_readlink", &[I32, I32, I32, I32, I32, I32]),
+    ("path_rename", &[I32, I32, I32, I32, I32, I32]),
+    ("path_link", &[I32, I32, I32, I32, I32, I32, I32]),
+    ("path_symlink", &[I32, I32, I32, I32, I32]),
+];
+
+struct Audited {
+    name: &'static str,
+    params: &'static [ValType],
+    import_index: u32,
+    type_index: u32,
+}
+
+struct Rewriter {
+    imported_funcs: u32,
+    defined_funcs: u32,
+    types: u32,
+    audited: Vec<Audited>,
+    /// While re-encoding the names section, indices are shifted but not redirected, so the import keeps its name.
+    in_names: bool,
+}
+
+impl Rewriter {
+    fn added(&self) -> u32 {
+        self.audited.len() as u32
+    }
+    fn audit_import_index(&self, j: usize) -> u32 {
+        self.imported_funcs + j as u32
+    }
+    fn wrapper_index(&self, j: usize) -> u32 {
+        self.imported_funcs + self.added() + self.defined_funcs + j as u32
+    }
+}
+
+impl Reencode for Rewriter {
+    type Error = std::convert::Infallible;
+
+    fn function_index(&mut self, func: u32) -> Result<u32, wasm_encoder::reencode::Error<Self::Error>> {
+        if !self.in_names
+            && let Some(j) = self.audited.iter().position(|a| a.import_index == func)
+        {
+            return Ok(self.wrapper_index(j));
+        }
+        Ok(if func >= self.imported_funcs { func + self.added() } else { func })
+    }
+
+    fn parse_type_section(
+        &mut self,
+        types: &mut TypeSection,
+        section: wasmparser::TypeSectionReader<'_>,
+    ) -> Result<(), wasm_encoder::reencode::Error<Self::Error>> {
+        wasm_encoder::reencode::utils::parse_type_section(self, types, section)?;
+        for audited in &self.audited {
+            let params: Vec<ValType> = std::iter::once(I32).chain(audited.params.iter().copied()).collect();
+            types.ty().function(params, []);
+        }
+        Ok(())
+    }
+
+    fn parse_import_section(
+        &mut self,
+        imports: &mut ImportSection,
+        section: wasmparser::ImportSectionReader<'_>,
+    ) -> Result<(), wasm_encoder::reencode::Error<Self::Error>> {
+        wasm_encoder::reencode::utils::parse_import_section(self, imports, section)?;
+        for (j, audited) in self.audited.iter().enumerate() {
+            imports.import(AUDIT_MODULE, audited.name, wasm_encoder::EntityType::Function(self.types + j as u32));
+        }
+        Ok(())
+    }
+
+    fn parse_function_section(
+        &mut self,
+        functions: &mut FunctionSection,
+        section: wasmparser::FunctionSectionReader<'_>,
+    ) -> Result<(), wasm_encoder::reencode::Error<Self::Error>> {
+        wasm_encoder::reencode::utils::parse_function_section(self, functions, section)?;
+        for audited in &self.audited {
+            functions.function(audited.type_index);
+        }
+        Ok(())
+    }
+
+    fn parse_code_section(
+        &mut self,
+        code: &mut CodeSection,
+        section: wasmparser::CodeSectionReader<'_>,
+    ) -> Result<(), wasm_encoder::reencode::Error<Self::Error>> {
+        wasm_encoder::reencode::utils::parse_code_section(self, code, section)?;
+        for (j, audited) in self.audited.iter().enumerate() {
+            let params = audited.params.len() as u32;
+            let errno = params; // the one extra local
+            let mut body = Function::new([(1, I32)]);
+            for p in 0..params {
+                body.instruction(&Instruction::LocalGet(p));
+            }
+            body.instruction(&Instruction::Call(audited.import_index));
+            body.instruction(&Instruction::LocalSet(errno));
+            body.instruction(&Instruction::LocalGet(errno));
+            for p in 0..params {
+                body.instruction(&Instruction::LocalGet(p));
+            }
+            body.instruction(&Instruction::Call(self.audit_import_index(j)));
+            body.instruction(&Instruction::LocalGet(errno));
+            body.instruction(&Instruction::End);
+            code.function(&body);
+        }
+        Ok(())
+    }
+
+    fn parse_custom_section(
+        &mut self,
+        module: &mut wasm_encoder::Module,
+        section: wasmparser::CustomSectionReader<'_>,
+    ) -> Result<(), wasm_encoder::reencode::Error<Self::Error>> {
+        self.in_names = section.name() == "name";
+        let result = wasm_encoder::reencode::utils::parse_custom_section(self, module, section);
+        self.in_names = false;
+        result
+    }
+}
+
+/// Returns the module with audit wrappers, or `None` when it makes no audited WASI call (nothing to rewrite).
+pub(crate) fn instrument(binary: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let mut rewriter = Rewriter { imported_funcs: 0, defined_funcs: 0, types: 0, audited: Vec::new(), in_names: false };
+    let mut func_types: Vec<Option<wasmparser::FuncType>> = Vec::new();
+    for payload in Parser::new(0).parse_all(binary) {
+        match payload.map_err(|e| format!("malformed module: {e}"))? {
+            Payload::TypeSection(reader) => {
+                for group in reader {
+                    let group = group.map_err(|e| format!("malformed type section: {e}"))?;
+                    for ty in group.into_types() {
+                        func_types.push(match ty.composite_type.inner {
+                            wasmparser::CompositeInnerType::Func(f) => Some(f),
+                            _ => None,
+                        });
+                    }
+                }
+            }
+            Payload::ImportSection(reader) => {
+                for import in reader.into_imports() {
+                    let import = import.map_err(|e| format!("malformed import section: {e}"))?;
+                    if import.module == AUDIT_MODULE {
+                        return Err(format!("the module imports from the reserved module {AUDIT_MODULE:?}"));
+                    }
+                    let (TypeRef::Func(type_index) | TypeRef::FuncExact(type_index)) = import.ty else {
+                        continue;
+                    };
+                    let expected = AUDITED.iter().find(|(name, _)| *name == import.name);
+                    let signature = func_types.get(type_index as usize).and_then(Option::as_ref);
+                    if let (Some((name, params)), Some(signature), "wasi_snapshot_preview1") =
+                        (expected, signature, import.module)
+                    {
+                        let matches = signature.results() == [wasmparser::ValType::I32]
+                            && signature.params().len() == params.len()
+                            && signature.params().iter().zip(params.iter()).all(|(a, b)| same_type(*a, *b));
+                        if matches {
+                            rewriter.audited.push(Audited {
+                                name,
+                                params,
+                                import_index: rewriter.imported_funcs,
+                                type_index,
+                            });
+                        }
+                    }
+                    rewriter.imported_funcs += 1;
+                }
+            }
+            Payload::FunctionSection(reader) => rewriter.defined_funcs = reader.count(),
+            _ => {}
+        }
+    }
+    rewriter.types = func_types.len() as u32;
+    if rewriter.audited.is_empty() || rewriter.defined_funcs == 0 {
+        return Ok(None);
+    }
+    let mut module = wasm_encoder::Module::new();
+    rewriter
+        .parse_core_module(&mut module, Parser::new(0), binary)
+        .map_err(|e| format!("cannot instrument the module: {e}"))?;
+    Ok(Some(module.finish()))
+}
+
+fn same_type(a: wasmparser::ValType, b: ValType) -> bool {
+    matches!((a, b), (wasmparser::ValType::I32, ValType::I32) | (wasmparser::ValType::I64, ValType::I64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wat(text: &str) -> Vec<u8> {
+        wat::parse_str(text).unwrap()
+    }
+
+    #[test]
+    fn modules_without_audited_imports_are_left_alone() {
+        let module = wat(
+            r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))) (func (export "_start")))"#,
+        );
+        assert_eq!(instrument(&module).unwrap(), None);
+    }
+
+    #[test]
+    fn calls_to_an_audited_import_go_through_a_wrapper_that_reports() {
+        let module = wat(r#"(module
+                (import "wasi_snapshot_preview1" "path_create_directory" (func $mk (param i32 i32 i32) (result i32)))
+                (memory (export "memory") 1)
+                (func $main (export "_start") (drop (call $mk (i32.const 3) (i32.const 0) (i32.const 1))))
+                (elem declare func $mk))"#);
+        let rewritten = instrument(&module).unwrap().unwrap();
+        wasmparser::Validator::new().validate_all(&rewritten).unwrap();
+        let text = wasmprinter::print_bytes(&rewritten).unwrap();
+        assert!(text.contains("(import \"wasmagent:fs-audit\" \"path_create_directory\""), "{text}");
+        // _start now calls the wrapper (index 3: one import, one audit import, one defined function), and the
+        // wrapper calls the original import (index 0) and then the audit import (index 1).
+        assert!(text.contains("call 3") || text.contains("call $mk"), "{text}");
+    }
+
+    #[test]
+    fn importing_the_audit_module_directly_is_refused() {
+        let module = wat(r#"(module (import "wasmagent:fs-audit" "path_open" (func)) (func (export "_start")))"#);
+        assert!(instrument(&module).unwrap_err().contains("reserved"));
+    }
+}

@@ -1,0 +1,93 @@
+//! The `wasi` kernel: runs WASI preview1 command modules and WASI preview2 command components on wasmtime, under
+//! an [`EffectiveManifest`].
+//!
+//! It owns the translation of a manifest into a WASI context: preopens from the mounts (read-only or read-write,
+//! enforced by wasmtime-wasi and cap-std), the environment from `env` only, arguments and stdin from the request,
+//! stdout and stderr captured up to `max_output_bytes`, and no sockets. Time, fuel and memory limits come from
+//! [`wasmagent_engine`]. `proc_exit(n)` becomes outcome `exit` with `exit_code` n; it never exits the host.
+//!
+//! It must not decide policy: it applies an effective manifest and refuses, at [`Kernel::check`], the fields it
+//! cannot enforce (`allowed_hosts`: this kernel gives guests no network).
+//!
+//! Guests see an empty read-only directory at `/` unless a mount is placed there, so that an access outside every
+//! mount reaches the host and is reported in `denials` instead of failing silently inside the guest's libc.
+
+mod fs_audit;
+mod instrument;
+mod prepared;
+mod runner;
+
+use std::sync::Mutex;
+use wasmagent_engine::SandboxEngine;
+use wasmagent_kernel::{Code, Kernel, KernelError, RunReport, RunRequest};
+use wasmagent_manifest::EffectiveManifest;
+
+/// Name used in reports.
+pub const KERNEL_NAME: &str = "wasi";
+
+/// Runs WebAssembly modules and components. Create one per process and share it; runs are independent.
+pub struct WasiKernel {
+    engine: SandboxEngine,
+    linkers: runner::Linkers,
+    prepared: Mutex<prepared::PreparedCache>,
+    empty_root: tempfile::TempDir,
+    on_compile: Option<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl WasiKernel {
+    /// A kernel on `engine`.
+    pub fn new(engine: SandboxEngine) -> Result<Self, KernelError> {
+        let linkers = runner::Linkers::new(engine.engine())
+            .map_err(|e| KernelError::Unavailable(format!("cannot set up WASI: {e:#}")))?;
+        let empty_root = tempfile::Builder::new()
+            .prefix("wasmagent-empty-root-")
+            .tempdir()
+            .map_err(|e| KernelError::Unavailable(format!("cannot create the empty root directory: {e}")))?;
+        Ok(WasiKernel {
+            engine,
+            linkers,
+            prepared: Mutex::new(prepared::PreparedCache::new(64)),
+            empty_root,
+            on_compile: None,
+        })
+    }
+
+    /// Calls `notify` before a module has to be compiled (not found in memory or on disk), so a front end can say
+    /// why this run is slower.
+    pub fn on_compile(mut self, notify: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_compile = Some(Box::new(notify));
+        self
+    }
+}
+
+impl Kernel for WasiKernel {
+    fn name(&self) -> &'static str {
+        KERNEL_NAME
+    }
+
+    fn check(&self, manifest: &EffectiveManifest) -> Result<(), KernelError> {
+        if !manifest.allowed_hosts().is_empty() {
+            return Err(KernelError::Unsupported {
+                kernel: KERNEL_NAME,
+                field: "allowed_hosts",
+                reason: "WebAssembly modules and components run without network access in this kernel; remove \
+                         allowed_hosts, or run code that needs the network in a script kernel"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn run(&self, manifest: &EffectiveManifest, request: &RunRequest) -> Result<RunReport, KernelError> {
+        self.check(manifest)?;
+        let Code::Wasm(bytes) = &request.code else {
+            return Err(KernelError::InvalidCode(format!(
+                "the wasi kernel runs WebAssembly, not {:?} source",
+                request.code.language()
+            )));
+        };
+        let digest = request.code.digest();
+        let (prepared, cache) = self.prepare(bytes, &digest)?;
+        runner::run(self, &prepared, cache, manifest, request, digest)
+    }
+}

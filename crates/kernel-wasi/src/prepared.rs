@@ -1,0 +1,89 @@
+//! Instantiation-ready code kept in memory, so a repeated run skips compilation and import resolution.
+
+use std::collections::{HashMap, VecDeque};
+use wasmagent_engine::{CacheSource, CompiledCode, ModuleTransform};
+use wasmagent_kernel::KernelError;
+use wasmtime::InstancePre;
+use wasmtime_wasi::p2::bindings::sync::CommandPre;
+
+use crate::WasiKernel;
+use crate::runner::{ComponentState, ModuleState};
+
+/// A module or component linked against this kernel's WASI and ready to instantiate.
+#[derive(Clone)]
+pub(crate) enum Prepared {
+    Module(InstancePre<ModuleState>),
+    Component(CommandPre<ComponentState>),
+}
+
+/// A bounded map from code digest to [`Prepared`]; the oldest entry goes first.
+pub(crate) struct PreparedCache {
+    entries: HashMap<String, Prepared>,
+    order: VecDeque<String>,
+    capacity: usize,
+}
+
+impl PreparedCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        PreparedCache { entries: HashMap::new(), order: VecDeque::new(), capacity }
+    }
+
+    fn get(&self, digest: &str) -> Option<Prepared> {
+        self.entries.get(digest).cloned()
+    }
+
+    fn insert(&mut self, digest: String, prepared: Prepared) {
+        if self.entries.contains_key(&digest) {
+            return;
+        }
+        while self.order.len() >= self.capacity {
+            if let Some(oldest) = self.order.pop_front() {
+                self.entries.remove(&oldest);
+            }
+        }
+        self.order.push_back(digest.clone());
+        self.entries.insert(digest, prepared);
+    }
+}
+
+impl WasiKernel {
+    pub(crate) fn prepare(&self, bytes: &[u8], digest: &str) -> Result<(Prepared, CacheSource), KernelError> {
+        if let Some(prepared) = self.lock_prepared().get(digest) {
+            return Ok((prepared, CacheSource::Memory));
+        }
+        let audit = ModuleTransform { cache_tag: crate::instrument::CACHE_TAG, apply: &crate::instrument::instrument };
+        let on_compile = self.on_compile.as_deref().map(|f| f as &dyn Fn());
+        let (code, source) = self.engine.load(bytes, digest, Some(&audit), on_compile)?;
+        let prepared = match code {
+            CompiledCode::Module(module) => {
+                if module.get_export("_start").is_none() {
+                    return Err(KernelError::InvalidCode(
+                        "the module exports no `_start` function: only WASI command modules can be run".into(),
+                    ));
+                }
+                let pre = self
+                    .linkers
+                    .module
+                    .instantiate_pre(&module)
+                    .map_err(|e| KernelError::InvalidCode(format!("cannot link the module: {e:#}")))?;
+                Prepared::Module(pre)
+            }
+            CompiledCode::Component(component) => {
+                let pre =
+                    self.linkers.component.instantiate_pre(&component).and_then(CommandPre::new).map_err(|e| {
+                        KernelError::InvalidCode(format!(
+                            "cannot link the component (only wasi:cli/command components can be run): {e:#}"
+                        ))
+                    })?;
+                Prepared::Component(pre)
+            }
+        };
+        self.lock_prepared().insert(digest.to_owned(), prepared.clone());
+        Ok((prepared, source))
+    }
+
+    fn lock_prepared(&self) -> std::sync::MutexGuard<'_, PreparedCache> {
+        // The cache holds only ready-made values; a panic while holding the lock cannot leave it half-updated.
+        self.prepared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

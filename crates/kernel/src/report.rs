@@ -1,0 +1,153 @@
+use serde::{Deserialize, Serialize};
+
+/// Schema name carried by every report.
+pub const SCHEMA: &str = "wasmagent.run/v1";
+
+/// What one run did: the single machine-readable result every kernel returns and every front end prints.
+///
+/// The field names are a public contract (README, "Run report").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// Always [`SCHEMA`].
+    pub schema: String,
+    /// The kernel that ran the code (`wasi`, `js`, `python`, `remote`).
+    pub kernel: String,
+    /// How the run ended.
+    pub outcome: Outcome,
+    /// The kernel's result value as JSON (for script kernels, the value of the last expression), else null.
+    pub value: serde_json::Value,
+    /// Captured standard output (lossy UTF-8), at most `max_output_bytes`.
+    pub stdout: String,
+    /// Captured standard error (lossy UTF-8), at most `max_output_bytes`.
+    pub stderr: String,
+    /// The guest's exit status: 0 when a command returned normally, `n` after `exit(n)`, null when the run ended
+    /// any other way.
+    pub exit_code: Option<i32>,
+    /// What went wrong, for every outcome but `ok` and `exit`.
+    pub error: Option<ErrorInfo>,
+    /// Every access the host refused, including ones the guest caught and recovered from.
+    pub denials: Vec<Denial>,
+    /// Resources used.
+    pub usage: Usage,
+    /// The effective manifest the run was held to.
+    pub manifest: serde_json::Value,
+    /// `sha256:<hex>` of the canonical effective manifest.
+    pub manifest_digest: String,
+    /// `sha256:<hex>` of the code as given (module bytes or script text).
+    pub code_digest: String,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Finished normally.
+    Ok,
+    /// The guest threw, trapped, or its result could not be converted.
+    Error,
+    /// The guest called `exit(n)` (WASI `proc_exit`, Python `sys.exit`).
+    Exit,
+    /// `cpu_ms` elapsed.
+    Timeout,
+    /// The guest tried to use more than `memory_limit_bytes`.
+    MemoryLimit,
+    /// `fuel` ran out.
+    FuelExhausted,
+    /// The guest wrote more than `max_output_bytes` to one stream; output is cut at the cap.
+    OutputLimit,
+}
+
+impl Outcome {
+    /// Whether the run was stopped by a manifest limit.
+    pub fn is_limit(self) -> bool {
+        matches!(self, Outcome::Timeout | Outcome::MemoryLimit | Outcome::FuelExhausted | Outcome::OutputLimit)
+    }
+
+    /// The name used in reports, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::Exit => "exit",
+            Outcome::Timeout => "timeout",
+            Outcome::MemoryLimit => "memory_limit",
+            Outcome::FuelExhausted => "fuel_exhausted",
+            Outcome::OutputLimit => "output_limit",
+        }
+    }
+}
+
+/// What went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// Machine-readable class.
+    pub kind: ErrorKind,
+    /// Human-readable detail (trap message and backtrace, exception message and stack, the limit that was hit).
+    pub message: String,
+}
+
+/// Classes of [`ErrorInfo`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A WebAssembly trap: unreachable, out-of-bounds access, stack overflow, invalid conversion...
+    Trap,
+    /// An uncaught exception in a script kernel.
+    Exception,
+    /// The result value could not be converted to JSON.
+    Serialization,
+    /// `cpu_ms` elapsed.
+    Timeout,
+    /// The memory limit was hit.
+    MemoryLimit,
+    /// Fuel ran out.
+    FuelExhausted,
+    /// The output cap was hit.
+    OutputLimit,
+    /// A module signature was missing or did not verify.
+    Signature,
+    /// A failure of the host itself while running the guest.
+    Internal,
+}
+
+/// One access the host refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Denial {
+    /// What kind of access: `fs.read`, `fs.write`, `net.connect`, `memory`, `tool`, ...
+    pub capability: String,
+    /// What was asked for: a guest path, an address, a tool name, a size.
+    pub target: String,
+    /// Why it was refused, in terms of the manifest.
+    pub reason: String,
+}
+
+/// Resources a run used.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Wall-clock time of the run itself (instantiation and execution, not compilation), in milliseconds.
+    pub wall_ms: f64,
+    /// Fuel consumed (roughly, WebAssembly instructions executed).
+    pub fuel_consumed: u64,
+    /// Largest total linear memory the guest held, in bytes.
+    pub memory_peak_bytes: u64,
+    /// Calls into host tools and bridges.
+    pub host_calls: u64,
+    /// Bytes the guest wrote to stdout, including any part cut by the cap.
+    pub stdout_bytes: u64,
+    /// Bytes the guest wrote to stderr, including any part cut by the cap.
+    pub stderr_bytes: u64,
+    /// Where the compiled code came from: `memory`, `disk` or `compiled`.
+    pub code_cache: String,
+}
+
+impl RunReport {
+    /// Whether the guest finished successfully: outcome `ok`, or `exit` with status 0.
+    pub fn succeeded(&self) -> bool {
+        match self.outcome {
+            Outcome::Ok => true,
+            Outcome::Exit => self.exit_code == Some(0),
+            _ => false,
+        }
+    }
+}

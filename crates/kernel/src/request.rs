@@ -1,0 +1,84 @@
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The languages wasmagent runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    /// A WebAssembly module or component (binary or `.wat` text).
+    Wasm,
+    /// JavaScript source.
+    Js,
+    /// Python source.
+    Python,
+}
+
+/// The code of one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Code {
+    /// WebAssembly bytes: a core module, a component, or their text format.
+    Wasm(Vec<u8>),
+    /// Source text of a script language.
+    Source {
+        /// Which language.
+        language: Language,
+        /// The program text.
+        text: String,
+    },
+}
+
+impl Code {
+    /// The language of this code.
+    pub fn language(&self) -> Language {
+        match self {
+            Code::Wasm(_) => Language::Wasm,
+            Code::Source { language, .. } => *language,
+        }
+    }
+
+    /// The bytes the digest is taken over.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Code::Wasm(bytes) => bytes,
+            Code::Source { text, .. } => text.as_bytes(),
+        }
+    }
+
+    /// `sha256:<hex>` of the code as given.
+    pub fn digest(&self) -> String {
+        format!("sha256:{}", hex::encode(Sha256::digest(self.bytes())))
+    }
+}
+
+/// One run: the code, its arguments and its standard input. The manifest travels separately, so one request can be
+/// checked against several policies.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// What to run.
+    pub code: Code,
+    /// Program name shown to the guest as `argv[0]` and in stack traces.
+    pub name: String,
+    /// Arguments after the program name.
+    pub args: Vec<String>,
+    /// Bytes the guest reads from standard input.
+    pub stdin: Vec<u8>,
+}
+
+impl RunRequest {
+    /// A request for WebAssembly bytes named `name`, with no arguments and empty stdin.
+    pub fn wasm(name: impl Into<String>, bytes: Vec<u8>) -> Self {
+        RunRequest { code: Code::Wasm(bytes), name: name.into(), args: Vec::new(), stdin: Vec::new() }
+    }
+
+    /// Sets the guest arguments.
+    pub fn with_args(mut self, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets standard input.
+    pub fn with_stdin(mut self, stdin: impl Into<Vec<u8>>) -> Self {
+        self.stdin = stdin.into();
+        self
+    }
+}

@@ -1,0 +1,316 @@
+use crate::defaults::{self, ManifestCeilings};
+use crate::error::ManifestError;
+use crate::host_pattern::HostPattern;
+use crate::mount::{Access, Mount};
+use crate::raw::CapabilityManifest;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A manifest with every default applied, every limit checked against the operator's ceilings, every mount
+/// resolved to a canonical host directory and every host pattern parsed. This is what kernels enforce, and what
+/// every run report echoes (with [`EffectiveManifest::digest`]).
+///
+/// It serializes as a complete manifest that loads back to the same effective manifest.
+#[derive(Debug, Clone)]
+pub struct EffectiveManifest {
+    echo: Echo,
+    mounts: Vec<Mount>,
+    hosts: Vec<HostPattern>,
+    digest: String,
+}
+
+/// The serialized form: every field present, `fuel` null when unset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct Echo {
+    allowed_hosts: Vec<String>,
+    allowed_read_paths: Vec<String>,
+    allowed_write_paths: Vec<String>,
+    env: BTreeMap<String, String>,
+    cpu_ms: u64,
+    fuel: Option<u64>,
+    memory_limit_bytes: u64,
+    max_output_bytes: u64,
+    max_host_calls: u64,
+    extra_capabilities: Vec<String>,
+}
+
+impl Serialize for EffectiveManifest {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.echo.serialize(serializer)
+    }
+}
+
+impl CapabilityManifest {
+    /// Applies defaults, checks every value and every ceiling, and resolves mounts (relative host paths are taken
+    /// from `base`). Errors name the offending field.
+    pub fn resolve(&self, base: &Path, ceilings: &ManifestCeilings) -> Result<EffectiveManifest, ManifestError> {
+        let cpu_ms = limit("cpu_ms", self.cpu_ms, defaults::CPU_MS, 1, ceilings.cpu_ms)?;
+        let fuel = self.fuel.map(|f| limit("fuel", Some(f), f, 1, ceilings.fuel)).transpose()?;
+        let memory_limit_bytes = limit(
+            "memory_limit_bytes",
+            self.memory_limit_bytes.map(|b| b.0),
+            defaults::MEMORY_LIMIT_BYTES,
+            defaults::MIN_MEMORY_LIMIT_BYTES,
+            ceilings.memory_limit_bytes,
+        )?;
+        let max_output_bytes = limit(
+            "max_output_bytes",
+            self.max_output_bytes.map(|b| b.0),
+            defaults::MAX_OUTPUT_BYTES,
+            0,
+            ceilings.max_output_bytes,
+        )?;
+        let max_host_calls =
+            limit("max_host_calls", self.max_host_calls, defaults::MAX_HOST_CALLS, 0, ceilings.max_host_calls)?;
+
+        for (key, value) in &self.env {
+            if key.is_empty() || key.contains(['=', '\0']) {
+                return Err(ManifestError::invalid(
+                    format!("env.{key}"),
+                    "variable names must be non-empty and contain neither `=` nor NUL",
+                ));
+            }
+            if value.contains('\0') {
+                return Err(ManifestError::invalid(format!("env.{key}"), "values must not contain NUL"));
+            }
+        }
+
+        let mut hosts: Vec<HostPattern> = Vec::new();
+        for (i, text) in self.allowed_hosts.iter().enumerate() {
+            let pattern: HostPattern = text.parse().map_err(|e: crate::HostPatternError| {
+                ManifestError::invalid(format!("allowed_hosts[{i}]"), e.to_string())
+            })?;
+            if !hosts.contains(&pattern) {
+                hosts.push(pattern);
+            }
+        }
+
+        let mut mounts: Vec<(String, Mount)> = Vec::new();
+        let grants = [
+            ("allowed_read_paths", &self.allowed_read_paths, Access::ReadOnly),
+            ("allowed_write_paths", &self.allowed_write_paths, Access::ReadWrite),
+        ];
+        for (name, specs, access) in grants {
+            for (i, spec) in specs.iter().enumerate() {
+                let field = format!("{name}[{i}]");
+                let mount = Mount::resolve(spec, access, &field, base)?;
+                if let Some((other, _)) = mounts.iter().find(|(_, m)| m.guest == mount.guest) {
+                    return Err(ManifestError::invalid(
+                        field,
+                        format!("guest path {} is already mounted by {other}", mount.guest),
+                    ));
+                }
+                mounts.push((field, mount));
+            }
+        }
+        let mounts: Vec<Mount> = mounts.into_iter().map(|(_, m)| m).collect();
+
+        let mut extra_capabilities = Vec::new();
+        for (i, grant) in self.extra_capabilities.iter().enumerate() {
+            validate_capability(grant).map_err(|m| ManifestError::invalid(format!("extra_capabilities[{i}]"), m))?;
+            extra_capabilities.push(grant.clone());
+        }
+        extra_capabilities.sort();
+        extra_capabilities.dedup();
+
+        let specs_for = |access| mounts.iter().filter(|m| m.access == access).map(Mount::spec).collect();
+        let echo = Echo {
+            allowed_hosts: hosts.iter().map(ToString::to_string).collect(),
+            allowed_read_paths: specs_for(Access::ReadOnly),
+            allowed_write_paths: specs_for(Access::ReadWrite),
+            env: self.env.clone(),
+            cpu_ms,
+            fuel,
+            memory_limit_bytes,
+            max_output_bytes,
+            max_host_calls,
+            extra_capabilities,
+        };
+        let digest = digest_of(&echo);
+        Ok(EffectiveManifest { echo, mounts, hosts, digest })
+    }
+}
+
+fn limit(field: &str, value: Option<u64>, default: u64, min: u64, ceiling: u64) -> Result<u64, ManifestError> {
+    let value = value.unwrap_or(default);
+    if value < min {
+        return Err(ManifestError::invalid(field, format!("{value} is below the minimum of {min}")));
+    }
+    if value > ceiling {
+        return Err(ManifestError::AboveCeiling { field: field.to_owned(), requested: value, ceiling });
+    }
+    Ok(value)
+}
+
+fn validate_capability(grant: &str) -> Result<(), String> {
+    let Some((kind, name)) = grant.split_once(':') else {
+        return Err(format!("{grant:?} must be written KIND:NAME, for example tool:web_search"));
+    };
+    let kind_ok = kind.starts_with(|c: char| c.is_ascii_lowercase())
+        && kind.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    let name_ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.*:/-".contains(&b));
+    if kind_ok && name_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{grant:?} is not a valid grant: KIND is lower-case letters, digits, `_` or `-`; NAME is letters, digits and `_ . * : / -`"
+        ))
+    }
+}
+
+fn digest_of(echo: &Echo) -> String {
+    // RFC 8785 canonical JSON, so the digest does not depend on field order or formatting. Serializing this plain
+    // struct cannot fail; fall back to serde_json's deterministic output rather than panicking if it ever did.
+    let bytes = serde_jcs::to_vec(echo).or_else(|_| serde_json::to_vec(echo)).unwrap_or_default();
+    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+}
+
+impl EffectiveManifest {
+    /// The default manifest: nothing allowed, default limits.
+    pub fn deny_all() -> Self {
+        // The empty manifest has no paths and default limits, which are within the default ceilings.
+        match CapabilityManifest::default().resolve(Path::new("/"), &ManifestCeilings::default()) {
+            Ok(m) => m,
+            Err(e) => unreachable!("the empty manifest is always valid: {e}"),
+        }
+    }
+
+    /// `sha256:<hex>` of the RFC 8785 canonical JSON of this effective manifest.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+    /// Resolved mounts, read-only ones first, each in the order written.
+    pub fn mounts(&self) -> &[Mount] {
+        &self.mounts
+    }
+    /// Parsed `allowed_hosts`.
+    pub fn allowed_hosts(&self) -> &[HostPattern] {
+        &self.hosts
+    }
+    /// The guest's entire environment.
+    pub fn env(&self) -> &BTreeMap<String, String> {
+        &self.echo.env
+    }
+    /// Wall-clock deadline in milliseconds.
+    pub fn cpu_ms(&self) -> u64 {
+        self.echo.cpu_ms
+    }
+    /// Instruction budget, when set.
+    pub fn fuel(&self) -> Option<u64> {
+        self.echo.fuel
+    }
+    /// Memory limit in bytes.
+    pub fn memory_limit_bytes(&self) -> u64 {
+        self.echo.memory_limit_bytes
+    }
+    /// Captured output cap per stream, in bytes.
+    pub fn max_output_bytes(&self) -> u64 {
+        self.echo.max_output_bytes
+    }
+    /// Host-call cap per run.
+    pub fn max_host_calls(&self) -> u64 {
+        self.echo.max_host_calls
+    }
+    /// Named grants, sorted, without duplicates.
+    pub fn extra_capabilities(&self) -> &[String] {
+        &self.echo.extra_capabilities
+    }
+    /// Whether `extra_capabilities` holds exactly this grant.
+    pub fn grants(&self, capability: &str) -> bool {
+        self.echo.extra_capabilities.iter().any(|c| c == capability)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(toml: &str) -> Result<EffectiveManifest, ManifestError> {
+        CapabilityManifest::from_toml_str(toml)?.resolve(Path::new("/"), &ManifestCeilings::default())
+    }
+
+    #[test]
+    fn empty_manifest_allows_nothing_and_every_limit_is_finite() {
+        let m = resolve("").unwrap();
+        assert!(m.mounts().is_empty() && m.allowed_hosts().is_empty() && m.env().is_empty());
+        assert!(m.extra_capabilities().is_empty());
+        assert_eq!(m.cpu_ms(), defaults::CPU_MS);
+        assert_eq!(m.memory_limit_bytes(), defaults::MEMORY_LIMIT_BYTES);
+        assert_eq!(m.max_output_bytes(), defaults::MAX_OUTPUT_BYTES);
+        assert_eq!(m.max_host_calls(), defaults::MAX_HOST_CALLS);
+        assert_eq!(m.fuel(), None);
+    }
+
+    #[test]
+    fn above_ceiling_is_refused_not_clamped() {
+        let err = resolve("cpu_ms = 10_000_000").unwrap_err();
+        assert_eq!(err.field(), Some("cpu_ms"));
+        assert!(err.to_string().contains("ceiling"), "{err}");
+        let err = resolve("memory_limit_bytes = \"64GiB\"").unwrap_err();
+        assert_eq!(err.field(), Some("memory_limit_bytes"));
+    }
+
+    #[test]
+    fn zero_and_tiny_limits_are_refused() {
+        assert_eq!(resolve("cpu_ms = 0").unwrap_err().field(), Some("cpu_ms"));
+        assert_eq!(resolve("fuel = 0").unwrap_err().field(), Some("fuel"));
+        assert_eq!(resolve("memory_limit_bytes = 100").unwrap_err().field(), Some("memory_limit_bytes"));
+    }
+
+    #[test]
+    fn bad_hosts_env_and_grants_name_their_field() {
+        assert_eq!(resolve("allowed_hosts = [\"ok.com\", \"*\"]").unwrap_err().field(), Some("allowed_hosts[1]"));
+        assert_eq!(resolve("env = { \"A=B\" = \"x\" }").unwrap_err().field(), Some("env.A=B"));
+        assert_eq!(
+            resolve("extra_capabilities = [\"web_search\"]").unwrap_err().field(),
+            Some("extra_capabilities[0]")
+        );
+        assert_eq!(
+            resolve("allowed_read_paths = [\"/definitely/not/here\"]").unwrap_err().field(),
+            Some("allowed_read_paths[0]")
+        );
+    }
+
+    #[test]
+    fn digest_is_stable_and_changes_with_policy() {
+        let a = resolve("cpu_ms = 100\nenv = { A = \"1\", B = \"2\" }").unwrap();
+        let b = resolve("env = { B = \"2\", A = \"1\" }\ncpuMs = 100").unwrap();
+        let c = resolve("cpu_ms = 101\nenv = { A = \"1\", B = \"2\" }").unwrap();
+        assert_eq!(a.digest(), b.digest());
+        assert_ne!(a.digest(), c.digest());
+        assert_eq!(a.digest().len(), "sha256:".len() + 64);
+    }
+
+    #[test]
+    fn effective_manifest_round_trips_through_its_echo() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = format!("{}:/data", dir.path().display());
+        let m = CapabilityManifest {
+            allowed_read_paths: vec![spec],
+            allowed_hosts: vec!["API.example.com.".into()],
+            extra_capabilities: vec!["tool:b".into(), "tool:a".into(), "tool:a".into()],
+            ..Default::default()
+        }
+        .resolve(Path::new("/"), &ManifestCeilings::default())
+        .unwrap();
+        let json = serde_json::to_string(&m).unwrap();
+        let again = CapabilityManifest::from_json_str(&json)
+            .unwrap()
+            .resolve(Path::new("/"), &ManifestCeilings::default())
+            .unwrap();
+        assert_eq!(m.digest(), again.digest());
+        assert_eq!(m.extra_capabilities(), ["tool:a", "tool:b"]);
+        assert_eq!(m.allowed_hosts()[0].to_string(), "api.example.com");
+        assert!(json.contains("\"fuel\":null"), "{json}");
+    }
+
+    #[test]
+    fn the_same_guest_path_cannot_be_mounted_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let err = resolve(&format!("allowed_read_paths = [\"{d}\"]\nallowed_write_paths = [\"{d}\"]")).unwrap_err();
+        assert_eq!(err.field(), Some("allowed_write_paths[0]"));
+    }
+}

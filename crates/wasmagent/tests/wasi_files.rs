@@ -1,0 +1,164 @@
+//! Mounts in the wasi kernel: what a guest can read and write, what it cannot, and that every refusal is reported.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::path::Path;
+use wasmagent::{CapabilityManifest, Outcome, RunReport, RunRequest, Sandbox};
+use wasmagent_test_guests::{PROBE_COMPONENT, PROBE_MODULE};
+
+struct Fixture {
+    root: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// data/ok.txt, data/link → ../outside/secret.txt, outside/secret.txt, work/ (empty).
+    fn new() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let p = root.path();
+        std::fs::create_dir_all(p.join("data/sub")).unwrap();
+        std::fs::create_dir_all(p.join("outside")).unwrap();
+        std::fs::create_dir_all(p.join("work")).unwrap();
+        std::fs::write(p.join("data/ok.txt"), "allowed").unwrap();
+        std::fs::write(p.join("outside/secret.txt"), "secret").unwrap();
+        std::os::unix::fs::symlink("../outside/secret.txt", p.join("data/link")).unwrap();
+        std::os::unix::fs::symlink("../../outside", p.join("data/sub/escape")).unwrap();
+        Fixture { root }
+    }
+
+    fn path(&self, relative: &str) -> String {
+        self.root.path().join(relative).display().to_string()
+    }
+
+    fn run(&self, guest: &str, extra_toml: &str, actions: &[&str]) -> RunReport {
+        let sandbox = Sandbox::builder().pool_slots(4).build().unwrap();
+        let toml = format!(
+            "allowed_read_paths = [\"{}:/data\"]\nallowed_write_paths = [\"{}:/work\"]\n{extra_toml}",
+            self.path("data"),
+            self.path("work")
+        );
+        let manifest = sandbox.resolve(&CapabilityManifest::from_toml_str(&toml).unwrap(), Path::new("/")).unwrap();
+        let request =
+            RunRequest::wasm("probe.wasm", wasmagent_test_guests::read(guest)).with_args(actions.iter().copied());
+        sandbox.run(&manifest, &request).unwrap()
+    }
+}
+
+/// Whether any line shows the secret file's contents.
+fn leaked_secret(report: &RunReport) -> bool {
+    report.stdout.lines().any(|l| l.starts_with("OK") && l.ends_with(" secret"))
+}
+
+fn line<'a>(report: &'a RunReport, prefix: &str) -> &'a str {
+    report
+        .stdout
+        .lines()
+        .find(|l| l.contains(prefix))
+        .unwrap_or_else(|| panic!("no line with {prefix:?} in {:?}", report.stdout))
+}
+
+fn denial_for<'a>(report: &'a RunReport, capability: &str, target: &str) -> &'a wasmagent::Denial {
+    report
+        .denials
+        .iter()
+        .find(|d| d.capability == capability && d.target == target)
+        .unwrap_or_else(|| panic!("no {capability} denial for {target} in {:#?}", report.denials))
+}
+
+#[test]
+fn files_inside_a_read_mount_can_be_read_and_listed() {
+    let fx = Fixture::new();
+    for guest in [PROBE_MODULE, PROBE_COMPONENT] {
+        let report = fx.run(guest, "", &["cat:/data/ok.txt", "ls:/data"]);
+        assert_eq!(report.outcome, Outcome::Ok, "{report:?}");
+        assert_eq!(line(&report, "cat /data/ok.txt"), "OK cat /data/ok.txt allowed");
+        assert_eq!(line(&report, "ls /data"), "OK ls /data link,ok.txt,sub");
+    }
+}
+
+#[test]
+fn reading_outside_every_mount_is_denied_and_reported() {
+    let fx = Fixture::new();
+    let outside = fx.path("outside/secret.txt");
+    let outside_action = format!("cat:{outside}");
+    for guest in [PROBE_MODULE, PROBE_COMPONENT] {
+        let report = fx.run(guest, "", &["cat:/etc/passwd", &outside_action, "cat:/data/ok.txt"]);
+        assert_eq!(report.outcome, Outcome::Ok, "denials are caught by the guest: {report:?}");
+        assert!(line(&report, "cat /etc/passwd").starts_with("ERR"));
+        assert!(line(&report, &outside).starts_with("ERR"));
+        assert!(!leaked_secret(&report));
+        assert_eq!(line(&report, "cat /data/ok.txt"), "OK cat /data/ok.txt allowed", "allowed files still work");
+        if guest == PROBE_MODULE {
+            let d = denial_for(&report, "fs.read", "/etc/passwd");
+            assert!(d.reason.contains("not inside any mount"), "{d:?}");
+            denial_for(&report, "fs.read", &outside);
+        }
+    }
+}
+
+#[test]
+fn dot_dot_traversal_out_of_a_mount_is_denied_and_reported() {
+    let fx = Fixture::new();
+    for guest in [PROBE_MODULE, PROBE_COMPONENT] {
+        let report = fx.run(guest, "", &["cat:/data/../outside/secret.txt", "cat:/data/sub/../../outside/secret.txt"]);
+        assert!(!report.stdout.contains("OK"), "{report:?}");
+        assert!(!leaked_secret(&report));
+        if guest == PROBE_MODULE {
+            assert!(!report.denials.is_empty(), "{report:?}");
+            assert!(report.denials.iter().all(|d| d.capability == "fs.read"));
+        }
+    }
+}
+
+#[test]
+fn a_symlink_inside_a_mount_pointing_outside_is_denied_and_reported() {
+    let fx = Fixture::new();
+    for guest in [PROBE_MODULE, PROBE_COMPONENT] {
+        let report = fx.run(guest, "", &["cat:/data/link", "cat:/data/sub/escape/secret.txt"]);
+        assert!(line(&report, "cat /data/link ").starts_with("ERR"), "{report:?}");
+        assert!(line(&report, "cat /data/sub/escape").starts_with("ERR"), "{report:?}");
+        assert!(!leaked_secret(&report));
+        if guest == PROBE_MODULE {
+            let d = denial_for(&report, "fs.read", "/data/link");
+            assert!(d.reason.contains("outside mount /data"), "{d:?}");
+        }
+    }
+}
+
+#[test]
+fn writing_needs_a_write_grant() {
+    let fx = Fixture::new();
+    for guest in [PROBE_MODULE, PROBE_COMPONENT] {
+        let report = fx.run(
+            guest,
+            "",
+            &["write:/data/new.txt:x", "mkdir:/data/d", "rm:/data/ok.txt", "write:/work/out.txt:hello"],
+        );
+        assert!(line(&report, "write /data/new.txt").starts_with("ERR"), "{report:?}");
+        assert!(line(&report, "mkdir /data/d").starts_with("ERR"));
+        assert!(line(&report, "rm /data/ok.txt").starts_with("ERR"));
+        assert_eq!(line(&report, "write /work/out.txt"), "OK write /work/out.txt");
+        assert!(!Path::new(&fx.path("data/new.txt")).exists());
+        assert!(Path::new(&fx.path("data/ok.txt")).exists());
+        assert_eq!(std::fs::read_to_string(fx.path("work/out.txt")).unwrap(), "hello");
+        if guest == PROBE_MODULE {
+            let d = denial_for(&report, "fs.write", "/data/new.txt");
+            assert!(d.reason.contains("read-only"), "{d:?}");
+            denial_for(&report, "fs.write", "/data/d");
+            denial_for(&report, "fs.write", "/data/ok.txt");
+        }
+        std::fs::remove_file(fx.path("work/out.txt")).unwrap();
+    }
+}
+
+#[test]
+fn a_mount_without_a_guest_path_appears_at_its_host_path() {
+    let fx = Fixture::new();
+    let sandbox = Sandbox::builder().pool_slots(4).build().unwrap();
+    let data = fx.path("data");
+    let manifest = CapabilityManifest { allowed_read_paths: vec![data.clone()], ..Default::default() };
+    let manifest = sandbox.resolve(&manifest, Path::new("/")).unwrap();
+    let action = format!("cat:{data}/ok.txt");
+    let request = RunRequest::wasm("probe.wasm", wasmagent_test_guests::read(PROBE_MODULE)).with_args([action]);
+    let report = sandbox.run(&manifest, &request).unwrap();
+    assert!(report.stdout.starts_with("OK cat"), "{report:?}");
+}
