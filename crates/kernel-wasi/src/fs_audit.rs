@@ -39,30 +39,79 @@ pub(crate) struct DirInfo {
     pub(crate) mount: Option<(String, Access)>,
 }
 
-/// Per-run audit state: descriptor → directory, plus the denials seen.
+/// Per-run audit state: directory handle (a preview1 descriptor or a preview2 resource) → directory, plus the
+/// denials seen.
 #[derive(Debug, Default)]
 pub(crate) struct FsAudit {
-    pub(crate) dirs: HashMap<i32, DirInfo>,
+    preopens: Vec<DirInfo>,
+    dirs: HashMap<u32, DirInfo>,
     pub(crate) denials: Vec<Denial>,
 }
 
+/// Whether a refused call read or wrote.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Want {
+    Read,
+    Write,
+}
+
 impl FsAudit {
-    /// Starts an audit for preopens given in descriptor order from 3.
+    /// Starts an audit for these preopens. Preview1 numbers them from descriptor 3 in this order; preview2 hands
+    /// them out through `get-directories`, reported with [`FsAudit::preopened`].
     pub(crate) fn new(preopens: Vec<DirInfo>) -> Self {
-        let dirs = preopens.into_iter().enumerate().map(|(i, info)| (3 + i as i32, info)).collect();
-        FsAudit { dirs, denials: Vec::new() }
+        let dirs = preopens.iter().cloned().enumerate().map(|(i, info)| (3 + i as u32, info)).collect();
+        FsAudit { preopens, dirs, denials: Vec::new() }
+    }
+
+    /// A preview2 preopen was handed to the guest as `handle`.
+    pub(crate) fn preopened(&mut self, handle: u32, guest_path: &str) {
+        if let Some(info) = self.preopens.iter().find(|p| p.guest_path == guest_path) {
+            self.dirs.insert(handle, info.clone());
+        }
+    }
+
+    /// `relative`, opened from directory `dir`, is now `handle`.
+    pub(crate) fn opened(&mut self, dir: u32, handle: u32, relative: &str) {
+        if let Some(base) = self.dirs.get(&dir) {
+            let info = DirInfo { guest_path: join(&base.guest_path, relative), mount: base.mount.clone() };
+            self.dirs.insert(handle, info);
+        }
+    }
+
+    /// A call on `relative` from directory `dir` failed; record it when it was a refusal. `permission_error` says
+    /// whether the error was of the permission class (as opposed to, say, a file that does not exist).
+    pub(crate) fn failed(&mut self, dir: u32, want: Want, relative: &str, permission_error: bool) {
+        let Some(dir) = self.dirs.get(&dir) else {
+            return;
+        };
+        let capability = match want {
+            Want::Read => "fs.read",
+            Want::Write => "fs.write",
+        };
+        let target = join(&dir.guest_path, relative);
+        let reason = match &dir.mount {
+            // Nothing exists in the catch-all root, so every failure there is an access outside the mounts.
+            None => "not inside any mount: the manifest grants no allowed_read_paths or allowed_write_paths entry \
+                     for it"
+                .to_owned(),
+            Some(_) if !permission_error => return,
+            Some((mount, _)) if climbs_out(depth_below(mount, &dir.guest_path), relative) => {
+                format!("the path climbs out of mount {mount} with `..`")
+            }
+            Some((mount, Access::ReadOnly)) if want == Want::Write => {
+                format!("mount {mount} is read-only (granted by allowed_read_paths)")
+            }
+            Some((mount, _)) => {
+                format!("the path resolves outside mount {mount} (through a symlink or an absolute link)")
+            }
+        };
+        self.denials.push(Denial { capability: capability.into(), target, reason });
     }
 }
 
 /// Store state that carries an [`FsAudit`].
 pub(crate) trait HasFsAudit {
     fn fs_audit(&mut self) -> &mut FsAudit;
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Want {
-    Read,
-    Write,
 }
 
 /// Defines the audit imports that [`crate::instrument`] routes every path-taking preview1 call through. Each
@@ -89,10 +138,8 @@ pub(crate) fn add_audit_functions<T: HasFsAudit + Send + 'static>(linker: &mut L
             let want = if writes { Want::Write } else { Want::Read };
             let relative = read_string(&mut caller, path, path_len);
             if errno == 0 {
-                let base = caller.data_mut().fs_audit().dirs.get(&fd).cloned();
-                if let (Some(new_fd), Some(base)) = (read_i32(&mut caller, opened), base) {
-                    let info = DirInfo { guest_path: join(&base.guest_path, &relative), mount: base.mount };
-                    caller.data_mut().fs_audit().dirs.insert(new_fd, info);
+                if let Some(new_fd) = read_i32(&mut caller, opened) {
+                    caller.data_mut().fs_audit().opened(fd as u32, new_fd as u32, &relative);
                 }
             } else {
                 record(&mut caller, errno, want, fd, &relative);
@@ -224,32 +271,8 @@ fn depth_below(mount: &str, dir: &str) -> usize {
 }
 
 fn record<T: HasFsAudit>(caller: &mut Caller<'_, T>, errno: i32, want: Want, fd: i32, relative: &str) {
-    let audit = caller.data_mut().fs_audit();
-    let Some(dir) = audit.dirs.get(&fd) else {
-        return;
-    };
-    let capability = match want {
-        Want::Read => "fs.read",
-        Want::Write => "fs.write",
-    };
-    let target = join(&dir.guest_path, relative);
     let permission_error = matches!(errno, ERRNO_ACCES | ERRNO_PERM | ERRNO_ROFS | ERRNO_NOTCAPABLE);
-    let reason = match &dir.mount {
-        // Nothing exists in the catch-all root, so every failure there is an access outside the mounts.
-        None => "not inside any mount: the manifest grants no allowed_read_paths or allowed_write_paths entry for it"
-            .to_owned(),
-        Some(_) if !permission_error => return,
-        Some((mount, _)) if climbs_out(depth_below(mount, &dir.guest_path), relative) => {
-            format!("the path climbs out of mount {mount} with `..`")
-        }
-        Some((mount, Access::ReadOnly)) if want == Want::Write => {
-            format!("mount {mount} is read-only (granted by allowed_read_paths)")
-        }
-        Some((mount, _)) => {
-            format!("the path resolves outside mount {mount} (through a symlink or an absolute link)")
-        }
-    };
-    audit.denials.push(Denial { capability: capability.into(), target, reason });
+    caller.data_mut().fs_audit().failed(fd as u32, want, relative, permission_error);
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //! mount reaches the host and is reported in `denials` instead of failing silently inside the guest's libc.
 
 mod fs_audit;
+mod fs_audit_p2;
 mod instrument;
 mod prepared;
 mod runner;

@@ -3,6 +3,7 @@
 
 use crate::WasiKernel;
 use crate::fs_audit::{self, DirInfo, FsAudit, HasFsAudit};
+use crate::fs_audit_p2::{self, AuditedFilesystem};
 use crate::prepared::Prepared;
 use std::sync::{Arc, Mutex, PoisonError};
 use wasmagent_engine::{CacheSource, CappedOutput, GuestLimiter, ReportParts, Termination};
@@ -33,6 +34,13 @@ pub(crate) struct ComponentState {
     ctx: WasiCtx,
     table: ResourceTable,
     limiter: GuestLimiter,
+    audit: FsAudit,
+}
+
+impl AuditedFilesystem for ComponentState {
+    fn audit(&mut self) -> &mut FsAudit {
+        &mut self.audit
+    }
 }
 
 impl WasiView for ComponentState {
@@ -54,6 +62,7 @@ impl Linkers {
         fs_audit::add_audit_functions(&mut module)?;
         let mut component = wasmtime::component::Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut component)?;
+        fs_audit_p2::add_audit_wrappers(&mut component)?;
         Ok(Linkers { module, component })
     }
 }
@@ -89,7 +98,12 @@ pub(crate) fn run(
             (result, fuel_given, fuel_left, state.limiter, state.audit.denials)
         }
         Prepared::Component(pre) => {
-            let state = ComponentState { ctx: builder.build(), table: ResourceTable::new(), limiter };
+            let state = ComponentState {
+                ctx: builder.build(),
+                table: ResourceTable::new(),
+                limiter,
+                audit: FsAudit::new(preopens),
+            };
             let mut store = Store::new(engine, state);
             store.limiter(|s| &mut s.limiter);
             let fuel_given = kernel.engine.arm(&mut store, manifest)?;
@@ -102,7 +116,7 @@ pub(crate) fn run(
                 });
             let fuel_left = store.get_fuel().unwrap_or(0);
             let state = store.into_data();
-            (result, fuel_given, fuel_left, state.limiter, Vec::new())
+            (result, fuel_given, fuel_left, state.limiter, state.audit.denials)
         }
     };
     let wall_ms = active.elapsed_ms();

@@ -87,11 +87,9 @@ fn reading_outside_every_mount_is_denied_and_reported() {
         assert!(line(&report, &outside).starts_with("ERR"));
         assert!(!leaked_secret(&report));
         assert_eq!(line(&report, "cat /data/ok.txt"), "OK cat /data/ok.txt allowed", "allowed files still work");
-        if guest == PROBE_MODULE {
-            let d = denial_for(&report, "fs.read", "/etc/passwd");
-            assert!(d.reason.contains("not inside any mount"), "{d:?}");
-            denial_for(&report, "fs.read", &outside);
-        }
+        let d = denial_for(&report, "fs.read", "/etc/passwd");
+        assert!(d.reason.contains("not inside any mount"), "{d:?}");
+        denial_for(&report, "fs.read", &outside);
     }
 }
 
@@ -102,9 +100,10 @@ fn dot_dot_traversal_out_of_a_mount_is_denied_and_reported() {
         let report = fx.run(guest, "", &["cat:/data/../outside/secret.txt", "cat:/data/sub/../../outside/secret.txt"]);
         assert!(!report.stdout.contains("OK"), "{report:?}");
         assert!(!leaked_secret(&report));
-        if guest == PROBE_MODULE {
-            assert!(!report.denials.is_empty(), "{report:?}");
-            assert!(report.denials.iter().all(|d| d.capability == "fs.read"));
+        assert_eq!(report.denials.len(), 2, "{report:?}");
+        for denial in &report.denials {
+            assert_eq!(denial.capability, "fs.read");
+            assert!(denial.reason.contains("climbs out of mount /data"), "{denial:?}");
         }
     }
 }
@@ -117,10 +116,8 @@ fn a_symlink_inside_a_mount_pointing_outside_is_denied_and_reported() {
         assert!(line(&report, "cat /data/link ").starts_with("ERR"), "{report:?}");
         assert!(line(&report, "cat /data/sub/escape").starts_with("ERR"), "{report:?}");
         assert!(!leaked_secret(&report));
-        if guest == PROBE_MODULE {
-            let d = denial_for(&report, "fs.read", "/data/link");
-            assert!(d.reason.contains("outside mount /data"), "{d:?}");
-        }
+        let d = denial_for(&report, "fs.read", "/data/link");
+        assert!(d.reason.contains("outside mount /data"), "{d:?}");
     }
 }
 
@@ -140,12 +137,10 @@ fn writing_needs_a_write_grant() {
         assert!(!Path::new(&fx.path("data/new.txt")).exists());
         assert!(Path::new(&fx.path("data/ok.txt")).exists());
         assert_eq!(std::fs::read_to_string(fx.path("work/out.txt")).unwrap(), "hello");
-        if guest == PROBE_MODULE {
-            let d = denial_for(&report, "fs.write", "/data/new.txt");
-            assert!(d.reason.contains("read-only"), "{d:?}");
-            denial_for(&report, "fs.write", "/data/d");
-            denial_for(&report, "fs.write", "/data/ok.txt");
-        }
+        let d = denial_for(&report, "fs.write", "/data/new.txt");
+        assert!(d.reason.contains("read-only"), "{d:?}");
+        denial_for(&report, "fs.write", "/data/d");
+        denial_for(&report, "fs.write", "/data/ok.txt");
         std::fs::remove_file(fx.path("work/out.txt")).unwrap();
     }
 }
