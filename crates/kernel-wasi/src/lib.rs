@@ -81,13 +81,13 @@ impl Kernel for WasiKernel {
 
     fn run(&self, manifest: &EffectiveManifest, request: &RunRequest) -> Result<RunReport, KernelError> {
         self.check(manifest)?;
-        let Code::Wasm(bytes) = &request.code else {
+        let Code::Wasm(bytes) = request.code() else {
             return Err(KernelError::InvalidCode(format!(
                 "the wasi kernel runs WebAssembly, not {:?} source",
-                request.code.language()
+                request.code().language()
             )));
         };
-        let digest = request.code.digest();
+        let digest = request.code_digest().to_owned();
         let (prepared, cache) = self.prepare(bytes, &digest)?;
         runner::run(self, &prepared, cache, manifest, request, digest)
     }

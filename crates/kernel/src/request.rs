@@ -1,5 +1,6 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::sync::OnceLock;
 
 /// The languages wasmagent runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -52,10 +53,13 @@ impl Code {
 
 /// One run: the code, its arguments and its standard input. The manifest travels separately, so one request can be
 /// checked against several policies.
+///
+/// The code's digest is computed once per request and reused, so an embedder that runs the same request many times
+/// does not hash the code every time.
 #[derive(Debug, Clone)]
 pub struct RunRequest {
-    /// What to run.
-    pub code: Code,
+    code: Code,
+    digest: OnceLock<String>,
     /// Program name shown to the guest as `argv[0]` and in stack traces.
     pub name: String,
     /// Arguments after the program name.
@@ -67,7 +71,22 @@ pub struct RunRequest {
 impl RunRequest {
     /// A request for WebAssembly bytes named `name`, with no arguments and empty stdin.
     pub fn wasm(name: impl Into<String>, bytes: Vec<u8>) -> Self {
-        RunRequest { code: Code::Wasm(bytes), name: name.into(), args: Vec::new(), stdin: Vec::new() }
+        Self::new(name, Code::Wasm(bytes))
+    }
+
+    /// A request for `code` named `name`, with no arguments and empty stdin.
+    pub fn new(name: impl Into<String>, code: Code) -> Self {
+        RunRequest { code, digest: OnceLock::new(), name: name.into(), args: Vec::new(), stdin: Vec::new() }
+    }
+
+    /// What to run.
+    pub fn code(&self) -> &Code {
+        &self.code
+    }
+
+    /// `sha256:<hex>` of the code, computed on first use.
+    pub fn code_digest(&self) -> &str {
+        self.digest.get_or_init(|| self.code.digest())
     }
 
     /// Sets the guest arguments.

@@ -132,7 +132,7 @@ impl Sandbox {
 
     /// Runs `request` in a fresh sandbox held to `manifest`.
     pub fn run(&self, manifest: &EffectiveManifest, request: &RunRequest) -> Result<RunReport, Error> {
-        Ok(self.kernel(request.code.language())?.run(manifest, request)?)
+        Ok(self.kernel(request.code().language())?.run(manifest, request)?)
     }
 }
 
