@@ -27,6 +27,47 @@ pub(crate) enum Command {
     /// Work with manifest files.
     #[command(subcommand)]
     Manifest(ManifestCommand),
+    /// Write a new Ed25519 key pair: KEY (secret, mode 0600) and KEY.pub (`ed25519:<hex>`).
+    Keygen {
+        /// Path of the secret key; the public key goes to the same path plus `.pub`.
+        #[arg(long, short, default_value = "wasmagent.key")]
+        out: PathBuf,
+    },
+    /// Sign a WebAssembly module or component (wasmsign2 format: a custom section, so it stays valid WebAssembly).
+    Sign {
+        /// The module or component.
+        module: PathBuf,
+        /// Secret key file.
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+        /// Where to write the signed module (default: replace MODULE).
+        #[arg(long, short, value_name = "PATH")]
+        out: Option<PathBuf>,
+    },
+    /// Check a module's signature against a public key. Exit 0 when it verifies, 1 when it does not.
+    Verify {
+        /// The module or component.
+        module: PathBuf,
+        /// Public key file (or `ed25519:<hex>`).
+        #[arg(long, value_name = "KEY")]
+        pubkey: String,
+    },
+    /// Work with audit logs written by `run --record`.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Check every record's signature and the hash chain. Exit 0 when intact; 1 naming the first record that was
+    /// edited, removed, reordered, forged or torn.
+    Verify {
+        /// The audit log (JSON Lines).
+        file: PathBuf,
+        /// Public key file (or `ed25519:<hex>`) of the key that signs the records.
+        #[arg(long, value_name = "KEY")]
+        pubkey: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +126,22 @@ pub(crate) struct RunArgs {
     /// Calls into host tools allowed per run.
     #[arg(long = "max-host-calls", value_name = "N")]
     pub(crate) max_host_calls: Option<u64>,
+
+    /// Trust module signatures by this public key (file or `ed25519:<hex>`). Repeatable.
+    #[arg(long = "trusted-key", value_name = "KEY")]
+    pub(crate) trusted_keys: Vec<String>,
+
+    /// Refuse modules not signed by a trusted key (exit 2, error kind `signature`).
+    #[arg(long = "require-signature")]
+    pub(crate) require_signature: bool,
+
+    /// Append a signed record of the run to this audit log (JSON Lines). Needs --record-key.
+    #[arg(long, value_name = "FILE", requires = "record_key")]
+    pub(crate) record: Option<PathBuf>,
+
+    /// Secret key that signs audit records.
+    #[arg(long = "record-key", value_name = "KEY", requires = "record")]
+    pub(crate) record_key: Option<PathBuf>,
 
     /// File whose contents the guest reads as standard input (default: empty; the terminal is never passed).
     #[arg(long, value_name = "PATH")]

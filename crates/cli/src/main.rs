@@ -9,12 +9,13 @@
 mod args;
 mod manifest_cmd;
 mod run_cmd;
+mod signing_cmd;
 
 use clap::Parser;
 use std::process::ExitCode;
 
 /// Exit status for usage, manifest and code errors: nothing ran.
-const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -28,6 +29,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         args::Command::Run(run) => run_cmd::run(*run),
         args::Command::Manifest(args::ManifestCommand::Check { file }) => manifest_cmd::check(&file),
+        args::Command::Keygen { out } => signing_cmd::keygen(&out),
+        args::Command::Sign { module, key, out } => signing_cmd::sign(&module, &key, out.as_deref()),
+        args::Command::Verify { module, pubkey } => signing_cmd::verify(&module, &pubkey),
+        args::Command::Audit(args::AuditCommand::Verify { file, pubkey }) => signing_cmd::audit_verify(&file, &pubkey),
     };
     match result {
         Ok(code) => ExitCode::from(code),

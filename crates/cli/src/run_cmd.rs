@@ -2,7 +2,9 @@ use crate::args::RunArgs;
 use anyhow::{Context, bail};
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
-use wasmagent::{CapabilityManifest, Outcome, RunReport, RunRequest, Sandbox, default_cache_dir};
+use wasmagent::signing::keys::SecretKey;
+use wasmagent::signing::record::AuditLog;
+use wasmagent::{CapabilityManifest, Error, ErrorKind, Outcome, RunReport, RunRequest, Sandbox, default_cache_dir};
 
 /// Largest module read from standard input; the engine refuses anything larger anyway.
 const MAX_STDIN_MODULE: u64 = 64 * 1024 * 1024;
@@ -18,18 +20,23 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
 
     let show_compile = std::io::stderr().is_terminal();
     let compile_name = name.clone();
-    let sandbox = Sandbox::builder()
-        .cache_dir(default_cache_dir())
-        .on_compile(move || {
-            if show_compile {
-                eprintln!("wasmagent: compiling {compile_name} (once; later runs load it from the cache)…");
-            }
-        })
-        .build()?;
+    let mut builder = Sandbox::builder().cache_dir(default_cache_dir()).on_compile(move || {
+        if show_compile {
+            eprintln!("wasmagent: compiling {compile_name} (once; later runs load it from the cache)…");
+        }
+    });
+    if let (Some(record), Some(key)) = (&args.record, &args.record_key) {
+        builder = builder.audit_log(AuditLog::new(record, SecretKey::from_file(key)?));
+    }
+    let sandbox = builder.build()?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let manifest = sandbox.resolve(&manifest, &cwd)?;
     let request = RunRequest::wasm(name, code).with_args(args.guest_args.clone()).with_stdin(stdin);
-    let report = sandbox.run(&manifest, &request)?;
+    let (report, record_error) = match sandbox.run(&manifest, &request) {
+        Ok(report) => (report, None),
+        Err(Error::Record { report, error }) => (*report, Some(error)),
+        Err(other) => return Err(other.into()),
+    };
 
     if args.json {
         let line = serde_json::to_string(&report).context("cannot serialize the run report")?;
@@ -37,6 +44,9 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
     } else {
         forward_output(&report)?;
         print_summary(&report);
+    }
+    if let Some(error) = record_error {
+        bail!("the run finished but its audit record could not be written: {error}");
     }
     Ok(exit_status(&report))
 }
@@ -57,6 +67,12 @@ fn build_manifest(args: &RunArgs) -> anyhow::Result<CapabilityManifest> {
         max_output_bytes: args.max_output,
         max_host_calls: args.max_host_calls,
         extra_capabilities: Vec::new(),
+        trusted_keys: args
+            .trusted_keys
+            .iter()
+            .map(|key| crate::signing_cmd::public_key(key).map(|k| k.to_text()))
+            .collect::<anyhow::Result<_>>()?,
+        require_signature: args.require_signature.then_some(true),
     });
     Ok(manifest)
 }
@@ -110,7 +126,9 @@ fn print_summary(report: &RunReport) {
 }
 
 fn exit_status(report: &RunReport) -> u8 {
-    if report.outcome.is_limit() {
+    if report.error.as_ref().is_some_and(|e| e.kind == ErrorKind::Signature) {
+        crate::EXIT_USAGE
+    } else if report.outcome.is_limit() {
         3
     } else if report.succeeded() {
         0

@@ -207,3 +207,62 @@ fn a_module_can_be_read_from_standard_input() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(json(&out)["stdout"], "hello from a sandboxed module\n");
 }
+
+#[test]
+fn keygen_sign_verify_and_run_with_required_signatures() {
+    let cli = Cli::new();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("signer.key");
+    let out = cli.run(&["keygen", "--out", key.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("ed25519:"));
+    let public = dir.path().join("signer.key.pub");
+    assert_eq!(std::fs::read_to_string(&public).unwrap(), stdout(&out));
+
+    let module = dir.path().join("probe.wasm");
+    std::fs::copy(PROBE_MODULE, &module).unwrap();
+    let unsigned = dir.path().join("unsigned.wasm");
+    std::fs::copy(PROBE_MODULE, &unsigned).unwrap();
+    let (module, unsigned, key, public) =
+        (module.to_str().unwrap(), unsigned.to_str().unwrap(), key.to_str().unwrap(), public.to_str().unwrap());
+    assert_eq!(cli.run(&["sign", module, "--key", key]).status.code(), Some(0));
+    let verified = cli.run(&["verify", module, "--pubkey", public]);
+    assert_eq!(verified.status.code(), Some(0), "{}", stdout(&verified));
+    assert_eq!(cli.run(&["verify", unsigned, "--pubkey", public]).status.code(), Some(1));
+
+    let ok = cli.run(&["run", module, "--json", "--require-signature", "--trusted-key", public, "--", "hello"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert_eq!(json(&ok)["signer_key_id"].as_str().unwrap().len(), 24);
+
+    let refused = cli.run(&["run", unsigned, "--json", "--require-signature", "--trusted-key", public, "--", "hello"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert_eq!(json(&refused)["error"]["kind"], "signature");
+    assert_eq!(json(&refused)["stdout"], "");
+}
+
+#[test]
+fn run_records_are_appended_and_audit_verify_names_a_tampered_record() {
+    let cli = Cli::new();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("records.key");
+    assert_eq!(cli.run(&["keygen", "--out", key.to_str().unwrap()]).status.code(), Some(0));
+    let log = dir.path().join("audit.jsonl");
+    let (key, log_s) = (key.to_str().unwrap(), log.to_str().unwrap());
+    for action in ["hello", "exit:3", "hello"] {
+        let out = cli.run(&["run", PROBE_MODULE, "--record", log_s, "--record-key", key, "--", action]);
+        assert!(out.status.code() == Some(0) || out.status.code() == Some(1), "{}", stderr(&out));
+    }
+    let public = format!("{key}.pub");
+    let ok = cli.run(&["audit", "verify", log_s, "--pubkey", &public]);
+    assert_eq!(ok.status.code(), Some(0), "{}", stdout(&ok));
+    assert!(stdout(&ok).contains("3 records"));
+
+    let text = std::fs::read_to_string(&log).unwrap().replace("\"exit_code\":3", "\"exit_code\":0");
+    std::fs::write(&log, text).unwrap();
+    let bad = cli.run(&["audit", "verify", log_s, "--pubkey", &public]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stdout(&bad).contains("record 2"), "{}", stdout(&bad));
+
+    let missing_key = cli.run(&["run", PROBE_MODULE, "--record", log_s]);
+    assert_eq!(missing_key.status.code(), Some(2), "--record needs --record-key");
+}

@@ -61,6 +61,7 @@ impl ReportParts<'_> {
             manifest: serde_json::to_value(self.manifest).unwrap_or(serde_json::Value::Null),
             manifest_digest: self.manifest.digest().into(),
             code_digest: self.code_digest,
+            signer_key_id: None,
         }
     }
 }

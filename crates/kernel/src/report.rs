@@ -35,6 +35,9 @@ pub struct RunReport {
     pub manifest_digest: String,
     /// `sha256:<hex>` of the code as given (module bytes or script text).
     pub code_digest: String,
+    /// Key id of the trusted key whose signature on the module verified, or null.
+    #[serde(default)]
+    pub signer_key_id: Option<String>,
 }
 
 /// How a run ended.
@@ -142,6 +145,32 @@ pub struct Usage {
 }
 
 impl RunReport {
+    /// The report of a run refused before the guest started (for example an unsigned module when signatures are
+    /// required): outcome `error` with `error`, nothing used.
+    pub fn refused(
+        kernel: &str,
+        error: ErrorInfo,
+        manifest: &wasmagent_manifest::EffectiveManifest,
+        code_digest: &str,
+    ) -> Self {
+        RunReport {
+            schema: SCHEMA.into(),
+            kernel: kernel.into(),
+            outcome: Outcome::Error,
+            value: serde_json::Value::Null,
+            stdout: String::new(),
+            stderr: String::new(),
+            exit_code: None,
+            error: Some(error),
+            denials: Vec::new(),
+            usage: Usage { code_cache: "none".into(), ..Usage::default() },
+            manifest: serde_json::to_value(manifest).unwrap_or(serde_json::Value::Null),
+            manifest_digest: manifest.digest().into(),
+            code_digest: code_digest.into(),
+            signer_key_id: None,
+        }
+    }
+
     /// Whether the guest finished successfully: outcome `ok`, or `exit` with status 0.
     pub fn succeeded(&self) -> bool {
         match self.outcome {

@@ -46,6 +46,12 @@ pub struct CapabilityManifest {
     /// Named grants such as `tool:web_search`. Empty by default.
     #[serde(default, alias = "extraCapabilities")]
     pub extra_capabilities: Vec<String>,
+    /// Public keys (`ed25519:<64 hex digits>`) whose module signatures are trusted. Empty by default.
+    #[serde(default, alias = "trustedKeys")]
+    pub trusted_keys: Vec<String>,
+    /// Refuse WebAssembly modules and components that are not signed by one of `trusted_keys`. Default false.
+    #[serde(default, alias = "requireSignature", skip_serializing_if = "Option::is_none")]
+    pub require_signature: Option<bool>,
 }
 
 impl CapabilityManifest {
@@ -108,6 +114,8 @@ impl CapabilityManifest {
         self.allowed_write_paths.extend(other.allowed_write_paths);
         self.env.extend(other.env);
         self.extra_capabilities.extend(other.extra_capabilities);
+        self.trusted_keys.extend(other.trusted_keys);
+        self.require_signature = other.require_signature.or(self.require_signature);
         self.cpu_ms = other.cpu_ms.or(self.cpu_ms);
         self.fuel = other.fuel.or(self.fuel);
         self.memory_limit_bytes = other.memory_limit_bytes.or(self.memory_limit_bytes);

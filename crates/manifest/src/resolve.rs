@@ -34,6 +34,8 @@ struct Echo {
     max_output_bytes: u64,
     max_host_calls: u64,
     extra_capabilities: Vec<String>,
+    trusted_keys: Vec<String>,
+    require_signature: bool,
 }
 
 impl Serialize for EffectiveManifest {
@@ -115,6 +117,20 @@ impl CapabilityManifest {
         extra_capabilities.sort();
         extra_capabilities.dedup();
 
+        let mut trusted_keys = Vec::new();
+        for (i, key) in self.trusted_keys.iter().enumerate() {
+            trusted_keys.push(normalize_key(key).map_err(|m| ManifestError::invalid(format!("trusted_keys[{i}]"), m))?);
+        }
+        trusted_keys.sort();
+        trusted_keys.dedup();
+        let require_signature = self.require_signature.unwrap_or(false);
+        if require_signature && trusted_keys.is_empty() {
+            return Err(ManifestError::invalid(
+                "require_signature",
+                "no module could ever run: add the signers' public keys to trusted_keys",
+            ));
+        }
+
         let specs_for = |access| mounts.iter().filter(|m| m.access == access).map(Mount::spec).collect();
         let echo = Echo {
             allowed_hosts: hosts.iter().map(ToString::to_string).collect(),
@@ -127,6 +143,8 @@ impl CapabilityManifest {
             max_output_bytes,
             max_host_calls,
             extra_capabilities,
+            trusted_keys,
+            require_signature,
         };
         let digest = digest_of(&echo);
         Ok(EffectiveManifest { echo, mounts, hosts, digest })
@@ -158,6 +176,16 @@ fn validate_capability(grant: &str) -> Result<(), String> {
             "{grant:?} is not a valid grant: KIND is lower-case letters, digits, `_` or `-`; NAME is letters, digits and `_ . * : / -`"
         ))
     }
+}
+
+/// Public keys are written `ed25519:` followed by the 32-byte key in hex (as `wasmagent keygen` prints them).
+fn normalize_key(key: &str) -> Result<String, String> {
+    let hex_part = key.strip_prefix("ed25519:").ok_or_else(|| format!("{key:?} must start with `ed25519:`"))?;
+    let bytes = hex::decode(hex_part).map_err(|_| format!("{key:?}: the key must be hexadecimal"))?;
+    if bytes.len() != 32 {
+        return Err(format!("{key:?}: an Ed25519 public key has 32 bytes, this one has {}", bytes.len()));
+    }
+    Ok(format!("ed25519:{}", hex::encode(bytes)))
 }
 
 fn digest_of(echo: &Echo) -> String {
@@ -216,6 +244,14 @@ impl EffectiveManifest {
     /// Named grants, sorted, without duplicates.
     pub fn extra_capabilities(&self) -> &[String] {
         &self.echo.extra_capabilities
+    }
+    /// Trusted module-signing keys, each `ed25519:<hex>`, sorted.
+    pub fn trusted_keys(&self) -> &[String] {
+        &self.echo.trusted_keys
+    }
+    /// Whether unsigned or untrusted modules are refused.
+    pub fn require_signature(&self) -> bool {
+        self.echo.require_signature
     }
     /// Whether `extra_capabilities` holds exactly this grant.
     pub fn grants(&self, capability: &str) -> bool {
@@ -304,6 +340,17 @@ mod tests {
         assert_eq!(m.extra_capabilities(), ["tool:a", "tool:b"]);
         assert_eq!(m.allowed_hosts()[0].to_string(), "api.example.com");
         assert!(json.contains("\"fuel\":null"), "{json}");
+    }
+
+    #[test]
+    fn trusted_keys_are_validated_and_required_signatures_need_one() {
+        let key = format!("ed25519:{}", "AB".repeat(32));
+        let m = resolve(&format!("trusted_keys = [\"{key}\"]\nrequire_signature = true")).unwrap();
+        assert_eq!(m.trusted_keys(), [key.to_lowercase()]);
+        assert!(m.require_signature());
+        assert_eq!(resolve("require_signature = true").unwrap_err().field(), Some("require_signature"));
+        assert_eq!(resolve("trusted_keys = [\"ed25519:abcd\"]").unwrap_err().field(), Some("trusted_keys[0]"));
+        assert_eq!(resolve("trusted_keys = [\"rsa:abcd\"]").unwrap_err().field(), Some("trusted_keys[0]"));
     }
 
     #[test]

@@ -26,6 +26,8 @@
 use std::path::{Path, PathBuf};
 use wasmagent_engine::{EngineOptions, SandboxEngine};
 use wasmagent_kernel_wasi::WasiKernel;
+use wasmagent_signing::keys::PublicKey;
+use wasmagent_signing::record::AuditLog;
 
 pub use wasmagent_kernel::{
     Code, Denial, ErrorInfo, ErrorKind, Kernel, KernelError, Language, Outcome, RunReport, RunRequest, SCHEMA, Usage,
@@ -33,6 +35,7 @@ pub use wasmagent_kernel::{
 pub use wasmagent_manifest::{
     self as manifest, CapabilityManifest, EffectiveManifest, ManifestCeilings, ManifestError,
 };
+pub use wasmagent_signing as signing;
 
 /// Why a run could not start. Nothing ran when one of these is returned; everything that happens once a guest
 /// starts is in the [`RunReport`].
@@ -48,6 +51,14 @@ pub enum Error {
     /// No kernel for this language is available in this build.
     #[error("no kernel for {0:?} code is available in this build")]
     LanguageUnavailable(Language),
+    /// The run happened, but its record could not be appended to the audit log.
+    #[error("the run finished but its audit record could not be written: {error}")]
+    Record {
+        /// The run's report.
+        report: Box<RunReport>,
+        /// Why the record was not written.
+        error: wasmagent_signing::SigningError,
+    },
 }
 
 /// Settings for a [`Sandbox`]; start from [`Sandbox::builder`].
@@ -55,6 +66,7 @@ pub enum Error {
 pub struct SandboxBuilder {
     options: EngineOptions,
     on_compile: Option<Box<dyn Fn() + Send + Sync>>,
+    audit_log: Option<AuditLog>,
 }
 
 impl SandboxBuilder {
@@ -82,6 +94,12 @@ impl SandboxBuilder {
         self
     }
 
+    /// Appends a signed record of every run to `log`.
+    pub fn audit_log(mut self, log: AuditLog) -> Self {
+        self.audit_log = Some(log);
+        self
+    }
+
     /// Builds the engine and kernels.
     pub fn build(self) -> Result<Sandbox, Error> {
         let ceilings = self.options.ceilings.clone();
@@ -90,7 +108,7 @@ impl SandboxBuilder {
         if let Some(notify) = self.on_compile {
             wasi = wasi.on_compile(notify);
         }
-        Ok(Sandbox { wasi, ceilings })
+        Ok(Sandbox { wasi, ceilings, audit_log: self.audit_log })
     }
 }
 
@@ -99,6 +117,7 @@ impl SandboxBuilder {
 pub struct Sandbox {
     wasi: WasiKernel,
     ceilings: ManifestCeilings,
+    audit_log: Option<AuditLog>,
 }
 
 impl Sandbox {
@@ -131,8 +150,60 @@ impl Sandbox {
     }
 
     /// Runs `request` in a fresh sandbox held to `manifest`.
+    ///
+    /// WebAssembly code is checked against the manifest's `trusted_keys` first: with `require_signature`, code that
+    /// no trusted key signed is refused before it is compiled (outcome `error`, error kind `signature`); otherwise a
+    /// verified signer is recorded in `signer_key_id`. With an audit log, a signed record of the run is appended.
     pub fn run(&self, manifest: &EffectiveManifest, request: &RunRequest) -> Result<RunReport, Error> {
-        Ok(self.kernel(request.code().language())?.run(manifest, request)?)
+        let kernel = self.kernel(request.code().language())?;
+        kernel.check(manifest)?;
+        let report = match self.check_signature(kernel, manifest, request) {
+            Err(refusal) => *refusal,
+            Ok(signer) => {
+                let mut report = kernel.run(manifest, request)?;
+                report.signer_key_id = signer;
+                report
+            }
+        };
+        match &self.audit_log {
+            Some(log) => match log.append(&report) {
+                Ok(_) => Ok(report),
+                Err(error) => Err(Error::Record { report: Box::new(report), error }),
+            },
+            None => Ok(report),
+        }
+    }
+
+    /// The id of the trusted key that signed the code, `None` when unsigned or untrusted and signatures are
+    /// optional, or the refusal report when they are required.
+    fn check_signature(
+        &self,
+        kernel: &dyn Kernel,
+        manifest: &EffectiveManifest,
+        request: &RunRequest,
+    ) -> Result<Option<String>, Box<RunReport>> {
+        let Code::Wasm(bytes) = request.code() else {
+            return Ok(None);
+        };
+        if manifest.trusted_keys().is_empty() {
+            return Ok(None);
+        }
+        let keys: Result<Vec<PublicKey>, _> =
+            manifest.trusted_keys().iter().map(|k| PublicKey::parse(k.as_bytes())).collect();
+        let verified = keys.and_then(|keys| wasmagent_signing::module::verify(bytes, &keys));
+        match verified {
+            Ok(key_id) => Ok(Some(key_id)),
+            Err(_) if !manifest.require_signature() => Ok(None),
+            Err(error) => Err(Box::new(RunReport::refused(
+                kernel.name(),
+                ErrorInfo {
+                    kind: ErrorKind::Signature,
+                    message: format!("refused before compilation: {error} (require_signature is set)"),
+                },
+                manifest,
+                request.code_digest(),
+            ))),
+        }
     }
 }
 

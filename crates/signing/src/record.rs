@@ -1,0 +1,289 @@
+//! The audit log: one signed record per run, in a JSON Lines file.
+//!
+//! Each line is the RFC 8785 canonical JSON of a [`RunRecord`]. A record's `signature` covers every other field of
+//! the record; its `prev_record_hash` is the sha256 of the previous line's bytes (the first record points at
+//! [`GENESIS`]), so removing, inserting or reordering records breaks the chain at the first affected record.
+//! Appends take an exclusive lock on the file, refuse to continue a log whose last line is torn, and write each
+//! record with one `write` followed by `fsync`, so a record is either complete or absent.
+//!
+//! What the chain cannot show on its own: that records were cut off at the *end*. Keep the last record hash that
+//! [`verify_log`] prints somewhere else if that matters.
+
+use crate::SigningError;
+use crate::keys::{PublicKey, SecretKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use wasmagent_kernel::{Denial, ErrorKind, Outcome, RunReport, Usage};
+
+/// Schema name of a record.
+pub const RECORD_SCHEMA: &str = "wasmagent.record/v1";
+/// `prev_record_hash` of the first record in a log.
+pub const GENESIS: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One run, as kept in the audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRecord {
+    /// Always [`RECORD_SCHEMA`].
+    pub schema: String,
+    /// Random id of this run (32 hex digits).
+    pub run_id: String,
+    /// When the record was written, RFC 3339 UTC.
+    pub time: String,
+    /// Kernel that ran the code.
+    pub kernel: String,
+    /// `sha256:` of the code (module bytes or script text).
+    pub code_digest: String,
+    /// `sha256:` of the effective manifest.
+    pub manifest_digest: String,
+    /// Key id whose module signature verified, if any.
+    pub signer_key_id: Option<String>,
+    /// How the run ended.
+    pub outcome: Outcome,
+    /// Exit status.
+    pub exit_code: Option<i32>,
+    /// Error class, when the run failed.
+    pub error_kind: Option<ErrorKind>,
+    /// Resources used.
+    pub usage: Usage,
+    /// Accesses refused.
+    pub denials: Vec<Denial>,
+    /// Host tool calls made by the guest.
+    pub tool_calls: Vec<ToolCallRecord>,
+    /// `sha256:` of the previous record's line, or [`GENESIS`].
+    pub prev_record_hash: String,
+    /// Signature over the canonical JSON of every other field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<RecordSignature>,
+}
+
+/// A tool call, as recorded: its arguments only by digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolCallRecord {
+    /// Tool name.
+    pub name: String,
+    /// `sha256:` of the canonical JSON arguments.
+    pub args_digest: String,
+    /// `ok` or `error`.
+    pub outcome: String,
+}
+
+/// The signature of a record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordSignature {
+    /// Always `ed25519`.
+    pub alg: String,
+    /// Id of the signing key (see [`PublicKey::key_id`]).
+    pub key_id: String,
+    /// The signature, hex.
+    pub sig: String,
+}
+
+impl RunRecord {
+    /// The unsigned record of `report`, chained after `prev_record_hash`.
+    pub fn from_report(report: &RunReport, prev_record_hash: String) -> Self {
+        RunRecord {
+            schema: RECORD_SCHEMA.into(),
+            run_id: random_id(),
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            kernel: report.kernel.clone(),
+            code_digest: report.code_digest.clone(),
+            manifest_digest: report.manifest_digest.clone(),
+            signer_key_id: report.signer_key_id.clone(),
+            outcome: report.outcome,
+            exit_code: report.exit_code,
+            error_kind: report.error.as_ref().map(|e| e.kind),
+            usage: report.usage.clone(),
+            denials: report.denials.clone(),
+            tool_calls: Vec::new(),
+            prev_record_hash,
+            signature: None,
+        }
+    }
+
+    /// The bytes the signature covers: the canonical JSON of the record without its signature.
+    fn signed_bytes(&self) -> Result<Vec<u8>, SigningError> {
+        let unsigned = RunRecord { signature: None, ..self.clone() };
+        canonical(&unsigned)
+    }
+
+    /// Signs the record with `key`.
+    pub fn sign(&mut self, key: &SecretKey) -> Result<(), SigningError> {
+        let sig = key.sign_bytes(&self.signed_bytes()?);
+        self.signature =
+            Some(RecordSignature { alg: "ed25519".into(), key_id: key.public_key().key_id(), sig: hex::encode(sig) });
+        Ok(())
+    }
+}
+
+fn canonical<T: Serialize>(value: &T) -> Result<Vec<u8>, SigningError> {
+    serde_jcs::to_vec(value).map_err(|e| SigningError::Malformed(format!("cannot canonicalise a record: {e}")))
+}
+
+fn hash_line(line: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(line)))
+}
+
+fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    // The id only has to be unique; if the OS generator fails, fall back to time and a counter.
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        bytes = nanos.to_le_bytes();
+    }
+    hex::encode(bytes)
+}
+
+/// An append-only audit log file, signing each record with one key. Share one per file across threads.
+pub struct AuditLog {
+    path: PathBuf,
+    key: SecretKey,
+    writer: Mutex<()>,
+}
+
+impl AuditLog {
+    /// A log at `path` (created on first append) signed with `key`.
+    pub fn new(path: impl Into<PathBuf>, key: SecretKey) -> Self {
+        AuditLog { path: path.into(), key, writer: Mutex::new(()) }
+    }
+
+    /// Appends the signed record of `report` and returns it.
+    pub fn append(&self, report: &RunReport) -> Result<RunRecord, SigningError> {
+        let _guard = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let io = |e: std::io::Error| SigningError::Io { path: self.path.display().to_string(), message: e.to_string() };
+        let mut file = std::fs::OpenOptions::new().create(true).read(true).append(true).open(&self.path).map_err(io)?;
+        // Other processes appending to the same file wait here.
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).map_err(|e| io(std::io::Error::from(e)))?;
+        let prev = last_line_hash(&mut file, &self.path)?;
+        let mut record = RunRecord::from_report(report, prev);
+        record.sign(&self.key)?;
+        let mut line = canonical(&record)?;
+        line.push(b'\n');
+        file.write_all(&line).map_err(io)?;
+        file.sync_data().map_err(io)?;
+        Ok(record)
+    }
+}
+
+/// The hash of the last line of the log, or [`GENESIS`] for an empty log. A last line without its newline is a
+/// torn write: refuse to chain onto it.
+fn last_line_hash(file: &mut std::fs::File, path: &Path) -> Result<String, SigningError> {
+    let io = |e: std::io::Error| SigningError::Io { path: path.display().to_string(), message: e.to_string() };
+    let len = file.seek(SeekFrom::End(0)).map_err(io)?;
+    if len == 0 {
+        return Ok(GENESIS.into());
+    }
+    // Read backwards in chunks until the newline before the last line is found.
+    let mut tail: Vec<u8> = Vec::new();
+    let mut start = len;
+    loop {
+        let chunk = (64 * 1024u64).min(start);
+        start -= chunk;
+        let mut buf = vec![0u8; chunk as usize];
+        file.seek(SeekFrom::Start(start)).map_err(io)?;
+        file.read_exact(&mut buf).map_err(io)?;
+        buf.extend_from_slice(&tail);
+        tail = buf;
+        if tail.last() != Some(&b'\n') {
+            return Err(SigningError::Malformed(format!(
+                "the last record of {} is incomplete (a torn write); run `wasmagent audit verify` on it",
+                path.display()
+            )));
+        }
+        let body = &tail[..tail.len() - 1];
+        if let Some(newline) = body.iter().rposition(|b| *b == b'\n') {
+            return Ok(hash_line(&body[newline + 1..]));
+        }
+        if start == 0 {
+            return Ok(hash_line(body));
+        }
+    }
+}
+
+/// What [`verify_log`] found in a log that verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedLog {
+    /// Number of records.
+    pub records: usize,
+    /// Hash of the last record, to keep elsewhere and compare later.
+    pub last_record_hash: String,
+}
+
+/// The first problem found in a log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("record {record}{}: {reason}", run_id.as_ref().map(|id| format!(" (run {id})")).unwrap_or_default())]
+pub struct LogError {
+    /// 1-based position of the record in the file.
+    pub record: usize,
+    /// The record's run id, when it could be read.
+    pub run_id: Option<String>,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Checks every record of the log at `path` against `key`: canonical form, signature, key and chain. Returns the
+/// first record that was edited, removed, reordered, forged or torn.
+pub fn verify_log(path: &Path, key: &PublicKey) -> Result<VerifiedLog, LogError> {
+    let bytes = std::fs::read(path).map_err(|e| LogError {
+        record: 0,
+        run_id: None,
+        reason: format!("cannot read {}: {e}", path.display()),
+    })?;
+    let mut expected_prev = GENESIS.to_owned();
+    let mut records = 0;
+    for line in bytes.split_inclusive(|b| *b == b'\n') {
+        let number = records + 1;
+        let fail =
+            |run_id: Option<&str>, reason: String| LogError { record: number, run_id: run_id.map(Into::into), reason };
+        let Some(body) = line.strip_suffix(b"\n") else {
+            return Err(fail(None, "incomplete last line (a torn write)".into()));
+        };
+        let record: RunRecord = serde_json::from_slice(body)
+            .map_err(|e| fail(None, format!("not a valid record (edited or corrupted): {e}")))?;
+        let run_id = Some(record.run_id.as_str());
+        if canonical(&record).ok().as_deref() != Some(body) {
+            return Err(fail(run_id, "not in canonical form (edited)".into()));
+        }
+        let Some(signature) = &record.signature else {
+            return Err(fail(run_id, "unsigned".into()));
+        };
+        if signature.alg != "ed25519" || signature.key_id != key.key_id() {
+            return Err(fail(
+                run_id,
+                format!(
+                    "signed by key {} with {}, not by the given key {} (re-signed or forged)",
+                    signature.key_id,
+                    signature.alg,
+                    key.key_id()
+                ),
+            ));
+        }
+        let verified = hex::decode(&signature.sig)
+            .ok()
+            .and_then(|sig| ed25519_compact::Signature::from_slice(&sig).ok())
+            .zip(record.signed_bytes().ok())
+            .is_some_and(|(sig, message)| key.ed25519().verify(message, &sig).is_ok());
+        if !verified {
+            return Err(fail(run_id, "the signature does not verify (the record was edited or forged)".into()));
+        }
+        if record.prev_record_hash != expected_prev {
+            let reason = if number == 1 {
+                "prev_record_hash is not the genesis hash: records before it were removed".to_owned()
+            } else {
+                format!(
+                    "prev_record_hash does not match record {}: a record was removed, inserted or reordered",
+                    number - 1
+                )
+            };
+            return Err(fail(run_id, reason));
+        }
+        expected_prev = hash_line(body);
+        records = number;
+    }
+    Ok(VerifiedLog { records, last_record_hash: expected_prev })
+}
