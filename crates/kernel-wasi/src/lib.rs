@@ -14,6 +14,7 @@
 
 mod fs_audit;
 mod fs_audit_p2;
+pub mod host;
 mod instrument;
 mod prepared;
 mod runner;
@@ -29,24 +30,24 @@ pub const KERNEL_NAME: &str = "wasi";
 /// Runs WebAssembly modules and components. Create one per process and share it; runs are independent.
 pub struct WasiKernel {
     engine: SandboxEngine,
-    linkers: runner::Linkers,
+    module_linker: wasmtime::Linker<host::ModuleState<()>>,
+    component_linker: wasmtime::component::Linker<runner::ComponentState>,
     prepared: Mutex<prepared::PreparedCache>,
-    empty_root: tempfile::TempDir,
+    empty_root: host::EmptyRoot,
     on_compile: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl WasiKernel {
     /// A kernel on `engine`.
     pub fn new(engine: SandboxEngine) -> Result<Self, KernelError> {
-        let linkers = runner::Linkers::new(engine.engine())
-            .map_err(|e| KernelError::Unavailable(format!("cannot set up WASI: {e:#}")))?;
-        let empty_root = tempfile::Builder::new()
-            .prefix("wasmagent-empty-root-")
-            .tempdir()
-            .map_err(|e| KernelError::Unavailable(format!("cannot create the empty root directory: {e}")))?;
+        let setup = |e: wasmtime::Error| KernelError::Unavailable(format!("cannot set up WASI: {e:#}"));
+        let module_linker = host::module_linker(engine.engine()).map_err(setup)?;
+        let component_linker = runner::component_linker(engine.engine()).map_err(setup)?;
+        let empty_root = host::EmptyRoot::new()?;
         Ok(WasiKernel {
             engine,
-            linkers,
+            module_linker,
+            component_linker,
             prepared: Mutex::new(prepared::PreparedCache::new(64)),
             empty_root,
             on_compile: None,

@@ -7,12 +7,13 @@ use wasmtime::InstancePre;
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
 
 use crate::WasiKernel;
-use crate::runner::{ComponentState, ModuleState};
+use crate::host::ModuleState;
+use crate::runner::ComponentState;
 
 /// A module or component linked against this kernel's WASI and ready to instantiate.
 #[derive(Clone)]
 pub(crate) enum Prepared {
-    Module(InstancePre<ModuleState>),
+    Module(InstancePre<ModuleState<()>>),
     Component(CommandPre<ComponentState>),
 }
 
@@ -62,19 +63,17 @@ impl WasiKernel {
                     ));
                 }
                 let pre = self
-                    .linkers
-                    .module
+                    .module_linker
                     .instantiate_pre(&module)
                     .map_err(|e| KernelError::InvalidCode(format!("cannot link the module: {e:#}")))?;
                 Prepared::Module(pre)
             }
             CompiledCode::Component(component) => {
-                let pre =
-                    self.linkers.component.instantiate_pre(&component).and_then(CommandPre::new).map_err(|e| {
-                        KernelError::InvalidCode(format!(
-                            "cannot link the component (only wasi:cli/command components can be run): {e:#}"
-                        ))
-                    })?;
+                let pre = self.component_linker.instantiate_pre(&component).and_then(CommandPre::new).map_err(|e| {
+                    KernelError::InvalidCode(format!(
+                        "cannot link the component (only wasi:cli/command components can be run): {e:#}"
+                    ))
+                })?;
                 Prepared::Component(pre)
             }
         };

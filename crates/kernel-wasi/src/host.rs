@@ -1,0 +1,201 @@
+//! Running preview1 modules for any kernel: the WASI environment built from a manifest, a store with every limit
+//! armed, and what came out. The wasi kernel runs `_start` through it; script kernels (js, python) run their
+//! engine module through it with their own imports, so a script is held to the manifest exactly as a module is.
+
+use crate::fs_audit::{self, DirInfo, FsAudit, HasFsAudit};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use wasmagent_engine::{CappedOutput, CapturedOutput, GuestLimiter, SandboxEngine, Termination};
+use wasmagent_kernel::{Denial, KernelError};
+use wasmagent_manifest::{Access, EffectiveManifest};
+use wasmtime::{Instance, InstancePre, Linker, Store};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+/// Store state of a preview1 run: WASI, the memory limiter, the filesystem audit, and the kernel's own state `E`.
+pub struct ModuleState<E> {
+    wasi: WasiP1Ctx,
+    limiter: GuestLimiter,
+    audit: FsAudit,
+    /// The embedding kernel's per-run state (its host functions reach it through `Caller::data_mut`).
+    pub ext: E,
+}
+
+impl<E> HasFsAudit for ModuleState<E> {
+    fn fs_audit(&mut self) -> &mut FsAudit {
+        &mut self.audit
+    }
+}
+
+/// A linker with WASI preview1 and the filesystem audit imports. Kernels add their own imports to it.
+pub fn module_linker<E: Send + 'static>(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<ModuleState<E>>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut ModuleState<E>| &mut s.wasi)?;
+    fs_audit::add_audit_functions(&mut linker)?;
+    Ok(linker)
+}
+
+/// The empty, read-only directory every guest sees at `/` (unless a mount is placed there), so that accesses
+/// outside every mount reach the host and are reported.
+pub struct EmptyRoot(tempfile::TempDir);
+
+impl EmptyRoot {
+    /// Creates the directory (removed when dropped).
+    pub fn new() -> Result<Self, KernelError> {
+        tempfile::Builder::new()
+            .prefix("wasmagent-empty-root-")
+            .tempdir()
+            .map(EmptyRoot)
+            .map_err(|e| KernelError::Unavailable(format!("cannot create the empty root directory: {e}")))
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+/// The guest's program name, arguments and standard input.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestIo<'a> {
+    /// `argv[0]`.
+    pub name: &'a str,
+    /// Arguments after the name.
+    pub args: &'a [String],
+    /// Standard input.
+    pub stdin: &'a [u8],
+}
+
+/// What a module run produced.
+pub struct ModuleRun<E> {
+    /// How the entry call ended.
+    pub termination: Termination,
+    /// Captured stdout.
+    pub stdout: CapturedOutput,
+    /// Captured stderr.
+    pub stderr: CapturedOutput,
+    /// Accesses the host refused.
+    pub denials: Vec<Denial>,
+    /// Wall-clock time of instantiation and execution.
+    pub wall_ms: f64,
+    /// Fuel consumed.
+    pub fuel_consumed: u64,
+    /// Peak linear memory.
+    pub memory_peak_bytes: u64,
+    /// The kernel's state, as the run left it.
+    pub ext: E,
+}
+
+/// Everything a WASI context is built from, shared by modules and components.
+pub(crate) struct WasiEnvironment {
+    pub(crate) builder: WasiCtxBuilder,
+    pub(crate) preopens: Vec<DirInfo>,
+    pub(crate) stdout: CappedOutput,
+    pub(crate) stderr: CappedOutput,
+    pub(crate) net_denials: Arc<Mutex<Vec<Denial>>>,
+}
+
+impl WasiEnvironment {
+    pub(crate) fn new(root: &EmptyRoot, manifest: &EffectiveManifest, io: GuestIo<'_>) -> Result<Self, KernelError> {
+        let stdout = CappedOutput::new(manifest.max_output_bytes());
+        let stderr = CappedOutput::new(manifest.max_output_bytes());
+        let mut builder = WasiCtxBuilder::new();
+        builder
+            .arg(io.name)
+            .args(io.args)
+            .stdin(MemoryInputPipe::new(io.stdin.to_vec()))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_blocking_current_thread(true)
+            .allow_ip_name_lookup(false);
+        for (key, value) in manifest.env() {
+            builder.env(key, value);
+        }
+
+        let mut preopens = Vec::new();
+        for mount in manifest.mounts() {
+            let perms = match mount.access {
+                Access::ReadOnly => FsPerms::ReadOnly,
+                Access::ReadWrite => FsPerms::ReadWrite,
+            };
+            builder
+                .preopened_dir(&mount.host, &mount.guest, perms)
+                .map_err(|e| KernelError::Unavailable(format!("cannot open mount {}: {e:#}", mount.host.display())))?;
+            preopens
+                .push(DirInfo { guest_path: mount.guest.clone(), mount: Some((mount.guest.clone(), mount.access)) });
+        }
+        if !manifest.mounts().iter().any(|m| m.guest == "/") {
+            builder
+                .preopened_dir(root.path(), "/", FsPerms::ReadOnly)
+                .map_err(|e| KernelError::Unavailable(format!("cannot open the empty root: {e:#}")))?;
+            preopens.push(DirInfo { guest_path: "/".into(), mount: None });
+        }
+
+        // Components may create sockets, but no address is ever allowed; each attempt is reported.
+        let net_denials = Arc::new(Mutex::new(Vec::new()));
+        let denials = net_denials.clone();
+        builder.socket_addr_check(move |addr, use_| {
+            let capability = match use_ {
+                SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => "net.bind",
+                _ => "net.connect",
+            };
+            denials.lock().unwrap_or_else(PoisonError::into_inner).push(Denial {
+                capability: capability.into(),
+                target: addr.to_string(),
+                reason: "WASI sockets are never granted; network access goes through allowed_hosts".into(),
+            });
+            Box::pin(async { false })
+        });
+        Ok(WasiEnvironment { builder, preopens, stdout, stderr, net_denials })
+    }
+
+    /// Denials recorded outside the store (socket attempts).
+    pub(crate) fn take_net_denials(&self) -> Vec<Denial> {
+        std::mem::take(&mut *self.net_denials.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// Instantiates `pre` in a fresh store held to `manifest` and calls `entry` on it once.
+pub fn run_module<E: Send + 'static>(
+    engine: &SandboxEngine,
+    root: &EmptyRoot,
+    pre: &InstancePre<ModuleState<E>>,
+    manifest: &EffectiveManifest,
+    io: GuestIo<'_>,
+    ext: E,
+    entry: impl FnOnce(&mut Store<ModuleState<E>>, Instance) -> wasmtime::Result<()>,
+) -> Result<ModuleRun<E>, KernelError> {
+    let mut env = WasiEnvironment::new(root, manifest, io)?;
+    let state = ModuleState {
+        wasi: env.builder.build_p1(),
+        limiter: engine.limiter(manifest),
+        audit: FsAudit::new(std::mem::take(&mut env.preopens)),
+        ext,
+    };
+    let active = engine.start_run();
+    let mut store = Store::new(engine.engine(), state);
+    store.limiter(|s| &mut s.limiter);
+    let fuel_given = engine.arm(&mut store, manifest)?;
+    let result = pre.instantiate(&mut store).and_then(|instance| entry(&mut store, instance));
+    let fuel_left = store.get_fuel().unwrap_or(0);
+    let state = store.into_data();
+    let wall_ms = active.elapsed_ms();
+    drop(active);
+    let termination = match &result {
+        Ok(()) => Termination::finished(),
+        Err(error) => Termination::from_error(error, &state.limiter, [&env.stdout, &env.stderr], manifest),
+    };
+    let mut denials = state.audit.denials;
+    denials.extend(env.take_net_denials());
+    Ok(ModuleRun {
+        termination,
+        stdout: env.stdout.take(),
+        stderr: env.stderr.take(),
+        denials,
+        wall_ms,
+        fuel_consumed: fuel_given.saturating_sub(fuel_left),
+        memory_peak_bytes: state.limiter.memory_peak() as u64,
+        ext: state.ext,
+    })
+}

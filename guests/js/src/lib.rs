@@ -1,0 +1,338 @@
+//! The JavaScript engine of wasmagent's `js` kernel: QuickJS, compiled to wasm32-wasip1.
+//!
+//! `wizer-initialize` builds the runtime, the context and the guest-side glue once, at build time; wasmtime-wizer
+//! snapshots the result. Each run is a fresh instance of that snapshot: the host writes a JSON request with
+//! `wasmagent_alloc`, calls `wasmagent_run`, and receives the outcome through the `wasmagent.result` import.
+//!
+//! Everything the script can reach is installed here: `console` (WASI stdout/stderr), `env` (the WASI
+//! environment, which the host builds from the manifest and nothing else), `fs` (WASI files, so the host's mounts
+//! and denial reports apply unchanged) and `tools` (only the granted names; every call is checked again by the
+//! host). There is no `process`, `require` or module loader.
+
+use rquickjs::context::EvalOptions;
+use rquickjs::prelude::Func;
+use rquickjs::{CatchResultExt, CaughtError, Context, Ctx, Exception, Function, Object, Persistent, Runtime, Value};
+use serde::Deserialize;
+use std::cell::{Cell, RefCell};
+
+#[link(wasm_import_module = "wasmagent")]
+unsafe extern "C" {
+    /// Hands the run's outcome (JSON) to the host.
+    fn result(ptr: *const u8, len: usize);
+    /// Calls a host tool with JSON arguments; returns the length of the JSON response, or -1 when the host refused
+    /// to answer (the reason is then the response).
+    fn tool_call(name_ptr: *const u8, name_len: usize, args_ptr: *const u8, args_len: usize) -> i32;
+    /// Copies the pending tool response (exactly `len` bytes) into guest memory.
+    fn tool_response(ptr: *mut u8, len: usize) -> i32;
+}
+
+#[link(wasm_import_module = "wasi_snapshot_preview1")]
+unsafe extern "C" {
+    fn random_get(buf: *mut u8, len: usize) -> u16;
+}
+
+/// The request the host writes before `wasmagent_run`.
+#[derive(Deserialize)]
+struct Request {
+    code: String,
+    name: String,
+    tools: Vec<String>,
+    memory_limit: usize,
+}
+
+struct Engine {
+    runtime: Runtime,
+    context: Context,
+    hooks: Persistent<Object<'static>>,
+}
+
+thread_local! {
+    static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
+    /// xorshift128+ state for `Math.random`, reseeded from WASI at the start of every run (a snapshot would
+    /// otherwise give every run the same sequence).
+    static RNG: Cell<(u64, u64)> = const { Cell::new((0x9e37_79b9_7f4a_7c15, 0xbf58_476d_1ce4_e5b9)) };
+}
+
+/// The guest-side glue, evaluated once at initialisation. It captures the built-ins it uses, so nothing a script
+/// does to `JSON` or `Object` afterwards can change how results are serialised or how tools are called.
+const GLUE: &str = r#"
+(function (n) {
+  'use strict';
+  const stringify = JSON.stringify, parse = JSON.parse, freeze = Object.freeze;
+  const define = Object.defineProperty, String_ = String, Error_ = Error;
+  const fmt = (v) => {
+    if (typeof v === 'string') return v;
+    if (v instanceof Error_) return v.stack ? String_(v) + '\n' + v.stack : String_(v);
+    try { const s = stringify(v); return s === undefined ? String_(v) : s; } catch (e) { return String_(v); }
+  };
+  const line = (args) => args.map(fmt).join(' ');
+  const hidden = (name, value) =>
+    define(globalThis, name, { value, writable: false, enumerable: false, configurable: false });
+  hidden('console', freeze({
+    log: (...a) => n.print(1, line(a)), info: (...a) => n.print(1, line(a)), debug: (...a) => n.print(1, line(a)),
+    warn: (...a) => n.print(2, line(a)), error: (...a) => n.print(2, line(a)),
+  }));
+  hidden('fs', freeze({
+    readFile: (path) => n.fsRead(String_(path)),
+    writeFile: (path, data) => n.fsWrite(String_(path), String_(data)),
+    readdir: (path) => parse(n.fsReaddir(String_(path))),
+    stat: (path) => parse(n.fsStat(String_(path))),
+    exists: (path) => n.fsExists(String_(path)),
+  }));
+  define(Math, 'random', { value: n.random, writable: false, enumerable: false, configurable: false });
+  const replacer = function (key, value) {
+    const t = typeof value;
+    if (t === 'function' || t === 'symbol' || t === 'bigint') {
+      throw new TypeError('cannot convert a ' + t + ' to JSON' + (key === '' ? '' : ' (at key ' + stringify(key) + ')'));
+    }
+    return value;
+  };
+  return freeze({
+    serialize: (value) => value === undefined ? 'null' : stringify(value, replacer),
+    setup: (env, toolNames) => {
+      hidden('env', freeze(env));
+      const tools = {};
+      for (const name of toolNames) {
+        tools[name] = (args) => parse(n.toolCall(name, stringify(args === undefined ? {} : args)));
+      }
+      hidden('tools', freeze(tools));
+    },
+  });
+})
+"#;
+
+fn init_engine() -> Result<Engine, String> {
+    let runtime = Runtime::new().map_err(|e| e.to_string())?;
+    let context = Context::full(&runtime).map_err(|e| e.to_string())?;
+    let hooks = context.with(|ctx| -> Result<Persistent<Object<'static>>, String> {
+        let natives = Object::new(ctx.clone()).map_err(|e| e.to_string())?;
+        natives.set("print", Func::from(print)).map_err(|e| e.to_string())?;
+        natives.set("random", Func::from(random)).map_err(|e| e.to_string())?;
+        natives.set("toolCall", Func::from(call_tool)).map_err(|e| e.to_string())?;
+        natives.set("fsRead", Func::from(fs_read)).map_err(|e| e.to_string())?;
+        natives.set("fsWrite", Func::from(fs_write)).map_err(|e| e.to_string())?;
+        natives.set("fsReaddir", Func::from(fs_readdir)).map_err(|e| e.to_string())?;
+        natives.set("fsStat", Func::from(fs_stat)).map_err(|e| e.to_string())?;
+        natives.set("fsExists", Func::from(fs_exists)).map_err(|e| e.to_string())?;
+        let glue: Function = ctx.eval(GLUE).map_err(|e| e.to_string())?;
+        let hooks: Object = glue.call((natives,)).map_err(|e| e.to_string())?;
+        Ok(Persistent::save(&ctx, hooks))
+    })?;
+    Ok(Engine { runtime, context, hooks })
+}
+
+#[unsafe(export_name = "wizer-initialize")]
+pub extern "C" fn wizer_initialize() {
+    ENGINE.with(|engine| {
+        if engine.borrow().is_none() {
+            match init_engine() {
+                Ok(e) => *engine.borrow_mut() = Some(e),
+                Err(message) => panic!("cannot initialise QuickJS: {message}"),
+            }
+        }
+    });
+}
+
+/// Memory for the host to write the request into. Ownership passes to `wasmagent_run`.
+#[unsafe(export_name = "wasmagent_alloc")]
+pub extern "C" fn wasmagent_alloc(len: usize) -> *mut u8 {
+    let mut buffer = Vec::<u8>::with_capacity(len);
+    let ptr = buffer.as_mut_ptr();
+    std::mem::forget(buffer);
+    ptr
+}
+
+/// Runs one request (JSON, `len` bytes at `ptr`, from `wasmagent_alloc`) and reports through `result`.
+#[unsafe(export_name = "wasmagent_run")]
+pub extern "C" fn wasmagent_run(ptr: *mut u8, len: usize) {
+    // SAFETY: the host allocated this buffer with `wasmagent_alloc(len)` and filled `len` bytes.
+    let bytes = unsafe { Vec::from_raw_parts(ptr, len, len) };
+    let outcome = match serde_json::from_slice::<Request>(&bytes) {
+        Ok(request) => run(request),
+        Err(e) => error_json("internal", &format!("malformed request: {e}"), None),
+    };
+    // SAFETY: a plain byte slice handed to the host, which copies it before returning.
+    unsafe { result(outcome.as_ptr(), outcome.len()) };
+}
+
+fn run(request: Request) -> String {
+    wizer_initialize();
+    reseed();
+    ENGINE.with(|engine| {
+        let engine = engine.borrow();
+        let Some(engine) = engine.as_ref() else {
+            return error_json("internal", "the engine is not initialised", None);
+        };
+        engine.runtime.set_memory_limit(request.memory_limit);
+        // QuickJS checks its own stack depth, so runaway recursion is a catchable RangeError well before the
+        // WebAssembly stack (1 MiB, set at link time) runs out.
+        engine.runtime.set_max_stack_size(512 * 1024);
+        engine.context.with(|ctx| evaluate(&ctx, engine.hooks.clone(), &request))
+    })
+}
+
+fn evaluate(ctx: &Ctx<'_>, hooks: Persistent<Object<'static>>, request: &Request) -> String {
+    let hooks = match hooks.restore(ctx) {
+        Ok(h) => h,
+        Err(e) => return error_json("internal", &e.to_string(), None),
+    };
+    let setup = (|| -> rquickjs::Result<()> {
+        let env = Object::new(ctx.clone())?;
+        for (key, value) in std::env::vars() {
+            env.set(key, value)?;
+        }
+        let setup: Function = hooks.get("setup")?;
+        setup.call::<_, ()>((env, request.tools.clone()))
+    })()
+    .catch(ctx);
+    if let Err(e) = setup {
+        return caught_json(e, "internal");
+    }
+
+    let mut options = EvalOptions::default();
+    options.global = true;
+    options.strict = false;
+    options.backtrace_barrier = true;
+    options.filename = Some(request.name.clone());
+    let evaluated = ctx.eval_with_options::<Value, _>(request.code.as_bytes(), options).catch(ctx);
+    let value = match evaluated {
+        Ok(value) => value,
+        Err(e) => return caught_json(e, "exception"),
+    };
+    let value = match value.as_promise() {
+        Some(promise) => match promise.finish::<Value>().catch(ctx) {
+            Ok(value) => value,
+            Err(CaughtError::Error(rquickjs::Error::WouldBlock)) => {
+                return error_json("exception", "the result is a promise that never settles", None);
+            }
+            Err(e) => return caught_json(e, "exception"),
+        },
+        None => value,
+    };
+    // Let already-scheduled promise callbacks run (logging after an await, for example).
+    while ctx.execute_pending_job() {}
+    let serialized = (|| -> rquickjs::Result<String> {
+        let serialize: Function = hooks.get("serialize")?;
+        serialize.call((value,))
+    })()
+    .catch(ctx);
+    match serialized {
+        Ok(json) => format!("{{\"value\":{json}}}"),
+        Err(e) => caught_json(e, "serialization"),
+    }
+}
+
+fn caught_json(error: CaughtError<'_>, kind: &str) -> String {
+    match error {
+        CaughtError::Exception(exception) => {
+            let name: Option<String> = exception.get::<_, Option<String>>("name").ok().flatten();
+            let message = exception.message().unwrap_or_default();
+            let message = match name {
+                Some(name) if !name.is_empty() => format!("{name}: {message}"),
+                _ => message,
+            };
+            error_json(kind, &message, exception.stack())
+        }
+        CaughtError::Value(value) => {
+            let text = value
+                .as_string()
+                .and_then(|s| s.to_string().ok())
+                .or_else(|| value.get::<rquickjs::Coerced<String>>().ok().map(|c| c.0))
+                .unwrap_or_else(|| "a non-Error value was thrown".into());
+            error_json(kind, &format!("uncaught: {text}"), None)
+        }
+        CaughtError::Error(e) => error_json(kind, &e.to_string(), None),
+    }
+}
+
+fn error_json(kind: &str, message: &str, stack: Option<String>) -> String {
+    serde_json::json!({ "error": { "kind": kind, "message": message, "stack": stack } }).to_string()
+}
+
+fn reseed() {
+    let mut seed = [0u8; 16];
+    // SAFETY: a 16-byte buffer in guest memory.
+    unsafe { random_get(seed.as_mut_ptr(), seed.len()) };
+    let a = u64::from_le_bytes(seed[..8].try_into().unwrap_or_default()) | 1;
+    let b = u64::from_le_bytes(seed[8..].try_into().unwrap_or_default());
+    RNG.with(|rng| rng.set((a, b)));
+}
+
+fn random() -> f64 {
+    RNG.with(|rng| {
+        let (mut s1, s0) = rng.get();
+        s1 ^= s1 << 23;
+        s1 ^= s1 >> 17;
+        s1 ^= s0 ^ (s0 >> 26);
+        rng.set((s0, s1));
+        (s0.wrapping_add(s1) >> 11) as f64 / (1u64 << 53) as f64
+    })
+}
+
+fn print(fd: i32, text: String) {
+    use std::io::Write;
+    // A write past the output cap ends the run on the host side; nothing to handle here.
+    if fd == 2 {
+        let _ = writeln!(std::io::stderr(), "{text}");
+    } else {
+        let _ = writeln!(std::io::stdout(), "{text}");
+    }
+}
+
+fn throw(ctx: &Ctx<'_>, message: String) -> rquickjs::Error {
+    Exception::throw_message(ctx, &message)
+}
+
+fn call_tool(ctx: Ctx<'_>, name: String, args: String) -> rquickjs::Result<String> {
+    // SAFETY: both slices live for the duration of the call; the host copies them.
+    let len = unsafe { tool_call(name.as_ptr(), name.len(), args.as_ptr(), args.len()) };
+    let ok = len >= 0;
+    let len = len.unsigned_abs() as usize;
+    let mut response = vec![0u8; len];
+    // SAFETY: `response` has exactly the length the host announced.
+    if unsafe { tool_response(response.as_mut_ptr(), len) } != 0 {
+        return Err(throw(&ctx, format!("tool {name}: the host did not deliver a response")));
+    }
+    let text = String::from_utf8_lossy(&response).into_owned();
+    if ok { Ok(text) } else { Err(throw(&ctx, format!("tool {name}: {text}"))) }
+}
+
+fn io_error(ctx: &Ctx<'_>, op: &str, path: &str, error: std::io::Error) -> rquickjs::Error {
+    throw(ctx, format!("fs.{op}({path:?}): {error}"))
+}
+
+fn fs_read(ctx: Ctx<'_>, path: String) -> rquickjs::Result<String> {
+    std::fs::read_to_string(&path).map_err(|e| io_error(&ctx, "readFile", &path, e))
+}
+
+fn fs_write(ctx: Ctx<'_>, path: String, data: String) -> rquickjs::Result<()> {
+    std::fs::write(&path, data).map_err(|e| io_error(&ctx, "writeFile", &path, e))
+}
+
+fn fs_readdir(ctx: Ctx<'_>, path: String) -> rquickjs::Result<String> {
+    let entries = std::fs::read_dir(&path).map_err(|e| io_error(&ctx, "readdir", &path, e))?;
+    let mut names: Vec<String> =
+        entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    Ok(serde_json::to_string(&names).unwrap_or_else(|_| "[]".into()))
+}
+
+fn fs_stat(ctx: Ctx<'_>, path: String) -> rquickjs::Result<String> {
+    let meta = std::fs::metadata(&path).map_err(|e| io_error(&ctx, "stat", &path, e))?;
+    let mtime_ms = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as f64);
+    Ok(serde_json::json!({
+        "size": meta.len(),
+        "isFile": meta.is_file(),
+        "isDirectory": meta.is_dir(),
+        "mtimeMs": mtime_ms,
+    })
+    .to_string())
+}
+
+fn fs_exists(path: String) -> bool {
+    std::fs::metadata(&path).is_ok()
+}
