@@ -15,9 +15,10 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Run a WASI module or component under a capability manifest.
+    /// Run a WASI module or component, or a JavaScript file or snippet, under a capability manifest.
     ///
-    /// Without --json the guest's stdout and stderr are forwarded and a one-line summary (plus one line per
+    /// The language comes from --lang, else from the file extension (.js, .mjs, .cjs: JavaScript; anything else:
+    /// WebAssembly). Without --json the guest's stdout and stderr are forwarded and a one-line summary (plus one line per
     /// denial) goes to stderr. With --json the run report (schema wasmagent.run/v1) is printed as one JSON object
     /// on stdout.
     ///
@@ -83,9 +84,17 @@ pub(crate) enum ManifestCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
-    /// The module or component (.wasm binary or .wat text); `-` reads it from standard input.
-    #[arg(value_name = "FILE|-")]
-    pub(crate) file: String,
+    /// The module or component (.wasm binary or .wat text) or script; `-` reads it from standard input.
+    #[arg(value_name = "FILE|-", required_unless_present = "eval", conflicts_with = "eval")]
+    pub(crate) file: Option<String>,
+
+    /// Run this code instead of a file (JavaScript unless --lang says otherwise).
+    #[arg(short = 'e', long = "eval", value_name = "CODE")]
+    pub(crate) eval: Option<String>,
+
+    /// The language of the code: wasm, js (python is not available yet).
+    #[arg(long, value_name = "LANG", value_parser = ["wasm", "js", "python"])]
+    pub(crate) lang: Option<String>,
 
     /// Manifest file (TOML or JSON). Its relative paths are relative to the file.
     #[arg(long, value_name = "PATH")]

@@ -4,7 +4,9 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
 use wasmagent::signing::keys::SecretKey;
 use wasmagent::signing::record::AuditLog;
-use wasmagent::{CapabilityManifest, Error, ErrorKind, Outcome, RunReport, RunRequest, Sandbox, default_cache_dir};
+use wasmagent::{
+    CapabilityManifest, Code, Error, ErrorKind, Language, Outcome, RunReport, RunRequest, Sandbox, default_cache_dir,
+};
 
 /// Largest module read from standard input; the engine refuses anything larger anyway.
 const MAX_STDIN_MODULE: u64 = 64 * 1024 * 1024;
@@ -12,17 +14,21 @@ const MAX_STDIN_MODULE: u64 = 64 * 1024 * 1024;
 /// `wasmagent run`.
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
     let manifest = build_manifest(&args)?;
-    let (name, code) = read_code(&args.file)?;
+    let (name, code) = read_code(&args)?;
     let stdin = match &args.stdin {
         Some(path) => std::fs::read(path).with_context(|| format!("cannot read --stdin {}", path.display()))?,
         None => Vec::new(),
     };
 
     let show_compile = std::io::stderr().is_terminal();
-    let compile_name = name.clone();
+    let compile_name = match code.language() {
+        Language::Wasm => name.clone(),
+        Language::Js => "the JavaScript engine".to_owned(),
+        Language::Python => "the Python engine".to_owned(),
+    };
     let mut builder = Sandbox::builder().cache_dir(default_cache_dir()).on_compile(move || {
         if show_compile {
-            eprintln!("wasmagent: compiling {compile_name} (once; later runs load it from the cache)…");
+            eprintln!("wasmagent: compiling {compile_name} (once per machine; later runs load it from the cache)…");
         }
     });
     if let (Some(record), Some(key)) = (&args.record, &args.record_key) {
@@ -31,7 +37,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
     let sandbox = builder.build()?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let manifest = sandbox.resolve(&manifest, &cwd)?;
-    let request = RunRequest::wasm(name, code).with_args(args.guest_args.clone()).with_stdin(stdin);
+    let request = RunRequest::new(name, code).with_args(args.guest_args.clone()).with_stdin(stdin);
     let (report, record_error) = match sandbox.run(&manifest, &request) {
         Ok(report) => (report, None),
         Err(Error::Record { report, error }) => (*report, Some(error)),
@@ -77,26 +83,62 @@ fn build_manifest(args: &RunArgs) -> anyhow::Result<CapabilityManifest> {
     Ok(manifest)
 }
 
-fn read_code(file: &str) -> anyhow::Result<(String, Vec<u8>)> {
-    if file == "-" {
-        let mut code = Vec::new();
-        std::io::stdin()
-            .take(MAX_STDIN_MODULE + 1)
-            .read_to_end(&mut code)
-            .context("cannot read the module from standard input")?;
-        return Ok(("stdin.wasm".into(), code));
+fn language_of(args: &RunArgs, file: Option<&str>) -> Language {
+    match (args.lang.as_deref(), file) {
+        (Some("js"), _) => Language::Js,
+        (Some("python"), _) => Language::Python,
+        (Some(_), _) => Language::Wasm,
+        (None, None) => Language::Js,
+        (None, Some(file)) => match Path::new(file).extension().and_then(|e| e.to_str()) {
+            Some("js" | "mjs" | "cjs") => Language::Js,
+            Some("py") => Language::Python,
+            _ => Language::Wasm,
+        },
     }
-    let path = Path::new(file);
-    if path.is_dir() {
-        bail!("{file} is a directory, not a module");
-    }
-    let code = std::fs::read(path).with_context(|| format!("cannot read {file}"))?;
-    let name = path.file_name().map_or_else(|| file.to_owned(), |n| n.to_string_lossy().into_owned());
+}
+
+fn read_code(args: &RunArgs) -> anyhow::Result<(String, Code)> {
+    let file = args.file.as_deref();
+    let language = language_of(args, file);
+    let (name, bytes) = match (file, &args.eval) {
+        (_, Some(code)) => {
+            (if language == Language::Python { "<eval>.py" } else { "<eval>.js" }.to_owned(), code.clone().into_bytes())
+        }
+        (Some("-"), None) => {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .take(MAX_STDIN_MODULE + 1)
+                .read_to_end(&mut bytes)
+                .context("cannot read the code from standard input")?;
+            ("stdin".to_owned(), bytes)
+        }
+        (Some(file), None) => {
+            let path = Path::new(file);
+            if path.is_dir() {
+                bail!("{file} is a directory, not a module or script");
+            }
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read {file}"))?;
+            let name = path.file_name().map_or_else(|| file.to_owned(), |n| n.to_string_lossy().into_owned());
+            (name, bytes)
+        }
+        (None, None) => bail!("give a FILE or -e CODE"),
+    };
+    let code = match language {
+        Language::Wasm => Code::Wasm(bytes),
+        language => Code::Source {
+            language,
+            text: String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{name} is not UTF-8 text"))?,
+        },
+    };
     Ok((name, code))
 }
 
 fn forward_output(report: &RunReport) -> anyhow::Result<()> {
     std::io::stdout().write_all(report.stdout.as_bytes()).context("cannot write to stdout")?;
+    // A script's result value follows its own output, as a REPL would print it.
+    if !report.value.is_null() {
+        println!("{}", report.value);
+    }
     std::io::stdout().flush().context("cannot write to stdout")?;
     std::io::stderr().write_all(report.stderr.as_bytes()).context("cannot write to stderr")?;
     Ok(())

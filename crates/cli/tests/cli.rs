@@ -266,3 +266,23 @@ fn run_records_are_appended_and_audit_verify_names_a_tampered_record() {
     let missing_key = cli.run(&["run", PROBE_MODULE, "--record", log_s]);
     assert_eq!(missing_key.status.code(), Some(2), "--record needs --record-key");
 }
+
+#[test]
+fn javascript_runs_from_a_file_or_from_eval() {
+    let cli = Cli::new();
+    let out = cli.run(&["run", "--lang", "js", "-e", "console.log('hi'); [1, 2].map(x => x * 21)"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "hi\n[21,42]\n");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("script.js");
+    std::fs::write(&script, "env.GREETING + ' ' + JSON.stringify(tools)").unwrap();
+    let out = cli.run(&["run", script.to_str().unwrap(), "--json", "--env", "GREETING=hello"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json(&out)["value"], "hello {}");
+    assert_eq!(json(&out)["kernel"], "js");
+    let thrown = cli.run(&["run", "-e", "throw new Error('boom')"]);
+    assert_eq!(thrown.status.code(), Some(1));
+    assert!(stderr(&thrown).contains("Error: boom"), "{}", stderr(&thrown));
+    let looping = cli.run(&["run", "-e", "for (;;) {}", "--cpu-ms", "200"]);
+    assert_eq!(looping.status.code(), Some(3));
+}

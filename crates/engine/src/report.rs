@@ -1,7 +1,7 @@
 use crate::cache::CacheSource;
 use crate::output::CapturedOutput;
 use crate::termination::Termination;
-use wasmagent_kernel::{Denial, RunReport, SCHEMA, Usage};
+use wasmagent_kernel::{Denial, RunReport, SCHEMA, ToolCall, Usage};
 use wasmagent_manifest::EffectiveManifest;
 
 /// Everything a wasmtime kernel gathered about one run, to be turned into the [`RunReport`].
@@ -18,6 +18,8 @@ pub struct ReportParts<'a> {
     pub stderr: CapturedOutput,
     /// Accesses refused during the run (the termination's own denial is appended).
     pub denials: Vec<Denial>,
+    /// Host tool calls.
+    pub tool_calls: Vec<ToolCall>,
     /// Wall-clock time of instantiation and execution.
     pub wall_ms: f64,
     /// Fuel consumed.
@@ -49,6 +51,7 @@ impl ReportParts<'_> {
             exit_code: self.termination.exit_code,
             error: self.termination.error,
             denials,
+            tool_calls: self.tool_calls,
             usage: Usage {
                 wall_ms: (self.wall_ms * 1000.0).round() / 1000.0,
                 fuel_consumed: self.fuel_consumed,

@@ -17,6 +17,11 @@ use wasmparser::{Parser, Payload, TypeRef};
 /// Tag of this rewrite in the compiled-code cache; change it whenever the rewrite changes.
 pub(crate) const CACHE_TAG: &str = "fs-audit-1";
 
+/// The rewrite as an engine [`ModuleTransform`](wasmagent_engine::ModuleTransform), for every kernel that runs a
+/// preview1 module through [`crate::host`].
+pub const FS_AUDIT: wasmagent_engine::ModuleTransform<'static> =
+    wasmagent_engine::ModuleTransform { cache_tag: CACHE_TAG, apply: &instrument };
+
 const I32: ValType = ValType::I32;
 const I64: ValType = ValType::I64;
 
@@ -151,7 +156,7 @@ impl Reencode for Rewriter {
 }
 
 /// Returns the module with audit wrappers, or `None` when it makes no audited WASI call (nothing to rewrite).
-pub(crate) fn instrument(binary: &[u8]) -> Result<Option<Vec<u8>>, String> {
+pub fn instrument(binary: &[u8]) -> Result<Option<Vec<u8>>, String> {
     let mut rewriter = Rewriter { imported_funcs: 0, defined_funcs: 0, types: 0, audited: Vec::new(), in_names: false };
     let mut func_types: Vec<Option<wasmparser::FuncType>> = Vec::new();
     for payload in Parser::new(0).parse_all(binary) {

@@ -15,7 +15,7 @@
 mod fs_audit;
 mod fs_audit_p2;
 pub mod host;
-mod instrument;
+pub mod instrument;
 mod prepared;
 mod runner;
 

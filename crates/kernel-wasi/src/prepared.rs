@@ -1,7 +1,7 @@
 //! Instantiation-ready code kept in memory, so a repeated run skips compilation and import resolution.
 
 use std::collections::{HashMap, VecDeque};
-use wasmagent_engine::{CacheSource, CompiledCode, ModuleTransform};
+use wasmagent_engine::{CacheSource, CompiledCode};
 use wasmagent_kernel::KernelError;
 use wasmtime::InstancePre;
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
@@ -52,9 +52,8 @@ impl WasiKernel {
         if let Some(prepared) = self.lock_prepared().get(digest) {
             return Ok((prepared, CacheSource::Memory));
         }
-        let audit = ModuleTransform { cache_tag: crate::instrument::CACHE_TAG, apply: &crate::instrument::instrument };
         let on_compile = self.on_compile.as_deref().map(|f| f as &dyn Fn());
-        let (code, source) = self.engine.load(bytes, digest, Some(&audit), on_compile)?;
+        let (code, source) = self.engine.load(bytes, digest, Some(&crate::instrument::FS_AUDIT), on_compile)?;
         let prepared = match code {
             CompiledCode::Module(module) => {
                 if module.get_export("_start").is_none() {

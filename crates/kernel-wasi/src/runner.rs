@@ -104,6 +104,7 @@ pub(crate) fn run(
         stdout: run.stdout,
         stderr: run.stderr,
         denials: run.denials,
+        tool_calls: Vec::new(),
         wall_ms: run.wall_ms,
         fuel_consumed: run.fuel_consumed,
         memory_peak_bytes: run.memory_peak_bytes,

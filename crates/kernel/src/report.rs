@@ -27,6 +27,9 @@ pub struct RunReport {
     pub error: Option<ErrorInfo>,
     /// Every access the host refused, including ones the guest caught and recovered from.
     pub denials: Vec<Denial>,
+    /// Every host tool call the guest made, in order.
+    #[serde(default)]
+    pub tool_calls: Vec<ToolCall>,
     /// Resources used.
     pub usage: Usage,
     /// The effective manifest the run was held to.
@@ -125,6 +128,22 @@ pub struct Denial {
     pub reason: String,
 }
 
+/// One call from guest code to a host tool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The tool's name.
+    pub name: String,
+    /// `sha256:<hex>` of the arguments as the guest sent them.
+    pub args_digest: String,
+    /// `ok`, `error` (the tool failed) or `denied` (not granted, unknown, over a cap or over `max_host_calls`).
+    pub outcome: String,
+    /// How long the host spent on the call, in milliseconds.
+    pub duration_ms: f64,
+    /// The error the guest received, for `error` and `denied`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// Resources a run used.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
@@ -163,6 +182,7 @@ impl RunReport {
             exit_code: None,
             error: Some(error),
             denials: Vec::new(),
+            tool_calls: Vec::new(),
             usage: Usage { code_cache: "none".into(), ..Usage::default() },
             manifest: serde_json::to_value(manifest).unwrap_or(serde_json::Value::Null),
             manifest_digest: manifest.digest().into(),

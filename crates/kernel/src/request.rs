@@ -89,6 +89,11 @@ impl RunRequest {
         self.digest.get_or_init(|| self.code.digest())
     }
 
+    /// A request for script source in `language`, named `name` (shown in stack traces).
+    pub fn source(name: impl Into<String>, language: Language, text: impl Into<String>) -> Self {
+        Self::new(name, Code::Source { language, text: text.into() })
+    }
+
     /// Sets the guest arguments.
     pub fn with_args(mut self, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.args = args.into_iter().map(Into::into).collect();

@@ -100,7 +100,15 @@ impl RunRecord {
             error_kind: report.error.as_ref().map(|e| e.kind),
             usage: report.usage.clone(),
             denials: report.denials.clone(),
-            tool_calls: Vec::new(),
+            tool_calls: report
+                .tool_calls
+                .iter()
+                .map(|call| ToolCallRecord {
+                    name: call.name.clone(),
+                    args_digest: call.args_digest.clone(),
+                    outcome: call.outcome.clone(),
+                })
+                .collect(),
             prev_record_hash,
             signature: None,
         }

@@ -24,7 +24,9 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use wasmagent_engine::{EngineOptions, SandboxEngine};
+use wasmagent_kernel_js::JsKernel;
 use wasmagent_kernel_wasi::WasiKernel;
 use wasmagent_signing::keys::PublicKey;
 use wasmagent_signing::record::AuditLog;
@@ -36,6 +38,7 @@ pub use wasmagent_manifest::{
     self as manifest, CapabilityManifest, EffectiveManifest, ManifestCeilings, ManifestError,
 };
 pub use wasmagent_signing as signing;
+pub use wasmagent_tools::{Tool, ToolRegistry, ToolResult};
 
 /// Why a run could not start. Nothing ran when one of these is returned; everything that happens once a guest
 /// starts is in the [`RunReport`].
@@ -65,8 +68,9 @@ pub enum Error {
 #[derive(Default)]
 pub struct SandboxBuilder {
     options: EngineOptions,
-    on_compile: Option<Box<dyn Fn() + Send + Sync>>,
+    on_compile: Option<Arc<dyn Fn() + Send + Sync>>,
     audit_log: Option<AuditLog>,
+    tools: ToolRegistry,
 }
 
 impl SandboxBuilder {
@@ -90,7 +94,13 @@ impl SandboxBuilder {
 
     /// Called before code has to be compiled because no cached copy exists.
     pub fn on_compile(mut self, notify: impl Fn() + Send + Sync + 'static) -> Self {
-        self.on_compile = Some(Box::new(notify));
+        self.on_compile = Some(Arc::new(notify));
+        self
+    }
+
+    /// Host tools guest code may call (each only where the manifest grants `tool:NAME`). Default: none.
+    pub fn tools(mut self, tools: ToolRegistry) -> Self {
+        self.tools = tools;
         self
     }
 
@@ -104,11 +114,14 @@ impl SandboxBuilder {
     pub fn build(self) -> Result<Sandbox, Error> {
         let ceilings = self.options.ceilings.clone();
         let engine = SandboxEngine::new(self.options)?;
-        let mut wasi = WasiKernel::new(engine)?;
+        let mut wasi = WasiKernel::new(engine.clone())?;
+        let mut js = JsKernel::new(engine, Arc::new(self.tools))?;
         if let Some(notify) = self.on_compile {
-            wasi = wasi.on_compile(notify);
+            let for_js = notify.clone();
+            wasi = wasi.on_compile(move || notify());
+            js = js.on_compile(move || for_js());
         }
-        Ok(Sandbox { wasi, ceilings, audit_log: self.audit_log })
+        Ok(Sandbox { wasi, js, ceilings, audit_log: self.audit_log })
     }
 }
 
@@ -116,6 +129,7 @@ impl SandboxBuilder {
 /// it across threads; every run gets a fresh sandbox.
 pub struct Sandbox {
     wasi: WasiKernel,
+    js: JsKernel,
     ceilings: ManifestCeilings,
     audit_log: Option<AuditLog>,
 }
@@ -145,6 +159,7 @@ impl Sandbox {
     pub fn kernel(&self, language: Language) -> Result<&dyn Kernel, Error> {
         match language {
             Language::Wasm => Ok(&self.wasi),
+            Language::Js => Ok(&self.js),
             other => Err(Error::LanguageUnavailable(other)),
         }
     }

@@ -164,9 +164,9 @@ fn run(request: Request) -> String {
             return error_json("internal", "the engine is not initialised", None);
         };
         engine.runtime.set_memory_limit(request.memory_limit);
-        // QuickJS checks its own stack depth, so runaway recursion is a catchable RangeError well before the
-        // WebAssembly stack (1 MiB, set at link time) runs out.
-        engine.runtime.set_max_stack_size(512 * 1024);
+        // QuickJS's own stack check does not fire in WebAssembly (it measures the C stack in linear memory, which
+        // runaway recursion does not exhaust first): the engine's native WebAssembly stack limit ends the run.
+        engine.runtime.set_max_stack_size(0);
         engine.context.with(|ctx| evaluate(&ctx, engine.hooks.clone(), &request))
     })
 }
@@ -218,6 +218,8 @@ fn evaluate(ctx: &Ctx<'_>, hooks: Persistent<Object<'static>>, request: &Request
     .catch(ctx);
     match serialized {
         Ok(json) => format!("{{\"value\":{json}}}"),
+        // The stack would only show wasmagent's own serializer.
+        Err(CaughtError::Exception(e)) => error_json("serialization", &e.message().unwrap_or_default(), None),
         Err(e) => caught_json(e, "serialization"),
     }
 }

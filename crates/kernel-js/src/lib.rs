@@ -1,0 +1,202 @@
+//! The `js` kernel: runs JavaScript in QuickJS compiled to WebAssembly (`guests/js`, committed pre-initialised as
+//! `guests/dist/js.wasm`), one fresh instance of the snapshot per run.
+//!
+//! It owns the JavaScript run semantics (the value of the last expression, awaited when it is a promise, as JSON;
+//! exceptions with their stack; `console`, `env`, `fs`, `tools`) and the host side of the guest's bridge
+//! (`wasmagent.result`, `wasmagent.tool_call`, `wasmagent.tool_response`), which checks every pointer and length,
+//! every grant, every size cap and `max_host_calls`. Files, environment, output capture, time, fuel and memory are
+//! the wasi kernel's: the engine module runs through [`wasmagent_kernel_wasi::host`], so a script is held to the
+//! manifest exactly as a WebAssembly tool is.
+//!
+//! It must not decide policy, and must not give scripts anything the manifest does not grant.
+
+mod bridge;
+
+use bridge::Bridge;
+use std::sync::{Arc, OnceLock};
+use wasmagent_engine::{CacheSource, ReportParts, SandboxEngine, Termination};
+use wasmagent_kernel::{Code, ErrorKind, Kernel, KernelError, Language, Outcome, RunReport, RunRequest};
+use wasmagent_kernel_wasi::host::{EmptyRoot, GuestIo, ModuleState, module_linker, run_module};
+use wasmagent_manifest::EffectiveManifest;
+use wasmagent_tools::ToolRegistry;
+use wasmtime::InstancePre;
+
+/// Name used in reports.
+pub const KERNEL_NAME: &str = "js";
+
+/// The pre-initialised QuickJS engine module (see `guests/dist/js.provenance.json`).
+pub const ENGINE_WASM: &[u8] = include_bytes!("../../../guests/dist/js.wasm");
+
+/// Memory kept outside QuickJS's own heap limit for the engine's snapshot, stack and bookkeeping, so an allocation
+/// bomb in JavaScript meets QuickJS's catchable out-of-memory error before the WebAssembly memory limit.
+const ENGINE_RESERVE_BYTES: u64 = 6 * 1024 * 1024;
+
+/// The engine module, linked and ready to instantiate.
+type EnginePre = InstancePre<ModuleState<Bridge>>;
+
+/// Runs JavaScript. Create one per process and share it.
+pub struct JsKernel {
+    engine: SandboxEngine,
+    tools: Arc<ToolRegistry>,
+    empty_root: EmptyRoot,
+    prepared: OnceLock<Result<(EnginePre, CacheSource), String>>,
+    on_compile: Option<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl JsKernel {
+    /// A kernel on `engine` offering `tools` (each visible only where the manifest grants it).
+    pub fn new(engine: SandboxEngine, tools: Arc<ToolRegistry>) -> Result<Self, KernelError> {
+        Ok(JsKernel { engine, tools, empty_root: EmptyRoot::new()?, prepared: OnceLock::new(), on_compile: None })
+    }
+
+    /// Calls `notify` before the engine module has to be compiled (once per machine; later it loads from the disk
+    /// cache), so a front end can say why the first run is slow.
+    pub fn on_compile(mut self, notify: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_compile = Some(Box::new(notify));
+        self
+    }
+
+    /// The engine module, compiled (or loaded from the cache) and linked on first use.
+    fn prepared(&self) -> Result<(&EnginePre, CacheSource), KernelError> {
+        let prepared = self.prepared.get_or_init(|| {
+            let digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(ENGINE_WASM)));
+            let on_compile = self.on_compile.as_deref().map(|f| f as &dyn Fn());
+            let (code, source) = self
+                .engine
+                .load(ENGINE_WASM, &digest, Some(&wasmagent_kernel_wasi::instrument::FS_AUDIT), on_compile)
+                .map_err(|e| e.to_string())?;
+            let wasmagent_engine::CompiledCode::Module(module) = code else {
+                return Err("the JavaScript engine is not a core module".to_owned());
+            };
+            let mut linker = module_linker::<Bridge>(self.engine.engine()).map_err(|e| format!("{e:#}"))?;
+            bridge::add_to_linker(&mut linker).map_err(|e| format!("{e:#}"))?;
+            let pre = linker.instantiate_pre(&module).map_err(|e| format!("{e:#}"))?;
+            Ok((pre, source))
+        });
+        match prepared {
+            Ok((pre, source)) => Ok((pre, *source)),
+            Err(message) => Err(KernelError::Unavailable(format!("the JavaScript engine cannot be loaded: {message}"))),
+        }
+    }
+}
+
+impl Kernel for JsKernel {
+    fn name(&self) -> &'static str {
+        KERNEL_NAME
+    }
+
+    fn check(&self, manifest: &EffectiveManifest) -> Result<(), KernelError> {
+        if !manifest.allowed_hosts().is_empty() {
+            return Err(KernelError::Unsupported {
+                kernel: KERNEL_NAME,
+                field: "allowed_hosts",
+                reason: "network access (fetch) is not available in this build; remove allowed_hosts".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn run(&self, manifest: &EffectiveManifest, request: &RunRequest) -> Result<RunReport, KernelError> {
+        self.check(manifest)?;
+        let Code::Source { language: Language::Js, text } = request.code() else {
+            return Err(KernelError::InvalidCode("the js kernel runs JavaScript source".into()));
+        };
+        let (pre, cache) = self.prepared()?;
+        let granted = self.tools.granted_names(manifest);
+        let input = serde_json::json!({
+            "code": text,
+            "name": request.name,
+            "tools": granted,
+            "memory_limit": manifest.memory_limit_bytes().saturating_sub(ENGINE_RESERVE_BYTES).max(1 << 20),
+        })
+        .to_string();
+        let bridge = Bridge::new(self.tools.clone(), manifest);
+        let io = GuestIo { name: &request.name, args: &request.args, stdin: &request.stdin };
+        let run = run_module(&self.engine, &self.empty_root, pre, manifest, io, bridge, |store, instance| {
+            let alloc = instance.get_typed_func::<u32, u32>(&mut *store, "wasmagent_alloc")?;
+            let start = instance.get_typed_func::<(u32, u32), ()>(&mut *store, "wasmagent_run")?;
+            let len = u32::try_from(input.len()).map_err(|_| wasmtime::format_err!("the script is too large"))?;
+            let ptr = alloc.call(&mut *store, len)?;
+            let memory = instance
+                .get_memory(&mut *store, "memory")
+                .ok_or_else(|| wasmtime::format_err!("the engine exports no memory"))?;
+            memory.write(&mut *store, ptr as usize, input.as_bytes())?;
+            start.call(&mut *store, (ptr, len))
+        })?;
+        let (termination, value) = match run.termination.outcome {
+            Outcome::Ok => outcome_of(run.ext.result(), manifest),
+            _ => (explain_trap(run.termination), serde_json::Value::Null),
+        };
+        let (tool_calls, host_calls, mut denials) = run.ext.into_records();
+        denials.splice(0..0, run.denials);
+        Ok(ReportParts {
+            kernel: KERNEL_NAME,
+            termination,
+            value,
+            stdout: run.stdout,
+            stderr: run.stderr,
+            denials,
+            tool_calls,
+            wall_ms: run.wall_ms,
+            fuel_consumed: run.fuel_consumed,
+            memory_peak_bytes: run.memory_peak_bytes,
+            host_calls,
+            code_cache: cache,
+            manifest,
+            code_digest: request.code_digest().to_owned(),
+        }
+        .into_report())
+    }
+}
+
+/// Runaway recursion exhausts the engine's WebAssembly stack: say so in JavaScript terms.
+fn explain_trap(mut termination: Termination) -> Termination {
+    if let Some(error) = termination.error.as_mut().filter(|e| e.message.starts_with("wasm trap: call stack exhausted"))
+    {
+        error.message = format!(
+            "stack overflow: maximum call stack size exceeded (recursion too deep; not catchable)\n{}",
+            error.message
+        );
+    }
+    termination
+}
+
+/// The guest's verdict, as sent through `wasmagent.result`: `{"value": ...}` or `{"error": {kind, message, stack}}`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum GuestOutcome {
+    Value(serde_json::Value),
+    Error { kind: String, message: String, stack: Option<String> },
+}
+
+fn outcome_of(result: Option<Result<&[u8], usize>>, manifest: &EffectiveManifest) -> (Termination, serde_json::Value) {
+    let internal = |message: String| Termination::failed(Outcome::Error, ErrorKind::Internal, message);
+    let bytes = match result {
+        None => return (internal("the JavaScript engine returned no result".into()), serde_json::Value::Null),
+        Some(Err(len)) => {
+            let message = format!(
+                "the result value is {len} bytes of JSON, more than max_output_bytes ({})",
+                manifest.max_output_bytes()
+            );
+            let termination = Termination::failed(Outcome::OutputLimit, ErrorKind::OutputLimit, message);
+            return (termination, serde_json::Value::Null);
+        }
+        Some(Ok(bytes)) => bytes,
+    };
+    match serde_json::from_slice::<GuestOutcome>(bytes) {
+        Ok(GuestOutcome::Value(value)) => (Termination { exit_code: None, ..Termination::finished() }, value),
+        Ok(GuestOutcome::Error { kind, message, stack }) => {
+            let kind = match kind.as_str() {
+                "exception" => ErrorKind::Exception,
+                "serialization" => ErrorKind::Serialization,
+                _ => ErrorKind::Internal,
+            };
+            let message = match stack.filter(|s| !s.trim().is_empty()) {
+                Some(stack) => format!("{message}\n{}", stack.trim_end()),
+                None => message,
+            };
+            (Termination::failed(Outcome::Error, kind, message), serde_json::Value::Null)
+        }
+        Err(e) => (internal(format!("the JavaScript engine sent a malformed result: {e}")), serde_json::Value::Null),
+    }
+}

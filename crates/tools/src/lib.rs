@@ -1,0 +1,189 @@
+//! Host tools: functions the embedding application offers to guest code (`tools.NAME(args)` in JavaScript,
+//! `tools.NAME(**kwargs)` in Python), JSON in and JSON out.
+//!
+//! This crate owns the [`ToolRegistry`] and the grant rule: a tool is visible to a run only when the manifest's
+//! `extra_capabilities` grants it (`tool:NAME`, `tool:PREFIX.*` or `tool:*`). It must not know any kernel or guest
+//! ABI: kernels look tools up here and call [`Tool::call`]; they own argument and result size caps and host-call
+//! counting.
+//!
+//! ```
+//! use wasmagent_tools::{Tool, ToolRegistry};
+//! let mut tools = ToolRegistry::new();
+//! tools.register(Tool::new("add", "Adds a and b.", serde_json::json!({"type": "object"}), |args| {
+//!     Ok(serde_json::json!(args["a"].as_f64().unwrap_or(0.0) + args["b"].as_f64().unwrap_or(0.0)))
+//! }))?;
+//! assert_eq!(tools.get("add").unwrap().call(serde_json::json!({"a": 1, "b": 2}))?, serde_json::json!(3.0));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use wasmagent_manifest::EffectiveManifest;
+
+/// What a tool handler returns: a JSON result, or an error message the guest sees as an exception.
+pub type ToolResult = Result<Value, String>;
+
+type Handler = dyn Fn(Value) -> ToolResult + Send + Sync;
+
+/// One host tool.
+#[derive(Clone)]
+pub struct Tool {
+    name: String,
+    description: String,
+    input_schema: Value,
+    handler: Arc<Handler>,
+}
+
+impl fmt::Debug for Tool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tool").field("name", &self.name).field("description", &self.description).finish()
+    }
+}
+
+impl Tool {
+    /// A tool named `name` (letters, digits, `_`, and `.` between namespace parts) with a description, the JSON
+    /// schema of its arguments, and the function that answers calls.
+    pub fn new(
+        name: impl Into<String>,
+        description: impl Into<String>,
+        input_schema: Value,
+        handler: impl Fn(Value) -> ToolResult + Send + Sync + 'static,
+    ) -> Self {
+        Tool { name: name.into(), description: description.into(), input_schema, handler: Arc::new(handler) }
+    }
+
+    /// The tool's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// What the tool does.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+    /// JSON schema of the arguments.
+    pub fn input_schema(&self) -> &Value {
+        &self.input_schema
+    }
+
+    /// Calls the handler. A panic in the handler is turned into an error rather than unwinding into the kernel.
+    pub fn call(&self, args: Value) -> ToolResult {
+        let handler = self.handler.clone();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(args)))
+            .unwrap_or_else(|_| Err(format!("tool {} failed internally", self.name)))
+    }
+}
+
+/// Why a tool could not be registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// The name is not a valid tool name.
+    #[error("invalid tool name {0:?}: use letters, digits and `_`, with `.` between namespace parts")]
+    InvalidName(String),
+    /// A tool with this name already exists.
+    #[error("a tool named {0:?} is already registered")]
+    Duplicate(String),
+}
+
+/// The tools an embedder offers. Shared by every kernel and every run.
+#[derive(Debug, Clone, Default)]
+pub struct ToolRegistry {
+    tools: BTreeMap<String, Tool>,
+}
+
+impl ToolRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a tool.
+    pub fn register(&mut self, tool: Tool) -> Result<(), RegistryError> {
+        if !valid_name(&tool.name) {
+            return Err(RegistryError::InvalidName(tool.name));
+        }
+        if self.tools.contains_key(&tool.name) {
+            return Err(RegistryError::Duplicate(tool.name));
+        }
+        self.tools.insert(tool.name.clone(), tool);
+        Ok(())
+    }
+
+    /// The tool named `name`.
+    pub fn get(&self, name: &str) -> Option<&Tool> {
+        self.tools.get(name)
+    }
+
+    /// Every registered tool, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Tool> {
+        self.tools.values()
+    }
+
+    /// Names of the registered tools `manifest` grants, sorted.
+    pub fn granted_names(&self, manifest: &EffectiveManifest) -> Vec<String> {
+        self.tools.keys().filter(|name| is_granted(manifest, name)).cloned().collect()
+    }
+}
+
+/// Whether `manifest` grants the tool `name`: `tool:NAME`, `tool:PREFIX.*` (names under `PREFIX.`) or `tool:*`.
+pub fn is_granted(manifest: &EffectiveManifest, name: &str) -> bool {
+    manifest.extra_capabilities().iter().filter_map(|c| c.strip_prefix("tool:")).any(|grant| {
+        grant == name
+            || grant == "*"
+            || grant
+                .strip_suffix(".*")
+                .is_some_and(|prefix| name.strip_prefix(prefix).is_some_and(|r| r.starts_with('.')))
+    })
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name.split('.').all(|part| {
+            part.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmagent_manifest::{CapabilityManifest, ManifestCeilings};
+
+    fn manifest(grants: &[&str]) -> EffectiveManifest {
+        CapabilityManifest { extra_capabilities: grants.iter().map(|g| g.to_string()).collect(), ..Default::default() }
+            .resolve(std::path::Path::new("/"), &ManifestCeilings::default())
+            .unwrap()
+    }
+
+    #[test]
+    fn grants_match_names_namespaces_and_everything() {
+        assert!(is_granted(&manifest(&["tool:search"]), "search"));
+        assert!(!is_granted(&manifest(&["tool:search"]), "search2"));
+        assert!(!is_granted(&manifest(&[]), "search"));
+        assert!(is_granted(&manifest(&["tool:github.*"]), "github.issues"));
+        assert!(!is_granted(&manifest(&["tool:github.*"]), "githubber.issues"));
+        assert!(!is_granted(&manifest(&["tool:github.*"]), "github"));
+        assert!(is_granted(&manifest(&["tool:*"]), "anything.at_all"));
+        assert!(!is_granted(&manifest(&["net:search"]), "search"));
+    }
+
+    #[test]
+    fn names_are_validated_and_unique() {
+        let mut registry = ToolRegistry::new();
+        let tool = |name: &str| Tool::new(name, "", Value::Null, |_| Ok(Value::Null));
+        assert!(registry.register(tool("ok_name")).is_ok());
+        assert!(registry.register(tool("ns.ok")).is_ok());
+        assert_eq!(registry.register(tool("ok_name")), Err(RegistryError::Duplicate("ok_name".into())));
+        for bad in ["", "1x", "a-b", "a..b", "a.", "constructor name"] {
+            assert!(registry.register(tool(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_panicking_handler_becomes_an_error() {
+        let tool = Tool::new("boom", "", Value::Null, |_| panic!("handler bug"));
+        assert!(tool.call(Value::Null).unwrap_err().contains("failed internally"));
+    }
+}

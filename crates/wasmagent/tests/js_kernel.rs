@@ -1,0 +1,282 @@
+//! The js kernel through the public API: run semantics, every manifest limit, files, env, and host tools.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use serde_json::json;
+use std::path::Path;
+use std::sync::OnceLock;
+use wasmagent::{
+    CapabilityManifest, EffectiveManifest, ErrorKind, Language, Outcome, RunReport, RunRequest, Sandbox, Tool,
+    ToolRegistry,
+};
+
+fn tools() -> ToolRegistry {
+    let mut tools = ToolRegistry::new();
+    let schema = json!({"type": "object"});
+    tools
+        .register(Tool::new("add", "Adds a and b.", schema.clone(), |args| {
+            Ok(json!(args["a"].as_f64().unwrap_or(0.0) + args["b"].as_f64().unwrap_or(0.0)))
+        }))
+        .unwrap();
+    tools.register(Tool::new("echo", "Returns its arguments.", schema.clone(), Ok)).unwrap();
+    tools
+        .register(Tool::new("fail", "Always fails.", schema.clone(), |_| Err("tool failed on purpose".into())))
+        .unwrap();
+    tools.register(Tool::new("secret", "Never granted.", schema, |_| Ok(json!("leaked")))).unwrap();
+    tools
+}
+
+/// One sandbox for the whole file: the engine module is compiled once.
+fn sandbox() -> &'static Sandbox {
+    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
+    SANDBOX.get_or_init(|| Sandbox::builder().pool_slots(16).tools(tools()).build().unwrap())
+}
+
+fn manifest(toml: &str) -> EffectiveManifest {
+    sandbox().resolve(&CapabilityManifest::from_toml_str(toml).unwrap(), Path::new("/")).unwrap()
+}
+
+fn js(manifest: &EffectiveManifest, code: &str) -> RunReport {
+    sandbox().run(manifest, &RunRequest::source("script.js", Language::Js, code)).unwrap()
+}
+
+fn ok(code: &str) -> serde_json::Value {
+    let report = js(&manifest(""), code);
+    assert_eq!(report.outcome, Outcome::Ok, "{code}: {report:?}");
+    report.value
+}
+
+fn error(manifest: &EffectiveManifest, code: &str) -> (ErrorKind, String) {
+    let report = js(manifest, code);
+    assert_eq!(report.outcome, Outcome::Error, "{code}: {report:?}");
+    let error = report.error.unwrap();
+    (error.kind, error.message)
+}
+
+#[test]
+fn the_value_is_the_last_expression_as_json() {
+    assert_eq!(ok("1 + 1"), json!(2));
+    assert_eq!(ok("const xs = [1, 2, 3]; xs.map(x => x * 2)"), json!([2, 4, 6]));
+    assert_eq!(ok("({a: 'b', n: null, nested: {t: true}})"), json!({"a": "b", "n": null, "nested": {"t": true}}));
+    assert_eq!(ok("let x = 1;"), json!(null));
+    assert_eq!(ok("undefined"), json!(null));
+}
+
+#[test]
+fn promises_are_awaited_and_pending_jobs_drained() {
+    assert_eq!(ok("Promise.resolve(41).then(x => x + 1)"), json!(42));
+    assert_eq!(ok("(async () => { const a = await Promise.resolve(2); return a * 21; })()"), json!(42));
+    let report = js(&manifest(""), "Promise.resolve().then(() => console.log('later')); 'now'");
+    assert_eq!((report.value, report.stdout.as_str()), (json!("now"), "later\n"));
+    let (kind, message) = error(&manifest(""), "Promise.reject(new Error('nope'))");
+    assert_eq!(kind, ErrorKind::Exception);
+    assert!(message.contains("nope"), "{message}");
+    let (_, message) = error(&manifest(""), "new Promise(() => {})");
+    assert!(message.contains("never settles"), "{message}");
+}
+
+#[test]
+fn values_that_are_not_json_are_serialization_errors() {
+    for code in ["(function f() {})", "Symbol('s')", "10n", "const o = {}; o.self = o; o", "({ f: () => 1 })"] {
+        let (kind, message) = error(&manifest(""), code);
+        assert_eq!(kind, ErrorKind::Serialization, "{code}: {message}");
+    }
+}
+
+#[test]
+fn uncaught_exceptions_carry_message_and_stack_and_syntax_errors_their_line() {
+    let (kind, message) = error(&manifest(""), "function inner() { throw new TypeError('bad input'); }\ninner();");
+    assert_eq!(kind, ErrorKind::Exception);
+    assert!(message.starts_with("TypeError: bad input"), "{message}");
+    assert!(message.contains("inner") && message.contains("script.js:1"), "{message}");
+    let (kind, message) = error(&manifest(""), "const a = 1;\nconst b = ;\n");
+    assert_eq!(kind, ErrorKind::Exception);
+    assert!(message.starts_with("SyntaxError") && message.contains("script.js:2"), "{message}");
+    let (_, message) = error(&manifest(""), "throw 'a string'");
+    assert!(message.contains("a string"), "{message}");
+}
+
+#[test]
+fn console_goes_to_stdout_and_stderr_and_is_capped() {
+    let report =
+        js(&manifest(""), "console.log('out', 1, {a: [1]}); console.info('i'); console.warn('w'); console.error('e')");
+    assert_eq!(report.stdout, "out 1 {\"a\":[1]}\ni\n");
+    assert_eq!(report.stderr, "w\ne\n");
+    let report = js(&manifest("max_output_bytes = 1000"), "for (;;) console.log('flood')");
+    assert_eq!(report.outcome, Outcome::OutputLimit, "{report:?}");
+    assert_eq!(report.stdout.len(), 1000);
+}
+
+#[test]
+fn an_infinite_loop_ends_at_cpu_ms_and_with_fuel() {
+    let report = js(&manifest("cpu_ms = 300"), "for (;;) {}");
+    assert_eq!(report.outcome, Outcome::Timeout, "{report:?}");
+    assert!(report.usage.wall_ms < 600.0, "{}", report.usage.wall_ms);
+    let report = js(&manifest("fuel = 5_000_000"), "while (true) {}");
+    assert_eq!(report.outcome, Outcome::FuelExhausted, "{report:?}");
+}
+
+#[test]
+fn memory_bombs_end_at_the_limit_and_deep_recursion_is_an_error() {
+    let m = manifest("memory_limit_bytes = \"32MiB\"");
+    for code in [
+        "const a = []; for (;;) a.push('x'.repeat(1 << 16) + a.length)",
+        "const a = []; for (let i = 0; ; i++) a.push(String(i).repeat(100000))",
+        "const a = []; for (;;) a.push(new Uint8Array(1 << 20))",
+    ] {
+        let report = js(&m, code);
+        let out_of_memory = report.outcome == Outcome::MemoryLimit
+            || report.error.as_ref().is_some_and(|e| e.message.contains("out of memory"));
+        assert!(out_of_memory, "{code}: {report:?}");
+        assert!(report.usage.memory_peak_bytes <= 32 << 20);
+    }
+    let caught =
+        js(&m, "try { const a = []; for (;;) a.push('y'.repeat(1 << 16) + a.length) } catch (e) { 'caught ' + e }");
+    assert!(
+        caught.outcome != Outcome::Ok || caught.value.as_str().is_some_and(|v| v.contains("out of memory")),
+        "{caught:?}"
+    );
+    // Doubling a string reaches QuickJS's maximum string length (ropes make it cheap): an ordinary exception.
+    let (kind, message) = error(&m, "let s = 'x'; for (;;) s = s + s");
+    assert_eq!(kind, ErrorKind::Exception, "{message}");
+    let (kind, message) = error(&manifest(""), "function f(n) { return f(n + 1) + 1 } f(0)");
+    assert_eq!(kind, ErrorKind::Trap);
+    assert!(message.starts_with("stack overflow: maximum call stack size exceeded"), "{message}");
+    assert_eq!(ok("1 + 1"), json!(2), "the host keeps serving");
+}
+
+#[test]
+fn env_is_a_frozen_object_with_exactly_the_manifest_env() {
+    let m = manifest("env = { GREETING = \"hi\", MODE = \"test\" }");
+    assert_eq!(js(&m, "env").value, json!({"GREETING": "hi", "MODE": "test"}));
+    assert_eq!(
+        js(&m, "'use strict'; try { env.GREETING = 'x'; 'mutable' } catch (e) { 'frozen' }").value,
+        json!("frozen")
+    );
+    assert_eq!(ok("env"), json!({}));
+}
+
+#[test]
+fn there_is_no_ambient_authority() {
+    assert_eq!(
+        ok("[typeof process, typeof require, typeof Deno, typeof std, typeof os, typeof fetch]"),
+        json!(["undefined", "undefined", "undefined", "undefined", "undefined", "undefined"])
+    );
+    // Every global that is not a standard constructor or namespace (those start with a capital letter): the
+    // ECMAScript functions, QuickJS's harmless web helpers, and wasmagent's four objects. Nothing else.
+    let names = ok("Object.getOwnPropertyNames(globalThis).filter(n => !/^[A-Z]/.test(n)).sort()");
+    let expected = json!([
+        "atob",
+        "btoa",
+        "console",
+        "decodeURI",
+        "decodeURIComponent",
+        "encodeURI",
+        "encodeURIComponent",
+        "env",
+        "escape",
+        "eval",
+        "fs",
+        "globalThis",
+        "isFinite",
+        "isNaN",
+        "parseFloat",
+        "parseInt",
+        "performance",
+        "queueMicrotask",
+        "tools",
+        "undefined",
+        "unescape"
+    ]);
+    assert_eq!(names, expected);
+}
+
+#[test]
+fn no_state_is_carried_between_runs() {
+    let m = manifest("");
+    assert_eq!(js(&m, "globalThis.leak = 42; Object.prototype.polluted = true; leak").value, json!(42));
+    assert_eq!(js(&m, "[typeof leak, ({}).polluted === undefined]").value, json!(["undefined", true]));
+    let a = js(&m, "Math.random()").value;
+    let b = js(&m, "Math.random()").value;
+    assert_ne!(a, b, "each run reseeds Math.random");
+}
+
+#[test]
+fn fs_works_inside_the_mounts_only_and_refusals_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::create_dir_all(dir.path().join("out")).unwrap();
+    std::fs::write(dir.path().join("data/in.txt"), "hello file").unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "secret").unwrap();
+    std::os::unix::fs::symlink("../secret.txt", dir.path().join("data/link")).unwrap();
+    let m = manifest(&format!(
+        "allowed_read_paths = [\"{0}/data:/data\"]\nallowed_write_paths = [\"{0}/out:/out\"]",
+        dir.path().display()
+    ));
+    let report = js(
+        &m,
+        r#"
+        const attempt = (f) => { try { return f(); } catch (e) { return 'denied'; } };
+        ({
+          read: fs.readFile('/data/in.txt'),
+          list: fs.readdir('/data'),
+          stat: fs.stat('/data/in.txt').size,
+          exists: [fs.exists('/data/in.txt'), fs.exists('/data/nope')],
+          outside: attempt(() => fs.readFile('/etc/passwd')),
+          climb: attempt(() => fs.readFile('/data/../secret.txt')),
+          link: attempt(() => fs.readFile('/data/link')),
+          readOnly: attempt(() => fs.writeFile('/data/new.txt', 'x')),
+          written: (fs.writeFile('/out/result.txt', 'done'), fs.readFile('/out/result.txt')),
+        })
+        "#,
+    );
+    assert_eq!(report.outcome, Outcome::Ok, "{report:?}");
+    assert_eq!(
+        report.value,
+        json!({"read": "hello file", "list": ["in.txt", "link"], "stat": 10, "exists": [true, false],
+               "outside": "denied", "climb": "denied", "link": "denied", "readOnly": "denied", "written": "done"})
+    );
+    assert_eq!(std::fs::read_to_string(dir.path().join("out/result.txt")).unwrap(), "done");
+    let targets: Vec<&str> = report.denials.iter().map(|d| d.target.as_str()).collect();
+    for target in ["/etc/passwd", "/data/../secret.txt", "/data/link", "/data/new.txt"] {
+        assert!(targets.contains(&target), "no denial for {target}: {:?}", report.denials);
+    }
+}
+
+#[test]
+fn granted_tools_are_called_synchronously_and_recorded() {
+    let m = manifest("extra_capabilities = [\"tool:add\", \"tool:echo\", \"tool:fail\"]");
+    let report =
+        js(&m, "const r = tools.add({a: 2, b: 3}); [r, tools.echo({deep: {x: [1]}}), Object.keys(tools).sort()]");
+    assert_eq!(report.outcome, Outcome::Ok, "{report:?}");
+    assert_eq!(report.value, json!([5, {"deep": {"x": [1]}}, ["add", "echo", "fail"]]));
+    assert_eq!(report.usage.host_calls, 2);
+    assert_eq!(report.tool_calls.len(), 2);
+    assert_eq!((report.tool_calls[0].name.as_str(), report.tool_calls[0].outcome.as_str()), ("add", "ok"));
+    assert!(report.tool_calls[0].args_digest.starts_with("sha256:"));
+
+    let report = js(&m, "try { tools.fail({}) } catch (e) { 'caught: ' + e.message }");
+    assert_eq!(report.value, json!("caught: tool fail: tool failed on purpose"));
+    assert_eq!(report.tool_calls[0].outcome, "error");
+}
+
+#[test]
+fn ungranted_tools_are_invisible_and_refused_by_the_host() {
+    let m = manifest("extra_capabilities = [\"tool:add\"]");
+    assert_eq!(js(&m, "[typeof tools.secret, typeof tools.echo]").value, json!(["undefined", "undefined"]));
+    assert_eq!(ok("Object.keys(tools)"), json!([]));
+}
+
+#[test]
+fn a_thousand_tool_calls_run_in_one_run_and_max_host_calls_holds() {
+    let m = manifest("extra_capabilities = [\"tool:add\"]\nmax_host_calls = 1000");
+    let report = js(&m, "let s = 0; for (let i = 0; i < 1000; i++) s = tools.add({a: s, b: 1}); s");
+    assert_eq!(report.value, json!(1000), "{report:?}");
+    assert_eq!(report.usage.host_calls, 1000);
+    let report = js(
+        &m,
+        "let s = 0; for (let i = 0; i < 1000; i++) s = tools.add({a: s, b: 1}); try { tools.add({a: 1, b: 1}) } catch (e) { e.message }",
+    );
+    assert!(report.value.as_str().unwrap().contains("max_host_calls"), "{report:?}");
+    assert_eq!(report.denials.iter().filter(|d| d.capability == "host_call").count(), 1);
+}
