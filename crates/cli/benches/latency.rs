@@ -1,17 +1,22 @@
 //! Run latency, measured: `cargo bench -p wasmagent-cli --bench latency`.
 //!
-//! Prints medians and tails for (1) a fresh sandbox per run of a trivial WASI module in-process (compiled code
-//! cached, pooling allocator), (2) the same for a Rust-built WASI command that prints a line, and (3) the
-//! `wasmagent` binary end to end with a warm disk cache. Set `BENCH_RUNS` to change the in-process run count.
+//! Prints medians and tails, in one run, for: a fresh sandbox per run of a trivial WASI module in-process
+//! (compiled code cached, pooling allocator); the same for a Rust-built WASI command that prints a line; the
+//! `wasmagent` binary end to end with a warm disk cache; JavaScript `1+1` in a fresh sandbox per run; a CPU-bound
+//! script (fib(25) plus summing 1e6 numbers); fresh JavaScript sandboxes per second on every core; and
+//! `wasmagent run -e '1+1'` end to end. When `node` is installed and `npm ci` has been run in
+//! `crates/cli/benches/node`, quickjs-emscripten in Node is measured beside it. `BENCH_RUNS` sets the in-process
+//! run count.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark harness")]
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use wasmagent::{CapabilityManifest, Outcome, RunRequest, Sandbox};
+use wasmagent::{CapabilityManifest, Language, Outcome, RunRequest, Sandbox};
 
 const TRIVIAL: &str = r#"(module (memory (export "memory") 1) (func (export "_start")))"#;
+const CPU_BOUND_JS: &str = "function fib(n) { return n < 2 ? n : fib(n - 1) + fib(n - 2) } let s = 0; for (let i = 0; i < 1e6; i++) s += i; fib(25) + s";
 
 fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration, Duration) {
     samples.sort();
@@ -72,6 +77,53 @@ fn cli_end_to_end(label: &str, args: &[&str], runs: usize) -> Duration {
     p50
 }
 
+/// Fresh JavaScript sandboxes per second with one thread per core, each running `1+1`.
+fn js_throughput(sandbox: &Sandbox, seconds: f64) -> f64 {
+    let manifest = sandbox.resolve(&CapabilityManifest::default(), Path::new("/")).unwrap();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let total: usize = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let request = RunRequest::source("bench.js", Language::Js, "1+1");
+                    let mut runs = 0;
+                    while Instant::now() < deadline {
+                        assert_eq!(sandbox.run(&manifest, &request).unwrap().outcome, Outcome::Ok);
+                        runs += 1;
+                    }
+                    runs
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).sum()
+    });
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    println!("{:<44} {rate:>8.0} sandboxes/s on {threads} threads", "js: fresh sandboxes per second, `1+1`");
+    rate
+}
+
+/// quickjs-emscripten in Node, when it is installed next to this benchmark.
+fn node_reference() -> Option<serde_json::Value> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/node");
+    if !dir.join("node_modules/quickjs-emscripten").exists() {
+        println!("(quickjs-emscripten in Node not measured: run `npm ci` in crates/cli/benches/node)");
+        return None;
+    }
+    let out = Command::new("node").current_dir(&dir).args(["quickjs.mjs", CPU_BOUND_JS, "2000"]).output().ok()?;
+    let line = String::from_utf8_lossy(&out.stdout);
+    let value: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+    println!(
+        "{:<44} p50 {:>8.1} µs   (new runtime + context + eval, Node {})",
+        "node: quickjs-emscripten `1+1`",
+        value["trivial_p50_ms"].as_f64()? * 1000.0,
+        value["node"].as_str().unwrap_or("?")
+    );
+    println!("{:<44} p50 {:>8.1} ms", "node: quickjs-emscripten fib(25) + sum(1e6)", value["cpu_p50_ms"].as_f64()?);
+    Some(value)
+}
+
 fn main() {
     // `cargo bench` passes --bench; a filter argument is not supported.
     let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
@@ -93,4 +145,21 @@ fn main() {
         probe_p50.as_secs_f64() / trivial_p50.as_secs_f64(),
         cli_p50.as_secs_f64() / trivial_p50.as_secs_f64()
     );
+
+    let js_one = RunRequest::source("bench.js", Language::Js, "1+1");
+    let js_p50 = in_process("js: `1+1`, fresh sandbox per run", &sandbox, &js_one, runs / 4);
+    let cpu = RunRequest::source("bench.js", Language::Js, CPU_BOUND_JS);
+    let cpu_p50 = in_process("js: fib(25) + sum(1e6), fresh sandbox", &sandbox, &cpu, 10);
+    js_throughput(&sandbox, 3.0);
+    let js_cli = cli_end_to_end("cli: `wasmagent run -e '1+1'`, warm cache", &["run", "-e", "1+1"], 50);
+    if let Some(node) = node_reference() {
+        let node_trivial = node["trivial_p50_ms"].as_f64().unwrap_or(f64::NAN);
+        let node_cpu = node["cpu_p50_ms"].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "ratios: js `1+1` wasmagent / quickjs-emscripten = {:.2}x; CPU-bound wasmagent / quickjs-emscripten = {:.2}x",
+            js_p50.as_secs_f64() * 1000.0 / node_trivial,
+            cpu_p50.as_secs_f64() * 1000.0 / node_cpu
+        );
+    }
+    let _ = js_cli;
 }

@@ -285,4 +285,7 @@ fn javascript_runs_from_a_file_or_from_eval() {
     assert!(stderr(&thrown).contains("Error: boom"), "{}", stderr(&thrown));
     let looping = cli.run(&["run", "-e", "for (;;) {}", "--cpu-ms", "200"]);
     assert_eq!(looping.status.code(), Some(3));
+    // The engine was compiled by the first of these processes; every later one loads it from the disk cache.
+    let cached = cli.run(&["run", "-e", "1", "--json"]);
+    assert_eq!(json(&cached)["usage"]["code_cache"], "disk");
 }

@@ -37,13 +37,13 @@ impl Shared {
 }
 
 impl EpochTicker {
-    pub(crate) fn start(engine: Engine) -> Self {
+    pub(crate) fn start(engines: Vec<Engine>) -> Self {
         let shared =
             Arc::new(Shared { state: Mutex::new(State { active_runs: 0, shutdown: false }), wake: Condvar::new() });
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("wasmagent-epoch".into())
-            .spawn(move || tick_while_active(&engine, &thread_shared))
+            .spawn(move || tick_while_active(&engines, &thread_shared))
             .ok();
         EpochTicker { shared, thread }
     }
@@ -65,7 +65,7 @@ impl Drop for EpochTicker {
     }
 }
 
-fn tick_while_active(engine: &Engine, shared: &Shared) {
+fn tick_while_active(engines: &[Engine], shared: &Shared) {
     loop {
         {
             let mut state = shared.lock();
@@ -84,7 +84,9 @@ fn tick_while_active(engine: &Engine, shared: &Shared) {
             std::thread::sleep(TICK);
             let due = resumed.elapsed().as_millis();
             while ticked < due {
-                engine.increment_epoch();
+                for engine in engines {
+                    engine.increment_epoch();
+                }
                 ticked += 1;
             }
             let state = shared.lock();

@@ -14,7 +14,7 @@ mod bridge;
 
 use bridge::Bridge;
 use std::sync::{Arc, OnceLock};
-use wasmagent_engine::{CacheSource, ReportParts, SandboxEngine, Termination};
+use wasmagent_engine::{CacheSource, Metering, ReportParts, SandboxEngine, Termination};
 use wasmagent_kernel::{Code, ErrorKind, Kernel, KernelError, Language, Outcome, RunReport, RunRequest};
 use wasmagent_kernel_wasi::host::{EmptyRoot, GuestIo, ModuleState, module_linker, run_module};
 use wasmagent_manifest::EffectiveManifest;
@@ -39,14 +39,21 @@ pub struct JsKernel {
     engine: SandboxEngine,
     tools: Arc<ToolRegistry>,
     empty_root: EmptyRoot,
-    prepared: OnceLock<Result<(EnginePre, CacheSource), String>>,
+    /// Per [`Metering`] (fuel-metered and unmetered code come from separate engines), prepared on first use.
+    prepared: [OnceLock<Result<(EnginePre, CacheSource), String>>; 2],
     on_compile: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl JsKernel {
     /// A kernel on `engine` offering `tools` (each visible only where the manifest grants it).
     pub fn new(engine: SandboxEngine, tools: Arc<ToolRegistry>) -> Result<Self, KernelError> {
-        Ok(JsKernel { engine, tools, empty_root: EmptyRoot::new()?, prepared: OnceLock::new(), on_compile: None })
+        Ok(JsKernel {
+            engine,
+            tools,
+            empty_root: EmptyRoot::new()?,
+            prepared: [OnceLock::new(), OnceLock::new()],
+            on_compile: None,
+        })
     }
 
     /// Calls `notify` before the engine module has to be compiled (once per machine; later it loads from the disk
@@ -57,18 +64,22 @@ impl JsKernel {
     }
 
     /// The engine module, compiled (or loaded from the cache) and linked on first use.
-    fn prepared(&self) -> Result<(&EnginePre, CacheSource), KernelError> {
-        let prepared = self.prepared.get_or_init(|| {
+    fn prepared(&self, metering: Metering) -> Result<(&EnginePre, CacheSource), KernelError> {
+        let slot = match metering {
+            Metering::Fuel => 0,
+            Metering::Off => 1,
+        };
+        let prepared = self.prepared[slot].get_or_init(|| {
             let digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(ENGINE_WASM)));
             let on_compile = self.on_compile.as_deref().map(|f| f as &dyn Fn());
             let (code, source) = self
                 .engine
-                .load(ENGINE_WASM, &digest, Some(&wasmagent_kernel_wasi::instrument::FS_AUDIT), on_compile)
+                .load(metering, ENGINE_WASM, &digest, Some(&wasmagent_kernel_wasi::instrument::FS_AUDIT), on_compile)
                 .map_err(|e| e.to_string())?;
             let wasmagent_engine::CompiledCode::Module(module) = code else {
                 return Err("the JavaScript engine is not a core module".to_owned());
             };
-            let mut linker = module_linker::<Bridge>(self.engine.engine()).map_err(|e| format!("{e:#}"))?;
+            let mut linker = module_linker::<Bridge>(self.engine.engine(metering)).map_err(|e| format!("{e:#}"))?;
             bridge::add_to_linker(&mut linker).map_err(|e| format!("{e:#}"))?;
             let pre = linker.instantiate_pre(&module).map_err(|e| format!("{e:#}"))?;
             Ok((pre, source))
@@ -101,7 +112,7 @@ impl Kernel for JsKernel {
         let Code::Source { language: Language::Js, text } = request.code() else {
             return Err(KernelError::InvalidCode("the js kernel runs JavaScript source".into()));
         };
-        let (pre, cache) = self.prepared()?;
+        let (pre, cache) = self.prepared(Metering::for_manifest(manifest))?;
         let granted = self.tools.granted_names(manifest);
         let input = serde_json::json!({
             "code": text,

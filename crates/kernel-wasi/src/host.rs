@@ -174,7 +174,7 @@ pub fn run_module<E: Send + 'static>(
         ext,
     };
     let active = engine.start_run();
-    let mut store = Store::new(engine.engine(), state);
+    let mut store = Store::new(pre.module().engine(), state);
     store.limiter(|s| &mut s.limiter);
     let fuel_given = engine.arm(&mut store, manifest)?;
     let result = pre.instantiate(&mut store).and_then(|instance| entry(&mut store, instance));

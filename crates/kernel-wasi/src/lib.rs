@@ -20,7 +20,7 @@ mod prepared;
 mod runner;
 
 use std::sync::Mutex;
-use wasmagent_engine::SandboxEngine;
+use wasmagent_engine::{Metering, SandboxEngine};
 use wasmagent_kernel::{Code, Kernel, KernelError, RunReport, RunRequest};
 use wasmagent_manifest::EffectiveManifest;
 
@@ -30,8 +30,9 @@ pub const KERNEL_NAME: &str = "wasi";
 /// Runs WebAssembly modules and components. Create one per process and share it; runs are independent.
 pub struct WasiKernel {
     engine: SandboxEngine,
-    module_linker: wasmtime::Linker<host::ModuleState<()>>,
-    component_linker: wasmtime::component::Linker<runner::ComponentState>,
+    /// Per [`Metering`]: fuel-metered code and unmetered code live in separate wasmtime engines.
+    module_linkers: [wasmtime::Linker<host::ModuleState<()>>; 2],
+    component_linkers: [wasmtime::component::Linker<runner::ComponentState>; 2],
     prepared: Mutex<prepared::PreparedCache>,
     empty_root: host::EmptyRoot,
     on_compile: Option<Box<dyn Fn() + Send + Sync>>,
@@ -41,13 +42,19 @@ impl WasiKernel {
     /// A kernel on `engine`.
     pub fn new(engine: SandboxEngine) -> Result<Self, KernelError> {
         let setup = |e: wasmtime::Error| KernelError::Unavailable(format!("cannot set up WASI: {e:#}"));
-        let module_linker = host::module_linker(engine.engine()).map_err(setup)?;
-        let component_linker = runner::component_linker(engine.engine()).map_err(setup)?;
+        let module_linkers = [
+            host::module_linker(engine.engine(Metering::Fuel)).map_err(setup)?,
+            host::module_linker(engine.engine(Metering::Off)).map_err(setup)?,
+        ];
+        let component_linkers = [
+            runner::component_linker(engine.engine(Metering::Fuel)).map_err(setup)?,
+            runner::component_linker(engine.engine(Metering::Off)).map_err(setup)?,
+        ];
         let empty_root = host::EmptyRoot::new()?;
         Ok(WasiKernel {
             engine,
-            module_linker,
-            component_linker,
+            module_linkers,
+            component_linkers,
             prepared: Mutex::new(prepared::PreparedCache::new(64)),
             empty_root,
             on_compile: None,
@@ -89,7 +96,7 @@ impl Kernel for WasiKernel {
             )));
         };
         let digest = request.code_digest().to_owned();
-        let (prepared, cache) = self.prepare(bytes, &digest)?;
+        let (prepared, cache) = self.prepare(bytes, &digest, Metering::for_manifest(manifest))?;
         runner::run(self, &prepared, cache, manifest, request, digest)
     }
 }

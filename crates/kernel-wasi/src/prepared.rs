@@ -1,7 +1,7 @@
 //! Instantiation-ready code kept in memory, so a repeated run skips compilation and import resolution.
 
 use std::collections::{HashMap, VecDeque};
-use wasmagent_engine::{CacheSource, CompiledCode};
+use wasmagent_engine::{CacheSource, CompiledCode, Metering};
 use wasmagent_kernel::KernelError;
 use wasmtime::InstancePre;
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
@@ -48,12 +48,23 @@ impl PreparedCache {
 }
 
 impl WasiKernel {
-    pub(crate) fn prepare(&self, bytes: &[u8], digest: &str) -> Result<(Prepared, CacheSource), KernelError> {
-        if let Some(prepared) = self.lock_prepared().get(digest) {
+    pub(crate) fn prepare(
+        &self,
+        bytes: &[u8],
+        digest: &str,
+        metering: Metering,
+    ) -> Result<(Prepared, CacheSource), KernelError> {
+        let key = format!("{digest}/{metering:?}");
+        if let Some(prepared) = self.lock_prepared().get(&key) {
             return Ok((prepared, CacheSource::Memory));
         }
+        let slot = match metering {
+            Metering::Fuel => 0,
+            Metering::Off => 1,
+        };
         let on_compile = self.on_compile.as_deref().map(|f| f as &dyn Fn());
-        let (code, source) = self.engine.load(bytes, digest, Some(&crate::instrument::FS_AUDIT), on_compile)?;
+        let (code, source) =
+            self.engine.load(metering, bytes, digest, Some(&crate::instrument::FS_AUDIT), on_compile)?;
         let prepared = match code {
             CompiledCode::Module(module) => {
                 if module.get_export("_start").is_none() {
@@ -61,22 +72,23 @@ impl WasiKernel {
                         "the module exports no `_start` function: only WASI command modules can be run".into(),
                     ));
                 }
-                let pre = self
-                    .module_linker
+                let pre = self.module_linkers[slot]
                     .instantiate_pre(&module)
                     .map_err(|e| KernelError::InvalidCode(format!("cannot link the module: {e:#}")))?;
                 Prepared::Module(pre)
             }
             CompiledCode::Component(component) => {
-                let pre = self.component_linker.instantiate_pre(&component).and_then(CommandPre::new).map_err(|e| {
-                    KernelError::InvalidCode(format!(
-                        "cannot link the component (only wasi:cli/command components can be run): {e:#}"
-                    ))
-                })?;
+                let pre = self.component_linkers[slot].instantiate_pre(&component).and_then(CommandPre::new).map_err(
+                    |e| {
+                        KernelError::InvalidCode(format!(
+                            "cannot link the component (only wasi:cli/command components can be run): {e:#}"
+                        ))
+                    },
+                )?;
                 Prepared::Component(pre)
             }
         };
-        self.lock_prepared().insert(digest.to_owned(), prepared.clone());
+        self.lock_prepared().insert(key, prepared.clone());
         Ok((prepared, source))
     }
 

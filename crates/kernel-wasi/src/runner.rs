@@ -6,7 +6,7 @@ use crate::fs_audit::FsAudit;
 use crate::fs_audit_p2::{self, AuditedFilesystem};
 use crate::host::{GuestIo, ModuleRun, WasiEnvironment, run_module};
 use crate::prepared::Prepared;
-use wasmagent_engine::{CacheSource, GuestLimiter, ReportParts, Termination};
+use wasmagent_engine::{CacheSource, GuestLimiter, Metering, ReportParts, Termination};
 use wasmagent_kernel::{KernelError, RunReport, RunRequest};
 use wasmagent_manifest::EffectiveManifest;
 use wasmtime::Store;
@@ -67,7 +67,7 @@ pub(crate) fn run(
                 audit: FsAudit::new(std::mem::take(&mut env.preopens)),
             };
             let active = kernel.engine.start_run();
-            let mut store = Store::new(kernel.engine.engine(), state);
+            let mut store = Store::new(kernel.engine.engine(Metering::for_manifest(manifest)), state);
             store.limiter(|s| &mut s.limiter);
             let fuel_given = kernel.engine.arm(&mut store, manifest)?;
             let result = pre

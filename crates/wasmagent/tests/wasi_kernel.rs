@@ -40,7 +40,10 @@ fn a_command_runs_and_reports_its_output_manifest_and_digests() {
         assert_eq!(report.manifest, serde_json::to_value(&m).unwrap());
         assert!(report.code_digest.starts_with("sha256:"));
         assert!(report.error.is_none() && report.denials.is_empty());
-        assert!(report.usage.fuel_consumed > 0 && report.usage.memory_peak_bytes > 0);
+        assert!(report.usage.memory_peak_bytes > 0);
+        assert_eq!(report.usage.fuel_consumed, 0, "fuel is metered only when the manifest sets it");
+        let metered = probe(&sandbox, &manifest(&sandbox, "fuel = 100_000_000"), guest, &["hello"]);
+        assert!(metered.usage.fuel_consumed > 1000, "{metered:?}");
         assert_eq!(report.usage.stdout_bytes, 16);
     }
 }
