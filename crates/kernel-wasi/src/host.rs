@@ -150,9 +150,34 @@ impl WasiEnvironment {
         Ok(WasiEnvironment { builder, preopens, stdout, stderr, net_denials })
     }
 
-    /// Denials recorded outside the store (socket attempts).
-    pub(crate) fn take_net_denials(&self) -> Vec<Denial> {
-        std::mem::take(&mut *self.net_denials.lock().unwrap_or_else(PoisonError::into_inner))
+    /// Gathers what a finished guest call left behind into a [`ModuleRun`].
+    #[allow(clippy::too_many_arguments, reason = "each argument is one distinct piece of a finished run")]
+    pub(crate) fn conclude<E>(
+        self,
+        result: wasmtime::Result<()>,
+        limiter: &GuestLimiter,
+        audit: FsAudit,
+        fuel_consumed: u64,
+        wall_ms: f64,
+        manifest: &EffectiveManifest,
+        ext: E,
+    ) -> ModuleRun<E> {
+        let termination = match &result {
+            Ok(()) => Termination::finished(),
+            Err(error) => Termination::from_error(error, limiter, [&self.stdout, &self.stderr], manifest),
+        };
+        let mut denials = audit.denials;
+        denials.append(&mut self.net_denials.lock().unwrap_or_else(PoisonError::into_inner));
+        ModuleRun {
+            termination,
+            stdout: self.stdout.take(),
+            stderr: self.stderr.take(),
+            denials,
+            wall_ms,
+            fuel_consumed,
+            memory_peak_bytes: limiter.memory_peak() as u64,
+            ext,
+        }
     }
 }
 
@@ -178,24 +203,9 @@ pub fn run_module<E: Send + 'static>(
     store.limiter(|s| &mut s.limiter);
     let fuel_given = engine.arm(&mut store, manifest)?;
     let result = pre.instantiate(&mut store).and_then(|instance| entry(&mut store, instance));
-    let fuel_left = store.get_fuel().unwrap_or(0);
-    let state = store.into_data();
+    let fuel_consumed = fuel_given.saturating_sub(store.get_fuel().unwrap_or(0));
     let wall_ms = active.elapsed_ms();
     drop(active);
-    let termination = match &result {
-        Ok(()) => Termination::finished(),
-        Err(error) => Termination::from_error(error, &state.limiter, [&env.stdout, &env.stderr], manifest),
-    };
-    let mut denials = state.audit.denials;
-    denials.extend(env.take_net_denials());
-    Ok(ModuleRun {
-        termination,
-        stdout: env.stdout.take(),
-        stderr: env.stderr.take(),
-        denials,
-        wall_ms,
-        fuel_consumed: fuel_given.saturating_sub(fuel_left),
-        memory_peak_bytes: state.limiter.memory_peak() as u64,
-        ext: state.ext,
-    })
+    let state = store.into_data();
+    Ok(env.conclude(result, &state.limiter, state.audit, fuel_consumed, wall_ms, manifest, state.ext))
 }

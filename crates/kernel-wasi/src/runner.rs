@@ -4,9 +4,9 @@
 use crate::WasiKernel;
 use crate::fs_audit::FsAudit;
 use crate::fs_audit_p2::{self, AuditedFilesystem};
-use crate::host::{GuestIo, ModuleRun, WasiEnvironment, run_module};
+use crate::host::{GuestIo, WasiEnvironment, run_module};
 use crate::prepared::Prepared;
-use wasmagent_engine::{CacheSource, GuestLimiter, Metering, ReportParts, Termination};
+use wasmagent_engine::{CacheSource, GuestLimiter, Metering, ReportParts};
 use wasmagent_kernel::{KernelError, RunReport, RunRequest};
 use wasmagent_manifest::EffectiveManifest;
 use wasmtime::Store;
@@ -75,26 +75,11 @@ pub(crate) fn run(
                 .and_then(|command| command.wasi_cli_run().call_run(&mut store))
                 // `run` returning `err` is the component's way of exiting with a failure status.
                 .and_then(|status| status.map_err(|()| wasmtime_wasi::I32Exit(1).into()));
-            let fuel_left = store.get_fuel().unwrap_or(0);
-            let state = store.into_data();
+            let fuel_consumed = fuel_given.saturating_sub(store.get_fuel().unwrap_or(0));
             let wall_ms = active.elapsed_ms();
             drop(active);
-            let termination = match &result {
-                Ok(()) => Termination::finished(),
-                Err(error) => Termination::from_error(error, &state.limiter, [&env.stdout, &env.stderr], manifest),
-            };
-            let mut denials = state.audit.denials;
-            denials.extend(env.take_net_denials());
-            ModuleRun {
-                termination,
-                stdout: env.stdout.take(),
-                stderr: env.stderr.take(),
-                denials,
-                wall_ms,
-                fuel_consumed: fuel_given.saturating_sub(fuel_left),
-                memory_peak_bytes: state.limiter.memory_peak() as u64,
-                ext: (),
-            }
+            let state = store.into_data();
+            env.conclude(result, &state.limiter, state.audit, fuel_consumed, wall_ms, manifest, ())
         }
     };
     Ok(ReportParts {
