@@ -112,6 +112,13 @@ impl Kernel for JsKernel {
         let Code::Source { language: Language::Js, text } = request.code() else {
             return Err(KernelError::InvalidCode("the js kernel runs JavaScript source".into()));
         };
+        let max_code = self.engine.options().max_code_bytes;
+        if text.len() > max_code {
+            return Err(KernelError::InvalidCode(format!(
+                "the script is {} bytes; the largest accepted is {max_code} bytes",
+                text.len()
+            )));
+        }
         let (pre, cache) = self.prepared(Metering::for_manifest(manifest))?;
         let granted = self.tools.granted_names(manifest);
         let input = serde_json::json!({

@@ -280,3 +280,44 @@ fn a_thousand_tool_calls_run_in_one_run_and_max_host_calls_holds() {
     assert!(report.value.as_str().unwrap().contains("max_host_calls"), "{report:?}");
     assert_eq!(report.denials.iter().filter(|d| d.capability == "host_call").count(), 1);
 }
+
+#[test]
+fn constructor_chains_reach_only_the_sandbox_global_and_guards_cannot_be_replaced() {
+    let m = manifest("extra_capabilities = [\"tool:echo\"]");
+    let report = js(
+        &m,
+        r#"
+        const g = [].constructor.constructor('return this')();
+        const AsyncFunction = (async () => {}).constructor;
+        const GeneratorFunction = (function* () {}).constructor;
+        const attempts = [];
+        for (const name of ['tools', 'env', 'console', 'fs']) {
+          try { globalThis[name] = null; } catch (e) {}
+          try { delete globalThis[name]; } catch (e) {}
+          attempts.push(typeof globalThis[name]);
+        }
+        ({
+          same: g === globalThis,
+          process: typeof g.process,
+          asyncFn: typeof AsyncFunction('return 1'),
+          generator: typeof GeneratorFunction('yield 1'),
+          guards: attempts,
+          echo: tools.echo({__proto__: {polluted: true}, ok: 1}),
+          clean: ({}).polluted === undefined,
+        })
+        "#,
+    );
+    assert_eq!(report.outcome, Outcome::Ok, "{report:?}");
+    assert_eq!(
+        report.value,
+        json!({"same": true, "process": "undefined", "asyncFn": "function", "generator": "function",
+               "guards": ["object", "object", "object", "object"], "echo": {"ok": 1}, "clean": true})
+    );
+}
+
+#[test]
+fn oversized_scripts_are_refused_before_anything_runs() {
+    let huge = "1;".repeat(33 * 1024 * 1024);
+    let result = sandbox().run(&manifest(""), &RunRequest::source("big.js", Language::Js, huge));
+    assert!(matches!(result, Err(wasmagent::Error::Kernel(wasmagent::KernelError::InvalidCode(_)))), "{result:?}");
+}
