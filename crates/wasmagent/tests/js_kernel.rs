@@ -114,6 +114,9 @@ fn an_infinite_loop_ends_at_cpu_ms_and_with_fuel() {
     assert!(report.usage.wall_ms < 600.0, "{}", report.usage.wall_ms);
     let report = js(&manifest("fuel = 5_000_000"), "while (true) {}");
     assert_eq!(report.outcome, Outcome::FuelExhausted, "{report:?}");
+    // Catastrophic regex backtracking runs inside the engine's WebAssembly, so the same deadline stops it.
+    let report = js(&manifest("cpu_ms = 300"), "/(a+)+$/.test('a'.repeat(64) + '!')");
+    assert_eq!(report.outcome, Outcome::Timeout, "{report:?}");
 }
 
 #[test]
