@@ -1,3 +1,5 @@
+//! `cargo xtask matrix [--check]`: regenerates `docs/enforcement-matrix.md` from the test suite (see `matrix.rs`).
+//!
 //! `cargo xtask guests [--check]`: builds the guest engines under `guests/` and writes them, with a provenance
 //! file, to `guests/dist/`.
 //!
@@ -12,6 +14,7 @@
 use anyhow::{Context, bail};
 use source_digest::source_digest;
 
+mod matrix;
 mod source_digest;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -27,7 +30,9 @@ fn main() -> anyhow::Result<()> {
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["guests"] => guests(&root, false),
         ["guests", "--check"] => guests(&root, true),
-        _ => bail!("usage: cargo xtask guests [--check]"),
+        ["matrix"] => matrix::matrix(&root, false),
+        ["matrix", "--check"] => matrix::matrix(&root, true),
+        _ => bail!("usage: cargo xtask guests [--check] | cargo xtask matrix [--check]"),
     }
 }
 

@@ -97,6 +97,13 @@ impl Kernel for JsKernel {
     }
 
     fn check(&self, manifest: &EffectiveManifest) -> Result<(), KernelError> {
+        if manifest.require_signature() {
+            return Err(KernelError::Unsupported {
+                kernel: KERNEL_NAME,
+                field: "require_signature",
+                reason: "scripts carry no signature; with require_signature only signed WebAssembly runs".into(),
+            });
+        }
         if !manifest.allowed_hosts().is_empty() {
             return Err(KernelError::Unsupported {
                 kernel: KERNEL_NAME,

@@ -96,6 +96,7 @@ fn uncaught_exceptions_carry_message_and_stack_and_syntax_errors_their_line() {
     assert!(message.contains("a string"), "{message}");
 }
 
+/// Enforces: js.max_output_bytes
 #[test]
 fn console_goes_to_stdout_and_stderr_and_is_capped() {
     let report =
@@ -107,6 +108,7 @@ fn console_goes_to_stdout_and_stderr_and_is_capped() {
     assert_eq!(report.stdout.len(), 1000);
 }
 
+/// Enforces: js.cpu_ms, js.fuel
 #[test]
 fn an_infinite_loop_ends_at_cpu_ms_and_with_fuel() {
     let report = js(&manifest("cpu_ms = 300"), "for (;;) {}");
@@ -119,6 +121,7 @@ fn an_infinite_loop_ends_at_cpu_ms_and_with_fuel() {
     assert_eq!(report.outcome, Outcome::Timeout, "{report:?}");
 }
 
+/// Enforces: js.memory_limit_bytes
 #[test]
 fn memory_bombs_end_at_the_limit_and_deep_recursion_is_an_error() {
     let m = manifest("memory_limit_bytes = \"32MiB\"");
@@ -148,6 +151,7 @@ fn memory_bombs_end_at_the_limit_and_deep_recursion_is_an_error() {
     assert_eq!(ok("1 + 1"), json!(2), "the host keeps serving");
 }
 
+/// Enforces: js.env
 #[test]
 fn env_is_a_frozen_object_with_exactly_the_manifest_env() {
     let m = manifest("env = { GREETING = \"hi\", MODE = \"test\" }");
@@ -204,6 +208,7 @@ fn no_state_is_carried_between_runs() {
     assert_ne!(a, b, "each run reseeds Math.random");
 }
 
+/// Enforces: js.allowed_read_paths, js.allowed_write_paths
 #[test]
 fn fs_works_inside_the_mounts_only_and_refusals_are_reported() {
     let dir = tempfile::tempdir().unwrap();
@@ -246,6 +251,7 @@ fn fs_works_inside_the_mounts_only_and_refusals_are_reported() {
     }
 }
 
+/// Enforces: js.extra_capabilities
 #[test]
 fn granted_tools_are_called_synchronously_and_recorded() {
     let m = manifest("extra_capabilities = [\"tool:add\", \"tool:echo\", \"tool:fail\"]");
@@ -263,6 +269,7 @@ fn granted_tools_are_called_synchronously_and_recorded() {
     assert_eq!(report.tool_calls[0].outcome, "error");
 }
 
+/// Enforces: js.extra_capabilities
 #[test]
 fn ungranted_tools_are_invisible_and_refused_by_the_host() {
     let m = manifest("extra_capabilities = [\"tool:add\"]");
@@ -270,6 +277,7 @@ fn ungranted_tools_are_invisible_and_refused_by_the_host() {
     assert_eq!(ok("Object.keys(tools)"), json!([]));
 }
 
+/// Enforces: js.max_host_calls
 #[test]
 fn a_thousand_tool_calls_run_in_one_run_and_max_host_calls_holds() {
     let m = manifest("extra_capabilities = [\"tool:add\"]\nmax_host_calls = 1000");
@@ -323,4 +331,20 @@ fn oversized_scripts_are_refused_before_anything_runs() {
     let huge = "1;".repeat(33 * 1024 * 1024);
     let result = sandbox().run(&manifest(""), &RunRequest::source("big.js", Language::Js, huge));
     assert!(matches!(result, Err(wasmagent::Error::Kernel(wasmagent::KernelError::InvalidCode(_)))), "{result:?}");
+}
+
+/// Refuses: js.allowed_hosts, js.require_signature
+#[test]
+fn fields_the_js_kernel_cannot_enforce_are_refused_before_anything_runs() {
+    let key = format!("ed25519:{}", "11".repeat(32));
+    for (toml, field) in [
+        ("allowed_hosts = [\"example.com\"]".to_owned(), "allowed_hosts"),
+        (format!("trusted_keys = [\"{key}\"]\nrequire_signature = true"), "require_signature"),
+    ] {
+        let result = sandbox().run(&manifest(&toml), &RunRequest::source("s.js", Language::Js, "1"));
+        match result {
+            Err(wasmagent::Error::Kernel(wasmagent::KernelError::Unsupported { field: f, .. })) => assert_eq!(f, field),
+            other => panic!("{field}: expected a configuration-time refusal, got {other:?}"),
+        }
+    }
 }

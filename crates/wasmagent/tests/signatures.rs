@@ -23,6 +23,7 @@ fn run(sandbox: &Sandbox, manifest: &EffectiveManifest, wasm: Vec<u8>) -> wasmag
     sandbox.run(manifest, &RunRequest::wasm("probe.wasm", wasm).with_args(["hello"])).unwrap()
 }
 
+/// Enforces: wasi.trusted_keys, wasi.require_signature
 #[test]
 fn signed_modules_and_components_run_and_report_their_signer() {
     let sandbox = Sandbox::builder().pool_slots(4).build().unwrap();
@@ -37,6 +38,7 @@ fn signed_modules_and_components_run_and_report_their_signer() {
     }
 }
 
+/// Enforces: wasi.trusted_keys, wasi.require_signature
 #[test]
 fn unsigned_untrusted_and_tampered_modules_are_refused_before_compilation() {
     // Nothing is compiled for a refused module: the cache stays empty.
@@ -75,6 +77,7 @@ fn walk_files(dir: &Path) -> usize {
         .sum()
 }
 
+/// Enforces: wasi.trusted_keys
 #[test]
 fn without_require_signature_unsigned_modules_run_and_no_signer_is_claimed() {
     let sandbox = Sandbox::builder().pool_slots(4).build().unwrap();

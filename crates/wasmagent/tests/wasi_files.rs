@@ -64,6 +64,7 @@ fn denial_for<'a>(report: &'a RunReport, capability: &str, target: &str) -> &'a 
         .unwrap_or_else(|| panic!("no {capability} denial for {target} in {:#?}", report.denials))
 }
 
+/// Enforces: wasi.allowed_read_paths
 #[test]
 fn files_inside_a_read_mount_can_be_read_and_listed() {
     let fx = Fixture::new();
@@ -75,6 +76,7 @@ fn files_inside_a_read_mount_can_be_read_and_listed() {
     }
 }
 
+/// Enforces: wasi.allowed_read_paths
 #[test]
 fn reading_outside_every_mount_is_denied_and_reported() {
     let fx = Fixture::new();
@@ -93,6 +95,7 @@ fn reading_outside_every_mount_is_denied_and_reported() {
     }
 }
 
+/// Enforces: wasi.allowed_read_paths
 #[test]
 fn dot_dot_traversal_out_of_a_mount_is_denied_and_reported() {
     let fx = Fixture::new();
@@ -108,6 +111,7 @@ fn dot_dot_traversal_out_of_a_mount_is_denied_and_reported() {
     }
 }
 
+/// Enforces: wasi.allowed_read_paths
 #[test]
 fn a_symlink_inside_a_mount_pointing_outside_is_denied_and_reported() {
     let fx = Fixture::new();
@@ -121,6 +125,7 @@ fn a_symlink_inside_a_mount_pointing_outside_is_denied_and_reported() {
     }
 }
 
+/// Enforces: wasi.allowed_write_paths
 #[test]
 fn writing_needs_a_write_grant() {
     let fx = Fixture::new();

@@ -61,6 +61,7 @@ fn arguments_and_stdin_come_from_the_request() {
     }
 }
 
+/// Enforces: wasi.cpu_ms
 #[test]
 fn an_infinite_loop_ends_at_cpu_ms_well_within_twice_the_deadline() {
     let sandbox = sandbox();
@@ -74,6 +75,7 @@ fn an_infinite_loop_ends_at_cpu_ms_well_within_twice_the_deadline() {
     }
 }
 
+/// Enforces: wasi.fuel
 #[test]
 fn an_infinite_loop_ends_when_fuel_runs_out() {
     let sandbox = sandbox();
@@ -85,6 +87,7 @@ fn an_infinite_loop_ends_when_fuel_runs_out() {
     }
 }
 
+/// Enforces: wasi.memory_limit_bytes
 #[test]
 fn a_memory_bomb_stops_at_the_limit_and_is_reported_as_a_denial() {
     let sandbox = sandbox();
@@ -141,6 +144,7 @@ fn traps_and_stack_overflow_are_errors_and_the_host_keeps_going() {
     assert!(report.error.unwrap().message.starts_with("wasm trap: call stack exhausted"));
 }
 
+/// Enforces: wasi.env
 #[test]
 fn the_environment_is_exactly_the_manifest_env() {
     let sandbox = sandbox();
@@ -154,6 +158,7 @@ fn the_environment_is_exactly_the_manifest_env() {
     }
 }
 
+/// Enforces: wasi.max_output_bytes
 #[test]
 fn output_over_the_cap_is_cut_and_ends_the_run() {
     let sandbox = sandbox();
@@ -189,6 +194,7 @@ fn malformed_code_is_refused_before_anything_runs() {
     }
 }
 
+/// Refuses: wasi.allowed_hosts
 #[test]
 fn allowed_hosts_is_refused_because_this_kernel_cannot_give_network_access() {
     let sandbox = sandbox();
