@@ -121,7 +121,7 @@ impl SandboxBuilder {
             wasi = wasi.on_compile(move || notify());
             js = js.on_compile(move || for_js());
         }
-        Ok(Sandbox { wasi, js, ceilings, audit_log: self.audit_log })
+        Ok(Sandbox { wasi, js, ceilings, audit_log: self.audit_log, verdicts: Default::default() })
     }
 }
 
@@ -132,7 +132,12 @@ pub struct Sandbox {
     js: JsKernel,
     ceilings: ManifestCeilings,
     audit_log: Option<AuditLog>,
+    /// Signature verdicts by code digest and trusted keys: the key id that verified, or why none did.
+    verdicts: std::sync::Mutex<std::collections::HashMap<String, Result<String, String>>>,
 }
+
+/// Signature verdicts kept before the cache starts over.
+const MAX_CACHED_VERDICTS: usize = 1024;
 
 impl Sandbox {
     /// A sandbox with default ceilings and an in-memory code cache.
@@ -203,9 +208,25 @@ impl Sandbox {
         if manifest.trusted_keys().is_empty() {
             return Ok(None);
         }
-        let keys: Result<Vec<PublicKey>, _> =
-            manifest.trusted_keys().iter().map(|k| PublicKey::parse(k.as_bytes())).collect();
-        let verified = keys.and_then(|keys| wasmagent_signing::module::verify(bytes, &keys));
+        // The same code under the same trusted keys always verifies the same way: remember the verdict, so a
+        // module run many times is hashed for its signature once.
+        let key = format!("{}|{}", request.code_digest(), manifest.trusted_keys().join(","));
+        let cached = self.verdicts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).cloned();
+        let verified = match cached {
+            Some(verdict) => verdict,
+            None => {
+                let keys: Result<Vec<PublicKey>, _> =
+                    manifest.trusted_keys().iter().map(|k| PublicKey::parse(k.as_bytes())).collect();
+                let verdict =
+                    keys.and_then(|keys| wasmagent_signing::module::verify(bytes, &keys)).map_err(|e| e.to_string());
+                let mut verdicts = self.verdicts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if verdicts.len() >= MAX_CACHED_VERDICTS {
+                    verdicts.clear();
+                }
+                verdicts.insert(key, verdict.clone());
+                verdict
+            }
+        };
         match verified {
             Ok(key_id) => Ok(Some(key_id)),
             Err(_) if !manifest.require_signature() => Ok(None),
