@@ -75,7 +75,9 @@ impl Metering {
         if manifest.fuel().is_some() { Metering::Fuel } else { Metering::Off }
     }
 
-    fn index(self) -> usize {
+    /// 0 for `Fuel`, 1 for `Off`: the slot of per-metering arrays (engines here, linkers and prepared code in the
+    /// kernels).
+    pub fn index(self) -> usize {
         match self {
             Metering::Fuel => 0,
             Metering::Off => 1,

@@ -65,10 +65,7 @@ impl JsKernel {
 
     /// The engine module, compiled (or loaded from the cache) and linked on first use.
     fn prepared(&self, metering: Metering) -> Result<(&EnginePre, CacheSource), KernelError> {
-        let slot = match metering {
-            Metering::Fuel => 0,
-            Metering::Off => 1,
-        };
+        let slot = metering.index();
         let prepared = self.prepared[slot].get_or_init(|| {
             let digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(ENGINE_WASM)));
             let on_compile = self.on_compile.as_deref().map(|f| f as &dyn Fn());

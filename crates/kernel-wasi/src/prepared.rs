@@ -58,10 +58,7 @@ impl WasiKernel {
         if let Some(prepared) = self.lock_prepared().get(&key) {
             return Ok((prepared, CacheSource::Memory));
         }
-        let slot = match metering {
-            Metering::Fuel => 0,
-            Metering::Off => 1,
-        };
+        let slot = metering.index();
         let on_compile = self.on_compile.as_deref().map(|f| f as &dyn Fn());
         let (code, source) =
             self.engine.load(metering, bytes, digest, Some(&crate::instrument::FS_AUDIT), on_compile)?;
