@@ -3,13 +3,15 @@
 //! `cargo xtask guests [--check]`: builds the guest engines under `guests/` and writes them, with a provenance
 //! file, to `guests/dist/`.
 //!
-//! For each guest: `cargo build --release --target wasm32-wasip1` (QuickJS's C code compiled by Debian's clang-19
-//! against Debian's wasi-libc, through a sysroot laid out the way clang expects), then pre-initialisation with
-//! wasmtime-wizer (`wizer-initialize`), then `guests/dist/<name>.wasm` and `guests/dist/<name>.provenance.json`:
+//! The JavaScript engine: `cargo build --release --target wasm32-wasip1` (QuickJS's C code compiled by Debian's
+//! clang-19 against Debian's wasi-libc, through a sysroot laid out the way clang expects), then pre-initialisation
+//! with wasmtime-wizer (`wizer-initialize`). The Python engine: `componentize-py` (pinned, installed from PyPI into
+//! `target/componentize-py`) builds `guests/python` into a component with the interpreter pre-initialised.
+//! Each is written to `guests/dist/<name>.wasm` with `guests/dist/<name>.provenance.json`:
 //! the digest of the guest's sources and lockfile, the toolchain versions, the exact commands, and the artifact's
 //! digest. With `--check`, nothing is written: the build runs into a temporary directory and the task fails when
 //! the committed provenance does not match the sources (the artifact is stale) or the committed artifact does not
-//! match its provenance.
+//! match its provenance. `WASMAGENT_GUESTS=python` (a comma-separated list of names) limits the task to those guests.
 
 use anyhow::{Context, bail};
 use source_digest::source_digest;
@@ -36,21 +38,36 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The componentize-py release the Python engine is built with (it ships CPython 3.14 for WASI).
+const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+
 struct Guest {
     /// Name of the artifact under guests/dist/.
     name: &'static str,
-    /// Crate directory under guests/.
+    /// Source directory under guests/.
     dir: &'static str,
-    /// The cdylib file cargo produces.
-    wasm: &'static str,
+    /// How it is built.
+    kind: GuestKind,
 }
 
-const GUESTS: &[Guest] = &[Guest { name: "js", dir: "js", wasm: "wasmagent_js_guest.wasm" }];
+enum GuestKind {
+    /// A Rust crate built for wasm32-wasip1 into this cdylib, then pre-initialised with wasmtime-wizer.
+    Wizer { wasm: &'static str },
+    /// A Python app built into a component by componentize-py for the `runner` world in `wit/`, whose entry module
+    /// is `app`.
+    Componentize { app: &'static str },
+}
+
+const GUESTS: &[Guest] = &[
+    Guest { name: "js", dir: "js", kind: GuestKind::Wizer { wasm: "wasmagent_js_guest.wasm" } },
+    Guest { name: "python", dir: "python", kind: GuestKind::Componentize { app: "runner" } },
+];
 
 fn guests(root: &Path, check: bool) -> anyhow::Result<()> {
     let dist = root.join("guests/dist");
     let mut failures = Vec::new();
-    for guest in GUESTS {
+    let only = std::env::var("WASMAGENT_GUESTS").ok();
+    for guest in GUESTS.iter().filter(|g| only.as_deref().is_none_or(|o| o.split(',').any(|n| n == g.name))) {
         let source_digest = source_digest(&root.join("guests").join(guest.dir))?;
         let built = build(root, guest)?;
         let artifact_digest = format!("sha256:{}", hex::encode(Sha256::digest(&built)));
@@ -89,7 +106,7 @@ fn guests(root: &Path, check: bool) -> anyhow::Result<()> {
     if failures.is_empty() { Ok(()) } else { bail!("{}", failures.join("\n")) }
 }
 
-fn build_command(root: &Path, guest: &Guest, sysroot: &Path, target_dir: &Path) -> Command {
+fn cargo_command(root: &Path, guest: &Guest, sysroot: &Path, target_dir: &Path) -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(root.join("guests").join(guest.dir))
         .args(["build", "--release", "--locked", "--target", "wasm32-wasip1", "--target-dir"])
@@ -120,14 +137,79 @@ fn sysroot(root: &Path) -> anyhow::Result<PathBuf> {
 }
 
 fn build(root: &Path, guest: &Guest) -> anyhow::Result<Vec<u8>> {
-    let sysroot = sysroot(root)?;
-    let target_dir = root.join("target/guests");
-    let status = build_command(root, guest, &sysroot, &target_dir).status().context("running cargo")?;
-    if !status.success() {
-        bail!("building guest {} failed", guest.name);
+    match guest.kind {
+        GuestKind::Wizer { wasm } => {
+            let sysroot = sysroot(root)?;
+            let target_dir = root.join("target/guests");
+            let status = cargo_command(root, guest, &sysroot, &target_dir).status().context("running cargo")?;
+            if !status.success() {
+                bail!("building guest {} failed", guest.name);
+            }
+            let wasm = std::fs::read(target_dir.join("wasm32-wasip1/release").join(wasm))?;
+            preinitialize(&wasm)
+        }
+        GuestKind::Componentize { app } => {
+            let venv = componentize_py(root)?;
+            let out = root.join("target/guests").join(format!("{}.wasm", guest.name));
+            std::fs::create_dir_all(root.join("target/guests"))?;
+            let status =
+                componentize_command(root, guest, app, &venv, &out).status().context("running componentize-py")?;
+            if !status.success() {
+                bail!("building guest {} failed", guest.name);
+            }
+            // componentize-py leaves bytecode caches beside the sources; they are not sources.
+            remove_pycache(&root.join("guests").join(guest.dir))?;
+            Ok(std::fs::read(&out)?)
+        }
     }
-    let wasm = std::fs::read(target_dir.join("wasm32-wasip1/release").join(guest.wasm))?;
-    preinitialize(&wasm)
+}
+
+/// A virtual environment in `target/componentize-py` with the pinned componentize-py installed.
+fn componentize_py(root: &Path) -> anyhow::Result<PathBuf> {
+    let venv = root.join("target/componentize-py");
+    let installed = Command::new(venv.join("bin/python"))
+        .args(["-m", "pip", "show", "-q", "componentize-py"])
+        .output()
+        .ok()
+        .is_some_and(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains(COMPONENTIZE_PY.split("==").nth(1).unwrap_or(""))
+        });
+    if !installed {
+        let status =
+            Command::new("python3").args(["-m", "venv"]).arg(&venv).status().context("running python3 -m venv")?;
+        if !status.success() {
+            bail!("python3 -m venv failed (Debian: apt-get install python3-venv)");
+        }
+        let status = Command::new(venv.join("bin/python"))
+            .args(["-m", "pip", "install", "--quiet", COMPONENTIZE_PY])
+            .status()
+            .context("running pip")?;
+        if !status.success() {
+            bail!("pip install {COMPONENTIZE_PY} failed");
+        }
+    }
+    Ok(venv)
+}
+
+fn componentize_command(root: &Path, guest: &Guest, app: &str, venv: &Path, out: &Path) -> Command {
+    let mut cmd = Command::new(venv.join("bin/componentize-py"));
+    cmd.current_dir(root.join("guests").join(guest.dir))
+        .args(["-d", "wit", "-w", "runner", "componentize", app, "-o"])
+        .arg(out);
+    cmd
+}
+
+fn remove_pycache(dir: &Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.file_name().is_some_and(|n| n == "__pycache__") {
+            std::fs::remove_dir_all(&path)?;
+        } else if path.is_dir() {
+            remove_pycache(&path)?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs `wizer-initialize` once and snapshots the instance, with an empty WASI context (no files, no env).
@@ -174,13 +256,53 @@ fn provenance(
     artifact_digest: &str,
     size: usize,
 ) -> anyhow::Result<serde_json::Value> {
-    let sysroot = root.join("target/wasi-sysroot");
-    let command = build_command(root, guest, &sysroot, &root.join("target/guests"));
-    let env: Vec<String> = command
-        .get_envs()
-        .filter_map(|(k, v)| v.map(|v| format!("{}={}", k.to_string_lossy(), v.to_string_lossy())))
-        .map(|line| line.replace(&root.display().to_string(), "<repo>"))
-        .collect();
+    let (toolchain, commands) = match guest.kind {
+        GuestKind::Wizer { wasm } => {
+            let sysroot = root.join("target/wasi-sysroot");
+            let command = cargo_command(root, guest, &sysroot, &root.join("target/guests"));
+            let env: Vec<String> = command
+                .get_envs()
+                .filter_map(|(k, v)| v.map(|v| format!("{}={}", k.to_string_lossy(), v.to_string_lossy())))
+                .map(|line| line.replace(&root.display().to_string(), "<repo>"))
+                .collect();
+            (
+                serde_json::json!({
+                    "rustc": version("rustc", "--version"),
+                    "cargo": version("cargo", "--version"),
+                    "clang": version(CLANG, "--version"),
+                    "wasi-libc": "Debian package wasi-libc (/usr/lib/wasm32-wasi)",
+                    "wasmtime-wizer": "48.0.8",
+                }),
+                serde_json::json!([
+                    "apt-get install clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32",
+                    "rustup target add wasm32-wasip1",
+                    format!(
+                        "cd guests/{} && {} cargo build --release --locked --target wasm32-wasip1 --target-dir <repo>/target/guests",
+                        guest.dir,
+                        env.join(" ")
+                    ),
+                    format!(
+                        "wasmtime-wizer 48.0.8: Wizer::new() (init func `wizer-initialize`) over target/guests/wasm32-wasip1/release/{wasm} with an empty WASI preview1 context"
+                    ),
+                ]),
+            )
+        }
+        GuestKind::Componentize { app } => (
+            serde_json::json!({
+                "componentize-py": COMPONENTIZE_PY,
+                "python": version("python3", "--version"),
+            }),
+            serde_json::json!([
+                format!(
+                    "python3 -m venv <repo>/target/componentize-py && <repo>/target/componentize-py/bin/pip install {COMPONENTIZE_PY}"
+                ),
+                format!(
+                    "cd guests/{} && <repo>/target/componentize-py/bin/componentize-py -d wit -w runner componentize {app} -o <repo>/target/guests/{}.wasm",
+                    guest.dir, guest.name
+                ),
+            ]),
+        ),
+    };
     Ok(serde_json::json!({
         "guest": guest.name,
         "source": format!("guests/{}", guest.dir),
@@ -188,19 +310,8 @@ fn provenance(
         "artifact": format!("guests/dist/{}.wasm", guest.name),
         "artifact_digest": artifact_digest,
         "artifact_bytes": size,
-        "toolchain": {
-            "rustc": version("rustc", "--version"),
-            "cargo": version("cargo", "--version"),
-            "clang": version(CLANG, "--version"),
-            "wasi-libc": "Debian package wasi-libc (/usr/lib/wasm32-wasi)",
-            "wasmtime-wizer": "48.0.8",
-        },
-        "commands": [
-            "apt-get install clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32",
-            "rustup target add wasm32-wasip1",
-            format!("cd guests/{} && {} cargo build --release --locked --target wasm32-wasip1 --target-dir <repo>/target/guests", guest.dir, env.join(" ")),
-            format!("wasmtime-wizer 48.0.8: Wizer::new() (init func `wizer-initialize`) over target/guests/wasm32-wasip1/release/{} with an empty WASI preview1 context", guest.wasm),
-        ],
+        "toolchain": toolchain,
+        "commands": commands,
         "rebuild": "cargo xtask guests",
     }))
 }

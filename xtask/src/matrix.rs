@@ -8,7 +8,7 @@ use anyhow::bail;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-const KERNELS: &[&str] = &["wasi", "js"];
+const KERNELS: &[&str] = &["wasi", "js", "python"];
 
 const FIELDS: &[&str] = &[
     "allowed_hosts",
@@ -30,6 +30,7 @@ const NOT_APPLICABLE: &[(&str, &str, &str)] = &[
     ("wasi", "max_host_calls", "WebAssembly tools get no host-tool imports, so they make no host calls"),
     ("wasi", "extra_capabilities", "WebAssembly tools get no host-tool imports, so no grant can apply"),
     ("js", "trusted_keys", "scripts carry no signature; only WebAssembly code is verified"),
+    ("python", "trusted_keys", "scripts carry no signature; only WebAssembly code is verified"),
 ];
 
 #[derive(Default)]

@@ -4,8 +4,8 @@
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
-/// `sha256:` over every file under `dir` except build output (`target/`): each file's relative path, length and
-/// contents, in path order.
+/// `sha256:` over every file under `dir` except build output (`target/`, Python's `__pycache__/`): each file's
+/// relative path, length and contents, in path order.
 pub(crate) fn source_digest(dir: &Path) -> std::io::Result<String> {
     let mut files = Vec::new();
     collect(dir, dir, &mut files)?;
@@ -24,7 +24,7 @@ pub(crate) fn source_digest(dir: &Path) -> std::io::Result<String> {
 fn collect(base: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.file_name().is_some_and(|n| n == "target") {
+        if path.file_name().is_some_and(|n| n == "target" || n == "__pycache__") {
             continue;
         }
         if path.is_dir() {

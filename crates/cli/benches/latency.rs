@@ -4,9 +4,10 @@
 //! (compiled code cached, pooling allocator); the same for a Rust-built WASI command that prints a line; the
 //! `wasmagent` binary end to end with a warm disk cache; JavaScript `1+1` in a fresh sandbox per run; a CPU-bound
 //! script (fib(25) plus summing 1e6 numbers); fresh JavaScript sandboxes per second on every core; and
-//! `wasmagent run -e '1+1'` end to end. When `node` is installed and `npm ci` has been run in
-//! `crates/cli/benches/node`, quickjs-emscripten in Node is measured beside it. `BENCH_RUNS` sets the in-process
-//! run count.
+//! `wasmagent run -e '1+1'` end to end; then the same for Python (`1+1` in a fresh sandbox, the CPU-bound script,
+//! `wasmagent run --lang python -e '1+1'`). When `node` is installed and `npm ci` has been run in
+//! `crates/cli/benches/node`, quickjs-emscripten and Pyodide in Node are measured beside them. `BENCH_RUNS` sets the
+//! in-process run count.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark harness")]
 
@@ -17,6 +18,7 @@ use wasmagent::{CapabilityManifest, Language, Outcome, RunRequest, Sandbox};
 
 const TRIVIAL: &str = r#"(module (memory (export "memory") 1) (func (export "_start")))"#;
 const CPU_BOUND_JS: &str = "function fib(n) { return n < 2 ? n : fib(n - 1) + fib(n - 2) } let s = 0; for (let i = 0; i < 1e6; i++) s += i; fib(25) + s";
+const CPU_BOUND_PY: &str = "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\ns = 0\nfor i in range(1000000):\n    s += i\nfib(25) + s";
 
 fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration, Duration) {
     samples.sort();
@@ -104,16 +106,21 @@ fn js_throughput(sandbox: &Sandbox, seconds: f64) -> f64 {
     rate
 }
 
-/// quickjs-emscripten in Node, when it is installed next to this benchmark.
-fn node_reference() -> Option<serde_json::Value> {
+/// A reference engine in Node (`script` next to this benchmark), when its package is installed.
+fn node_reference(package: &str, script: &str, cpu_bound: &str) -> Option<serde_json::Value> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/node");
-    if !dir.join("node_modules/quickjs-emscripten").exists() {
-        println!("(quickjs-emscripten in Node not measured: run `npm ci` in crates/cli/benches/node)");
+    if !dir.join("node_modules").join(package).exists() {
+        println!("({package} in Node not measured: run `npm ci` in crates/cli/benches/node)");
         return None;
     }
-    let out = Command::new("node").current_dir(&dir).args(["quickjs.mjs", CPU_BOUND_JS, "2000"]).output().ok()?;
+    let out = Command::new("node").current_dir(&dir).args([script, cpu_bound, "2000"]).output().ok()?;
     let line = String::from_utf8_lossy(&out.stdout);
-    let value: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+    serde_json::from_str(line.trim()).ok()
+}
+
+/// quickjs-emscripten in Node.
+fn quickjs_reference() -> Option<serde_json::Value> {
+    let value = node_reference("quickjs-emscripten", "quickjs.mjs", CPU_BOUND_JS)?;
     println!(
         "{:<44} p50 {:>8.1} µs   (new runtime + context + eval, Node {})",
         "node: quickjs-emscripten `1+1`",
@@ -121,6 +128,19 @@ fn node_reference() -> Option<serde_json::Value> {
         value["node"].as_str().unwrap_or("?")
     );
     println!("{:<44} p50 {:>8.1} ms", "node: quickjs-emscripten fib(25) + sum(1e6)", value["cpu_p50_ms"].as_f64()?);
+    Some(value)
+}
+
+/// Pyodide in Node.
+fn pyodide_reference() -> Option<serde_json::Value> {
+    let value = node_reference("pyodide", "pyodide.mjs", CPU_BOUND_PY)?;
+    println!("{:<44} {:>12.1} ms   (Node {})", "node: loadPyodide()", value["load_ms"].as_f64()?, value["node"]);
+    println!(
+        "{:<44} p50 {:>8.1} µs   (on the loaded, shared interpreter)",
+        "node: Pyodide `1+1`",
+        value["trivial_p50_ms"].as_f64()? * 1000.0
+    );
+    println!("{:<44} p50 {:>8.1} ms", "node: Pyodide fib(25) + sum(1e6)", value["cpu_p50_ms"].as_f64()?);
     Some(value)
 }
 
@@ -151,8 +171,8 @@ fn main() {
     let cpu = RunRequest::source("bench.js", Language::Js, CPU_BOUND_JS);
     let cpu_p50 = in_process("js: fib(25) + sum(1e6), fresh sandbox", &sandbox, &cpu, 10);
     js_throughput(&sandbox, 3.0);
-    let js_cli = cli_end_to_end("cli: `wasmagent run -e '1+1'`, warm cache", &["run", "-e", "1+1"], 50);
-    if let Some(node) = node_reference() {
+    cli_end_to_end("cli: `wasmagent run -e '1+1'`, warm cache", &["run", "-e", "1+1"], 50);
+    if let Some(node) = quickjs_reference() {
         let node_trivial = node["trivial_p50_ms"].as_f64().unwrap_or(f64::NAN);
         let node_cpu = node["cpu_p50_ms"].as_f64().unwrap_or(f64::NAN);
         println!(
@@ -161,5 +181,19 @@ fn main() {
             cpu_p50.as_secs_f64() * 1000.0 / node_cpu
         );
     }
-    let _ = js_cli;
+
+    let py_one = RunRequest::source("bench.py", Language::Python, "1+1");
+    let py_p50 = in_process("python: `1+1`, fresh sandbox per run", &sandbox, &py_one, runs / 10);
+    let py_cpu = RunRequest::source("bench.py", Language::Python, CPU_BOUND_PY);
+    let py_cpu_p50 = in_process("python: fib(25) + sum(1e6), fresh sandbox", &sandbox, &py_cpu, 10);
+    cli_end_to_end("cli: `wasmagent run --lang python -e '1+1'`", &["run", "--lang", "python", "-e", "1+1"], 50);
+    if let Some(node) = pyodide_reference() {
+        let node_load = node["load_ms"].as_f64().unwrap_or(f64::NAN);
+        let node_cpu = node["cpu_p50_ms"].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "ratios: python fresh sandbox `1+1` / loadPyodide() = {:.5}x; CPU-bound wasmagent / Pyodide = {:.2}x",
+            py_p50.as_secs_f64() * 1000.0 / node_load,
+            py_cpu_p50.as_secs_f64() * 1000.0 / node_cpu
+        );
+    }
 }

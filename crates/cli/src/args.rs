@@ -15,10 +15,10 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Run a WASI module or component, or a JavaScript file or snippet, under a capability manifest.
+    /// Run a WASI module or component, or a JavaScript or Python file or snippet, under a capability manifest.
     ///
-    /// The language comes from --lang, else from the file extension (.js, .mjs, .cjs: JavaScript; anything else:
-    /// WebAssembly). Without --json the guest's stdout and stderr are forwarded and a one-line summary (plus one line per
+    /// The language comes from --lang, else from the file extension (.js, .mjs, .cjs: JavaScript; .py: Python;
+    /// anything else: WebAssembly; -e CODE without --lang: JavaScript). Without --json the guest's stdout and stderr are forwarded and a one-line summary (plus one line per
     /// denial) goes to stderr. With --json the run report (schema wasmagent.run/v1) is printed as one JSON object
     /// on stdout.
     ///
@@ -92,7 +92,7 @@ pub(crate) struct RunArgs {
     #[arg(short = 'e', long = "eval", value_name = "CODE")]
     pub(crate) eval: Option<String>,
 
-    /// The language of the code: wasm, js (python is not available yet).
+    /// The language of the code: wasm, js or python.
     #[arg(long, value_name = "LANG", value_parser = ["wasm", "js", "python"])]
     pub(crate) lang: Option<String>,
 

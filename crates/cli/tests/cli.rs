@@ -289,3 +289,26 @@ fn javascript_runs_from_a_file_or_from_eval() {
     let cached = cli.run(&["run", "-e", "1", "--json"]);
     assert_eq!(json(&cached)["usage"]["code_cache"], "disk");
 }
+
+#[test]
+fn python_runs_from_a_file_or_from_eval() {
+    let cli = Cli::new();
+    let out = cli.run(&["run", "--lang", "python", "-e", "print('hi')\n[x * 21 for x in (1, 2)]"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "hi\n[21,42]\n");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("script.py");
+    std::fs::write(&script, "import os\nos.environ['GREETING'] + ' ' + str(sorted(os.environ))").unwrap();
+    let out = cli.run(&["run", script.to_str().unwrap(), "--json", "--env", "GREETING=hello"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json(&out)["value"], "hello ['GREETING']", "the host environment never leaks");
+    assert_eq!(json(&out)["kernel"], "python");
+    let exited = cli.run(&["run", "--lang", "python", "-e", "import sys; sys.exit(4)"]);
+    assert_eq!(exited.status.code(), Some(1));
+    assert!(stderr(&exited).contains("exit (exit code 4)"), "{}", stderr(&exited));
+    let looping = cli.run(&["run", "--lang", "python", "-e", "while True: pass", "--cpu-ms", "200"]);
+    assert_eq!(looping.status.code(), Some(3));
+    // The engine was compiled by the first of these processes; every later one loads it from the disk cache.
+    let cached = cli.run(&["run", "--lang", "python", "-e", "1", "--json"]);
+    assert_eq!(json(&cached)["usage"]["code_cache"], "disk");
+}

@@ -185,15 +185,28 @@ impl SandboxEngine {
     }
 }
 
+/// Core instances one component may instantiate. The Python engine (componentize-py: CPython, libc, the WASI
+/// adapter and their shims) instantiates 14 core modules.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 20;
+/// Linear memories one component may define (the Python engine defines 1).
+const MEMORIES_PER_COMPONENT: u32 = 2;
+/// Tables one component may define (the Python engine defines 2).
+const TABLES_PER_COMPONENT: u32 = 4;
+
 fn engine_config(options: &EngineOptions, metering: Metering) -> Config {
     let mut pool = PoolingAllocationConfig::default();
     let slots = options.pool_slots.max(1);
     let memory_ceiling = usize::try_from(options.ceilings.memory_limit_bytes).unwrap_or(usize::MAX);
-    pool.total_core_instances(slots)
-        .total_memories(slots)
-        .total_tables(slots)
+    // Each pool slot can hold one component with all of its core instances, memories and tables, so `pool_slots`
+    // runs of any kernel can be alive at once.
+    pool.total_core_instances(slots.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+        .total_memories(slots.saturating_mul(MEMORIES_PER_COMPONENT))
+        .total_tables(slots.saturating_mul(TABLES_PER_COMPONENT))
         .total_stacks(slots)
         .total_component_instances(slots)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
         .max_memory_size(memory_ceiling)
         .table_elements(options.max_table_elements)
         .max_core_instance_size(4 << 20)

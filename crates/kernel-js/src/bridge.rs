@@ -2,50 +2,30 @@
 //!
 //! Every pointer and length comes from the guest and is checked against its memory before use; a bad one gets an
 //! error, never a panic. Tool calls are checked against the grants, the size caps and `max_host_calls` on the host,
-//! whatever the guest-side `tools` object looks like. Responses use a two-step protocol (`tool_call` returns the
+//! whatever the guest-side `tools` object looks like ([`wasmagent_tools::ToolSession`]). Responses use a two-step protocol (`tool_call` returns the
 //! length, `tool_response` copies the bytes), so the host never calls back into the guest from an import.
 
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use std::time::Instant;
-use wasmagent_kernel::{Denial, ToolCall};
 use wasmagent_kernel_wasi::host::ModuleState;
 use wasmagent_manifest::EffectiveManifest;
-use wasmagent_tools::ToolRegistry;
+use wasmagent_tools::{MAX_TOOL_ARGS_BYTES, MAX_TOOL_NAME_BYTES, ToolRecords, ToolRegistry, ToolSession};
 use wasmtime::{Caller, Extern, Linker};
-
-/// Longest tool name accepted from a guest.
-const MAX_TOOL_NAME_BYTES: usize = 256;
-/// Largest tool arguments accepted from a guest (JSON).
-pub(crate) const MAX_TOOL_ARGS_BYTES: usize = 1024 * 1024;
-/// Largest tool result passed back to a guest (JSON).
-pub(crate) const MAX_TOOL_RESULT_BYTES: usize = 1024 * 1024;
 
 /// Per-run state of the bridge.
 pub(crate) struct Bridge {
-    tools: Arc<ToolRegistry>,
-    granted: Vec<String>,
-    max_host_calls: u64,
+    tools: ToolSession,
     result_cap: usize,
-    host_calls: u64,
     pending: Option<Vec<u8>>,
     result: Option<Result<Vec<u8>, usize>>,
-    calls: Vec<ToolCall>,
-    denials: Vec<Denial>,
 }
 
 impl Bridge {
     pub(crate) fn new(tools: Arc<ToolRegistry>, manifest: &EffectiveManifest) -> Self {
         Bridge {
-            granted: tools.granted_names(manifest),
-            tools,
-            max_host_calls: manifest.max_host_calls(),
+            tools: ToolSession::new(tools, manifest),
             result_cap: usize::try_from(manifest.max_output_bytes()).unwrap_or(usize::MAX),
-            host_calls: 0,
             pending: None,
             result: None,
-            calls: Vec::new(),
-            denials: Vec::new(),
         }
     }
 
@@ -55,82 +35,8 @@ impl Bridge {
     }
 
     /// Tool calls, host-call count and denials, for the report.
-    pub(crate) fn into_records(self) -> (Vec<ToolCall>, u64, Vec<Denial>) {
-        (self.calls, self.host_calls, self.denials)
-    }
-
-    /// Runs one tool call and returns the response and whether it is an error.
-    fn call(&mut self, name: Result<String, String>, args: Result<Vec<u8>, String>) -> (Vec<u8>, bool) {
-        let started = Instant::now();
-        let args_digest = match &args {
-            Ok(bytes) => format!("sha256:{}", hex::encode(Sha256::digest(bytes))),
-            Err(_) => String::new(),
-        };
-        let name_text = name.clone().unwrap_or_else(|e| e);
-        self.host_calls += 1;
-        let refusal = if self.host_calls > self.max_host_calls {
-            Some((
-                "host_call",
-                format!(
-                    "max_host_calls ({}) reached; the manifest allows no more host calls in this run",
-                    self.max_host_calls
-                ),
-            ))
-        } else {
-            match &name {
-                Err(reason) => Some(("tool", reason.clone())),
-                Ok(n) if !self.granted.iter().any(|g| g == n) => Some((
-                    "tool",
-                    if self.tools.get(n).is_some() {
-                        format!("tool {n} is not granted: add `tool:{n}` to extra_capabilities")
-                    } else {
-                        format!("there is no tool named {n}")
-                    },
-                )),
-                Ok(_) => None,
-            }
-        };
-        if let Some((capability, reason)) = refusal {
-            // One denial per distinct refusal, so a loop of refused calls cannot flood the report.
-            if !self.denials.iter().any(|d| d.capability == capability && d.target == name_text) {
-                self.denials.push(Denial {
-                    capability: capability.into(),
-                    target: name_text.clone(),
-                    reason: reason.clone(),
-                });
-            }
-            self.record(name_text, args_digest, "denied", started, Some(reason.clone()));
-            return (reason.into_bytes(), true);
-        }
-        let outcome = args
-            .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| format!("the arguments are not JSON: {e}")))
-            .and_then(|args| match self.tools.get(&name_text) {
-                Some(tool) => tool.call(args),
-                None => Err(format!("there is no tool named {name_text}")),
-            })
-            .and_then(|value| {
-                let bytes = serde_json::to_vec(&value).map_err(|e| format!("the result is not JSON: {e}"))?;
-                if bytes.len() > MAX_TOOL_RESULT_BYTES {
-                    Err(format!("the result is {} bytes; the largest accepted is {MAX_TOOL_RESULT_BYTES}", bytes.len()))
-                } else {
-                    Ok(bytes)
-                }
-            });
-        match outcome {
-            Ok(bytes) => {
-                self.record(name_text, args_digest, "ok", started, None);
-                (bytes, false)
-            }
-            Err(message) => {
-                self.record(name_text, args_digest, "error", started, Some(message.clone()));
-                (message.into_bytes(), true)
-            }
-        }
-    }
-
-    fn record(&mut self, name: String, args_digest: String, outcome: &str, started: Instant, error: Option<String>) {
-        let duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1000.0;
-        self.calls.push(ToolCall { name, args_digest, outcome: outcome.into(), duration_ms, error });
+    pub(crate) fn into_records(self) -> ToolRecords {
+        self.tools.into_records()
     }
 }
 
@@ -167,7 +73,10 @@ pub(crate) fn add_to_linker(linker: &mut Linker<ModuleState<Bridge>>) -> wasmtim
             let name = read_guest(&mut caller, name_ptr, name_len, MAX_TOOL_NAME_BYTES, "tool name")
                 .and_then(|b| String::from_utf8(b).map_err(|_| "the tool name is not UTF-8".to_owned()));
             let args = read_guest(&mut caller, args_ptr, args_len, MAX_TOOL_ARGS_BYTES, "tool arguments");
-            let (response, is_error) = caller.data_mut().ext.call(name, args);
+            let (response, is_error) = match caller.data_mut().ext.tools.call(name, args) {
+                Ok(result) => (result, false),
+                Err(message) => (message.into_bytes(), true),
+            };
             let len = response.len() as i32;
             caller.data_mut().ext.pending = Some(response);
             if is_error { -len } else { len }

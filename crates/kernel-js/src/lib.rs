@@ -149,8 +149,9 @@ impl Kernel for JsKernel {
             Outcome::Ok => outcome_of(run.ext.result(), manifest),
             _ => (explain_trap(run.termination), serde_json::Value::Null),
         };
-        let (tool_calls, host_calls, mut denials) = run.ext.into_records();
-        denials.splice(0..0, run.denials);
+        let records = run.ext.into_records();
+        let mut denials = run.denials;
+        denials.extend(records.denials);
         Ok(ReportParts {
             kernel: KERNEL_NAME,
             termination,
@@ -158,11 +159,11 @@ impl Kernel for JsKernel {
             stdout: run.stdout,
             stderr: run.stderr,
             denials,
-            tool_calls,
+            tool_calls: records.calls,
             wall_ms: run.wall_ms,
             fuel_consumed: run.fuel_consumed,
             memory_peak_bytes: run.memory_peak_bytes,
-            host_calls,
+            host_calls: records.host_calls,
             code_cache: cache,
             manifest,
             code_digest: request.code_digest().to_owned(),

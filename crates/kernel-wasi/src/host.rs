@@ -67,7 +67,7 @@ pub struct GuestIo<'a> {
     pub stdin: &'a [u8],
 }
 
-/// What a module run produced.
+/// What a module or component run produced.
 pub struct ModuleRun<E> {
     /// How the entry call ended.
     pub termination: Termination,
@@ -150,7 +150,9 @@ impl WasiEnvironment {
         Ok(WasiEnvironment { builder, preopens, stdout, stderr, net_denials })
     }
 
-    /// Gathers what a finished guest call left behind into a [`ModuleRun`].
+    /// Gathers what a finished guest call left behind into a [`ModuleRun`]. A run that could not get an instance
+    /// slot never started: that is [`KernelError::Unavailable`], so servers can answer "busy" rather than blame
+    /// the guest.
     #[allow(clippy::too_many_arguments, reason = "each argument is one distinct piece of a finished run")]
     pub(crate) fn conclude<E>(
         self,
@@ -161,14 +163,19 @@ impl WasiEnvironment {
         wall_ms: f64,
         manifest: &EffectiveManifest,
         ext: E,
-    ) -> ModuleRun<E> {
+    ) -> Result<ModuleRun<E>, KernelError> {
+        if let Err(error) = &result
+            && error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some()
+        {
+            return Err(KernelError::Unavailable(format!("every sandbox slot is in use: {error}")));
+        }
         let termination = match &result {
             Ok(()) => Termination::finished(),
             Err(error) => Termination::from_error(error, limiter, [&self.stdout, &self.stderr], manifest),
         };
         let mut denials = audit.denials;
         denials.append(&mut self.net_denials.lock().unwrap_or_else(PoisonError::into_inner));
-        ModuleRun {
+        Ok(ModuleRun {
             termination,
             stdout: self.stdout.take(),
             stderr: self.stderr.take(),
@@ -177,7 +184,7 @@ impl WasiEnvironment {
             fuel_consumed,
             memory_peak_bytes: limiter.memory_peak() as u64,
             ext,
-        }
+        })
     }
 }
 
@@ -207,5 +214,5 @@ pub fn run_module<E: Send + 'static>(
     let wall_ms = active.elapsed_ms();
     drop(active);
     let state = store.into_data();
-    Ok(env.conclude(result, &state.limiter, state.audit, fuel_consumed, wall_ms, manifest, state.ext))
+    env.conclude(result, &state.limiter, state.audit, fuel_consumed, wall_ms, manifest, state.ext)
 }

@@ -12,6 +12,7 @@
 //! Guests see an empty read-only directory at `/` unless a mount is placed there, so that an access outside every
 //! mount reaches the host and is reported in `denials` instead of failing silently inside the guest's libc.
 
+pub mod component_host;
 mod fs_audit;
 mod fs_audit_p2;
 pub mod host;
@@ -32,7 +33,7 @@ pub struct WasiKernel {
     engine: SandboxEngine,
     /// Per [`Metering`]: fuel-metered code and unmetered code live in separate wasmtime engines.
     module_linkers: [wasmtime::Linker<host::ModuleState<()>>; 2],
-    component_linkers: [wasmtime::component::Linker<runner::ComponentState>; 2],
+    component_linkers: [wasmtime::component::Linker<component_host::ComponentState<()>>; 2],
     prepared: Mutex<prepared::PreparedCache>,
     empty_root: host::EmptyRoot,
     on_compile: Option<Box<dyn Fn() + Send + Sync>>,
@@ -47,8 +48,8 @@ impl WasiKernel {
             host::module_linker(engine.engine(Metering::Off)).map_err(setup)?,
         ];
         let component_linkers = [
-            runner::component_linker(engine.engine(Metering::Fuel)).map_err(setup)?,
-            runner::component_linker(engine.engine(Metering::Off)).map_err(setup)?,
+            component_host::component_linker(engine.engine(Metering::Fuel)).map_err(setup)?,
+            component_host::component_linker(engine.engine(Metering::Off)).map_err(setup)?,
         ];
         let empty_root = host::EmptyRoot::new()?;
         Ok(WasiKernel {

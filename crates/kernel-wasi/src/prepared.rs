@@ -7,14 +7,14 @@ use wasmtime::InstancePre;
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
 
 use crate::WasiKernel;
+use crate::component_host::ComponentState;
 use crate::host::ModuleState;
-use crate::runner::ComponentState;
 
 /// A module or component linked against this kernel's WASI and ready to instantiate.
 #[derive(Clone)]
 pub(crate) enum Prepared {
     Module(InstancePre<ModuleState<()>>),
-    Component(CommandPre<ComponentState>),
+    Component(CommandPre<ComponentState<()>>),
 }
 
 /// A bounded map from code digest to [`Prepared`]; the oldest entry goes first.

@@ -3,8 +3,8 @@
 //!
 //! This crate owns the [`ToolRegistry`] and the grant rule: a tool is visible to a run only when the manifest's
 //! `extra_capabilities` grants it (`tool:NAME`, `tool:PREFIX.*` or `tool:*`). It must not know any kernel or guest
-//! ABI: kernels look tools up here and call [`Tool::call`]; they own argument and result size caps and host-call
-//! counting.
+//! ABI: kernels carry bytes across their guest boundary and hand each call to a [`ToolSession`], which checks the
+//! grant, the size caps and `max_host_calls` and records the call for the run report, the same way for every kernel.
 //!
 //! ```
 //! use wasmagent_tools::{Tool, ToolRegistry};
@@ -15,6 +15,10 @@
 //! assert_eq!(tools.get("add").unwrap().call(serde_json::json!({"a": 1, "b": 2}))?, serde_json::json!(3.0));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+
+mod session;
+
+pub use session::{MAX_TOOL_ARGS_BYTES, MAX_TOOL_NAME_BYTES, MAX_TOOL_RESULT_BYTES, ToolRecords, ToolSession};
 
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wasmagent_engine::{EngineOptions, SandboxEngine};
 use wasmagent_kernel_js::JsKernel;
+use wasmagent_kernel_python::PythonKernel;
 use wasmagent_kernel_wasi::WasiKernel;
 use wasmagent_signing::keys::PublicKey;
 use wasmagent_signing::record::AuditLog;
@@ -51,9 +52,6 @@ pub enum Error {
     /// The kernel refused the manifest or the code, or could not set up a sandbox.
     #[error(transparent)]
     Kernel(#[from] KernelError),
-    /// No kernel for this language is available in this build.
-    #[error("no kernel for {0:?} code is available in this build")]
-    LanguageUnavailable(Language),
     /// The run happened, but its record could not be appended to the audit log.
     #[error("the run finished but its audit record could not be written: {error}")]
     Record {
@@ -115,13 +113,16 @@ impl SandboxBuilder {
         let ceilings = self.options.ceilings.clone();
         let engine = SandboxEngine::new(self.options)?;
         let mut wasi = WasiKernel::new(engine.clone())?;
-        let mut js = JsKernel::new(engine, Arc::new(self.tools))?;
+        let tools = Arc::new(self.tools);
+        let mut js = JsKernel::new(engine.clone(), tools.clone())?;
+        let mut python = PythonKernel::new(engine, tools)?;
         if let Some(notify) = self.on_compile {
-            let for_js = notify.clone();
+            let (for_js, for_python) = (notify.clone(), notify.clone());
             wasi = wasi.on_compile(move || notify());
             js = js.on_compile(move || for_js());
+            python = python.on_compile(move || for_python());
         }
-        Ok(Sandbox { wasi, js, ceilings, audit_log: self.audit_log, verdicts: Default::default() })
+        Ok(Sandbox { wasi, js, python, ceilings, audit_log: self.audit_log, verdicts: Default::default() })
     }
 }
 
@@ -130,6 +131,7 @@ impl SandboxBuilder {
 pub struct Sandbox {
     wasi: WasiKernel,
     js: JsKernel,
+    python: PythonKernel,
     ceilings: ManifestCeilings,
     audit_log: Option<AuditLog>,
     /// Signature verdicts by code digest and trusted keys: the key id that verified, or why none did.
@@ -161,11 +163,11 @@ impl Sandbox {
     }
 
     /// The kernel that runs `language`.
-    pub fn kernel(&self, language: Language) -> Result<&dyn Kernel, Error> {
+    pub fn kernel(&self, language: Language) -> &dyn Kernel {
         match language {
-            Language::Wasm => Ok(&self.wasi),
-            Language::Js => Ok(&self.js),
-            other => Err(Error::LanguageUnavailable(other)),
+            Language::Wasm => &self.wasi,
+            Language::Js => &self.js,
+            Language::Python => &self.python,
         }
     }
 
@@ -175,7 +177,7 @@ impl Sandbox {
     /// no trusted key signed is refused before it is compiled (outcome `error`, error kind `signature`); otherwise a
     /// verified signer is recorded in `signer_key_id`. With an audit log, a signed record of the run is appended.
     pub fn run(&self, manifest: &EffectiveManifest, request: &RunRequest) -> Result<RunReport, Error> {
-        let kernel = self.kernel(request.code().language())?;
+        let kernel = self.kernel(request.code().language());
         kernel.check(manifest)?;
         let report = match self.check_signature(kernel, manifest, request) {
             Err(refusal) => *refusal,

@@ -1,0 +1,221 @@
+//! The `python` kernel: runs Python in CPython 3.14 compiled to a WebAssembly component by componentize-py
+//! (`guests/python`, committed pre-initialised as `guests/dist/python.wasm`), one fresh instance per run.
+//!
+//! It owns the Python run semantics (the value of a final expression statement as JSON, exceptions with their
+//! traceback, `sys.exit` as an exit status, `from wasmagent import tools`) and the host side of the engine's one
+//! import, `wasmagent:python/host` ([`bridge`]), whose calls go through the shared [`ToolSession`] rules. Files,
+//! environment, output capture, time, fuel and memory are the wasi kernel's: the component runs through
+//! [`wasmagent_kernel_wasi::component_host`], so a script is held to the manifest exactly as a WebAssembly
+//! component is.
+//!
+//! It must not decide policy, and must not give scripts anything the manifest does not grant.
+//!
+//! [`ToolSession`]: wasmagent_tools::ToolSession
+
+mod bridge;
+
+use bridge::Bridge;
+use std::sync::{Arc, OnceLock};
+use wasmagent_engine::{CacheSource, CompiledCode, Metering, ReportParts, SandboxEngine, Termination};
+use wasmagent_kernel::{Code, ErrorKind, Kernel, KernelError, Language, Outcome, RunReport, RunRequest};
+use wasmagent_kernel_wasi::component_host::{ComponentState, component_linker, run_component};
+use wasmagent_kernel_wasi::host::{EmptyRoot, GuestIo};
+use wasmagent_manifest::EffectiveManifest;
+use wasmagent_tools::ToolRegistry;
+use wasmtime::component::InstancePre;
+
+/// Name used in reports.
+pub const KERNEL_NAME: &str = "python";
+
+/// The pre-initialised CPython component (see `guests/dist/python.provenance.json`).
+pub const ENGINE_WASM: &[u8] = include_bytes!("../../../guests/dist/python.wasm");
+
+/// The engine component, linked and ready to instantiate.
+type EnginePre = InstancePre<ComponentState<Bridge>>;
+
+/// Runs Python. Create one per process and share it.
+pub struct PythonKernel {
+    engine: SandboxEngine,
+    tools: Arc<ToolRegistry>,
+    empty_root: EmptyRoot,
+    /// Per [`Metering`] (fuel-metered and unmetered code come from separate engines), prepared on first use.
+    prepared: [OnceLock<Result<(EnginePre, CacheSource), String>>; 2],
+    on_compile: Option<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl PythonKernel {
+    /// A kernel on `engine` offering `tools` (each callable only where the manifest grants it).
+    pub fn new(engine: SandboxEngine, tools: Arc<ToolRegistry>) -> Result<Self, KernelError> {
+        Ok(PythonKernel {
+            engine,
+            tools,
+            empty_root: EmptyRoot::new()?,
+            prepared: [OnceLock::new(), OnceLock::new()],
+            on_compile: None,
+        })
+    }
+
+    /// Calls `notify` before the engine component has to be compiled (once per machine; later it loads from the
+    /// disk cache), so a front end can say why the first run is slow.
+    pub fn on_compile(mut self, notify: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_compile = Some(Box::new(notify));
+        self
+    }
+
+    /// The engine component, compiled (or loaded from the cache) and linked on first use.
+    fn prepared(&self, metering: Metering) -> Result<(&EnginePre, CacheSource), KernelError> {
+        let prepared = self.prepared[metering.index()].get_or_init(|| {
+            let digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(ENGINE_WASM)));
+            let on_compile = self.on_compile.as_deref().map(|f| f as &dyn Fn());
+            let (code, source) =
+                self.engine.load(metering, ENGINE_WASM, &digest, None, on_compile).map_err(|e| e.to_string())?;
+            let CompiledCode::Component(component) = code else {
+                return Err("the Python engine is not a component".to_owned());
+            };
+            let mut linker = component_linker::<Bridge>(self.engine.engine(metering)).map_err(|e| format!("{e:#}"))?;
+            bridge::add_to_linker(&mut linker).map_err(|e| format!("{e:#}"))?;
+            let pre = linker.instantiate_pre(&component).map_err(|e| format!("{e:#}"))?;
+            Ok((pre, source))
+        });
+        match prepared {
+            Ok((pre, source)) => Ok((pre, *source)),
+            Err(message) => Err(KernelError::Unavailable(format!("the Python engine cannot be loaded: {message}"))),
+        }
+    }
+}
+
+impl Kernel for PythonKernel {
+    fn name(&self) -> &'static str {
+        KERNEL_NAME
+    }
+
+    fn check(&self, manifest: &EffectiveManifest) -> Result<(), KernelError> {
+        if manifest.require_signature() {
+            return Err(KernelError::Unsupported {
+                kernel: KERNEL_NAME,
+                field: "require_signature",
+                reason: "scripts carry no signature; with require_signature only signed WebAssembly runs".into(),
+            });
+        }
+        if !manifest.allowed_hosts().is_empty() {
+            return Err(KernelError::Unsupported {
+                kernel: KERNEL_NAME,
+                field: "allowed_hosts",
+                reason: "network access is not available to Python in this build; remove allowed_hosts".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn run(&self, manifest: &EffectiveManifest, request: &RunRequest) -> Result<RunReport, KernelError> {
+        self.check(manifest)?;
+        let Code::Source { language: Language::Python, text } = request.code() else {
+            return Err(KernelError::InvalidCode("the python kernel runs Python source".into()));
+        };
+        let max_code = self.engine.options().max_code_bytes;
+        if text.len() > max_code {
+            return Err(KernelError::InvalidCode(format!(
+                "the script is {} bytes; the largest accepted is {max_code} bytes",
+                text.len()
+            )));
+        }
+        let (pre, cache) = self.prepared(Metering::for_manifest(manifest))?;
+        let input = serde_json::json!({
+            "code": text,
+            "name": request.name,
+            "args": request.args,
+            "env": manifest.env(),
+        })
+        .to_string();
+        let bridge = Bridge::new(self.tools.clone(), manifest);
+        let io = GuestIo { name: &request.name, args: &request.args, stdin: &request.stdin };
+        let mut answer = None;
+        let run = run_component(&self.engine, &self.empty_root, manifest, io, bridge, |store| {
+            let instance = pre.instantiate(&mut *store)?;
+            let entry = instance.get_typed_func::<(&str,), (String,)>(&mut *store, "run")?;
+            answer = Some(entry.call(&mut *store, (input.as_str(),))?.0);
+            Ok(())
+        })?;
+        let (termination, value) = match run.termination.outcome {
+            Outcome::Ok => outcome_of(answer.as_deref(), manifest),
+            _ => (explain_trap(run.termination), serde_json::Value::Null),
+        };
+        let records = run.ext.into_records();
+        let mut denials = run.denials;
+        denials.extend(records.denials);
+        Ok(ReportParts {
+            kernel: KERNEL_NAME,
+            termination,
+            value,
+            stdout: run.stdout,
+            stderr: run.stderr,
+            denials,
+            tool_calls: records.calls,
+            wall_ms: run.wall_ms,
+            fuel_consumed: run.fuel_consumed,
+            memory_peak_bytes: run.memory_peak_bytes,
+            host_calls: records.host_calls,
+            code_cache: cache,
+            manifest,
+            code_digest: request.code_digest().to_owned(),
+        }
+        .into_report())
+    }
+}
+
+/// Recursion past CPython's own limit (raised with `sys.setrecursionlimit`) exhausts the engine's WebAssembly
+/// stack: say so in Python terms.
+fn explain_trap(mut termination: Termination) -> Termination {
+    if let Some(error) = termination.error.as_mut().filter(|e| e.message.starts_with("wasm trap: call stack exhausted"))
+    {
+        error.message = format!(
+            "stack overflow: the interpreter's stack is exhausted (recursion too deep; not catchable)\n{}",
+            error.message
+        );
+    }
+    termination
+}
+
+/// The engine's answer: `{"value": ...}`, `{"exit": n}` or `{"error": {kind, message}}`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum GuestOutcome {
+    Value(serde_json::Value),
+    Exit(i64),
+    Error { kind: String, message: String },
+}
+
+fn outcome_of(answer: Option<&str>, manifest: &EffectiveManifest) -> (Termination, serde_json::Value) {
+    let internal = |message: String| Termination::failed(Outcome::Error, ErrorKind::Internal, message);
+    let Some(answer) = answer else {
+        return (internal("the Python engine returned no result".into()), serde_json::Value::Null);
+    };
+    match serde_json::from_str::<GuestOutcome>(answer) {
+        Ok(GuestOutcome::Value(value)) => {
+            // The answer wraps the value in `{"value":...}`: 10 bytes that are not the value's.
+            let len = answer.len().saturating_sub(10);
+            if len as u64 > manifest.max_output_bytes() {
+                let message = format!(
+                    "the result value is {len} bytes of JSON, more than max_output_bytes ({})",
+                    manifest.max_output_bytes()
+                );
+                let termination = Termination::failed(Outcome::OutputLimit, ErrorKind::OutputLimit, message);
+                return (termination, serde_json::Value::Null);
+            }
+            (Termination { exit_code: None, ..Termination::finished() }, value)
+        }
+        // Exit statuses are 32-bit, as WASI's are; CPython's `sys.exit` accepts any integer.
+        Ok(GuestOutcome::Exit(code)) => {
+            (Termination::exited(i32::try_from(code).unwrap_or(1)), serde_json::Value::Null)
+        }
+        Ok(GuestOutcome::Error { kind, message }) => {
+            let kind = match kind.as_str() {
+                "exception" => ErrorKind::Exception,
+                "serialization" => ErrorKind::Serialization,
+                _ => ErrorKind::Internal,
+            };
+            (Termination::failed(Outcome::Error, kind, message), serde_json::Value::Null)
+        }
+        Err(e) => (internal(format!("the Python engine sent a malformed result: {e}")), serde_json::Value::Null),
+    }
+}

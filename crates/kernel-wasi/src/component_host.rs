@@ -1,0 +1,74 @@
+//! Running WASI preview2 components for any kernel: the same WASI environment as modules get, a store with every
+//! limit armed, and what came out. The wasi kernel runs `wasi:cli/run` through it; the python kernel runs its
+//! engine component's `run` export through it with its own imports.
+
+use crate::fs_audit::FsAudit;
+use crate::fs_audit_p2::{self, AuditedFilesystem};
+use crate::host::{EmptyRoot, GuestIo, ModuleRun, WasiEnvironment};
+use wasmagent_engine::{GuestLimiter, Metering, SandboxEngine};
+use wasmagent_kernel::KernelError;
+use wasmagent_manifest::EffectiveManifest;
+use wasmtime::Store;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Store state of a component run: WASI, the memory limiter, the filesystem audit, and the kernel's own state `E`.
+pub struct ComponentState<E> {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    limiter: GuestLimiter,
+    audit: FsAudit,
+    /// The embedding kernel's per-run state (its host functions reach it through the store).
+    pub ext: E,
+}
+
+impl<E: Send + 'static> AuditedFilesystem for ComponentState<E> {
+    fn audit(&mut self) -> &mut FsAudit {
+        &mut self.audit
+    }
+}
+
+impl<E: Send> WasiView for ComponentState<E> {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.ctx, table: &mut self.table }
+    }
+}
+
+/// A component linker with WASI preview2 whose filesystem path functions report refusals. Kernels add their own
+/// imports to it.
+pub fn component_linker<E: Send + 'static>(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<ComponentState<E>>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    fs_audit_p2::add_audit_wrappers(&mut linker)?;
+    Ok(linker)
+}
+
+/// Creates a fresh store held to `manifest` (on the engine its metering needs) and calls `entry` once, which
+/// instantiates the component and calls into it.
+pub fn run_component<E: Send + 'static>(
+    engine: &SandboxEngine,
+    root: &EmptyRoot,
+    manifest: &EffectiveManifest,
+    io: GuestIo<'_>,
+    ext: E,
+    entry: impl FnOnce(&mut Store<ComponentState<E>>) -> wasmtime::Result<()>,
+) -> Result<ModuleRun<E>, KernelError> {
+    let mut env = WasiEnvironment::new(root, manifest, io)?;
+    let state = ComponentState {
+        ctx: env.builder.build(),
+        table: ResourceTable::new(),
+        limiter: engine.limiter(manifest),
+        audit: FsAudit::new(std::mem::take(&mut env.preopens)),
+        ext,
+    };
+    let active = engine.start_run();
+    let mut store = Store::new(engine.engine(Metering::for_manifest(manifest)), state);
+    store.limiter(|s| &mut s.limiter);
+    let fuel_given = engine.arm(&mut store, manifest)?;
+    let result = entry(&mut store);
+    let fuel_consumed = fuel_given.saturating_sub(store.get_fuel().unwrap_or(0));
+    let wall_ms = active.elapsed_ms();
+    drop(active);
+    let state = store.into_data();
+    env.conclude(result, &state.limiter, state.audit, fuel_consumed, wall_ms, manifest, state.ext)
+}

@@ -1,0 +1,203 @@
+"""The Python engine's entry point: runs one program per instance and answers with JSON.
+
+componentize-py pre-initialises the interpreter with this module imported, so a run starts from a ready snapshot.
+Anything captured at that time (environment, arguments, random seeds) is reset here, at the start of each run.
+
+The component carries no files: only modules imported during pre-initialisation exist at run time. So the standard
+library modules below are imported here, once, at build time, and `sys.path` is then emptied so a run never looks
+for modules on the (sandboxed) filesystem.
+"""
+
+import ast
+import builtins
+import importlib
+import json
+import linecache
+import os
+import random
+import sys
+import traceback
+
+import wit_world
+
+import wasmagent
+
+# The standard library as agents use it for data work and glue code. Modules CPython for WASI lacks are skipped.
+_STANDARD_LIBRARY = """
+    abc annotationlib argparse array ast asyncio base64 binascii bisect bz2 calendar cmath codecs collections
+    collections.abc colorsys contextlib contextvars copy copyreg csv dataclasses datetime decimal difflib dis email
+    email.message email.parser email.utils enum errno fnmatch fractions functools getopt gettext glob graphlib gzip
+    hashlib heapq hmac html html.entities html.parser inspect io ipaddress itertools json keyword linecache locale
+    logging lzma math mimetypes numbers operator os os.path pathlib pickle platform pprint queue quopri random re
+    reprlib sched secrets shlex shutil statistics string string.templatelib struct tarfile tempfile textwrap time
+    timeit tokenize tomllib traceback types typing unicodedata urllib urllib.parse uuid warnings weakref
+    xml.dom.minidom xml.etree.ElementTree xml.sax zipfile zlib zoneinfo
+""".split()
+
+for _name in _STANDARD_LIBRARY:
+    try:
+        importlib.import_module(_name)
+    except Exception:
+        pass
+
+
+def _adapt_to_the_sandbox():
+    """Fits what the standard library expects of a process to a sandbox with no sockets and no source files."""
+    # asyncio's event loop wakes itself through a socket pair, which only matters for other threads and signals;
+    # there are neither here, and no sockets to make one from.
+    from asyncio import selector_events
+
+    loop = selector_events.BaseSelectorEventLoop
+    loop._make_self_pipe = lambda self: None
+    loop._close_self_pipe = lambda self: None
+    loop._write_to_self = lambda self: None
+
+    # The standard library's source files are not in the sandbox: tracebacks and warnings show the user's own
+    # lines (registered in `linecache.cache` for each run) and never look for others on the filesystem.
+    def updatecache(filename, module_globals=None):
+        return []
+
+    linecache.updatecache = updatecache
+    linecache.checkcache = lambda filename=None: None
+    # Finding the `~~~^^^` anchors re-parses a line segment, and a segment that does not parse makes CPython look
+    # for the source file `<unknown>`: a filesystem access the guest never asked for.
+    traceback._extract_caret_anchors_from_line_segment = lambda segment: None
+
+
+_adapt_to_the_sandbox()
+
+# Modules that would be escape hatches elsewhere (Pyodide's bridge to JavaScript, native code, processes, raw
+# sockets). None of them can reach the host here, because the host grants no such import; refusing them at import
+# time gives a clear error instead of a confusing failure later.
+_REFUSED_MODULES = {
+    "js": "there is no JavaScript host to reach from this sandbox",
+    "pyodide": "this is not Pyodide: there is no JavaScript host to reach",
+    "pyodide_js": "this is not Pyodide: there is no JavaScript host to reach",
+    "ctypes": "native code cannot be loaded in the sandbox",
+    "_ctypes": "native code cannot be loaded in the sandbox",
+    "subprocess": "processes cannot be started in the sandbox",
+    "multiprocessing": "processes cannot be started in the sandbox",
+    "socket": "raw sockets are not available; network access goes through allowed_hosts",
+    "_socket": "raw sockets are not available; network access goes through allowed_hosts",
+    "ssl": "raw sockets are not available; network access goes through allowed_hosts",
+    "_ssl": "raw sockets are not available; network access goes through allowed_hosts",
+}
+
+
+class _RefusedModules:
+    """A meta-path finder that refuses the modules above with an ImportError saying why."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        root = name.partition(".")[0]
+        reason = _REFUSED_MODULES.get(root)
+        if reason is not None:
+            raise ImportError(f"module {name!r} is not available in the wasmagent sandbox: {reason}", name=name)
+        return None
+
+
+class _NotInSnapshot:
+    """The last meta-path finder: a module that was not imported at build time does not exist."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        raise ModuleNotFoundError(
+            f"No module named {name!r} (the wasmagent sandbox offers the standard library modules it was built "
+            f"with; third-party packages cannot be installed)",
+            name=name,
+        )
+
+
+# Preloaded modules keep their own references (asyncio keeps `socket`), but guest code cannot import these again.
+for _name in list(sys.modules):
+    if _name.partition(".")[0] in _REFUSED_MODULES:
+        del sys.modules[_name]
+sys.meta_path.insert(0, _RefusedModules)
+sys.meta_path.append(_NotInSnapshot)
+sys.path.clear()
+sys.path_importer_cache.clear()
+
+
+def _reset_process(request):
+    """Makes the snapshot's process state this run's: environment, arguments, random seed."""
+    environ = request.get("env", {})
+    for key in list(os.environ):
+        if key not in environ:
+            del os.environ[key]
+    for key, value in environ.items():
+        os.environ[key] = value
+    sys.argv = [request.get("name", "main.py"), *request.get("args", [])]
+    random.seed()
+
+
+def _split_last_expression(code, filename):
+    """Compiles `code` into the statements and, when the last statement is an expression, that expression."""
+    module = ast.parse(code, filename=filename, mode="exec")
+    last = None
+    if module.body and isinstance(module.body[-1], ast.Expr):
+        last = ast.Expression(module.body.pop().value)
+    body = compile(module, filename, "exec")
+    return body, (compile(last, filename, "eval") if last is not None else None)
+
+
+def _format_exception(error, filename):
+    """The traceback text, starting at the first frame of the user's program, without this module's frames."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != filename:
+        tb = tb.tb_next
+    if tb is None:
+        return "".join(traceback.format_exception_only(type(error), error)).rstrip("\n")
+    summary = traceback.TracebackException(type(error), error, tb)
+    summary.stack = traceback.StackSummary.from_list([f for f in summary.stack if f.filename != __file__])
+    return "".join(summary.format()).rstrip("\n")
+
+
+def _exit_code(error):
+    code = error.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _flush():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+
+
+def _run(request):
+    code = request["code"]
+    filename = request.get("name") or "main.py"
+    _reset_process(request)
+    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+    scope = {"__name__": "__main__", "__builtins__": builtins, "__file__": filename}
+    try:
+        body, last = _split_last_expression(code, filename)
+        exec(body, scope)
+        value = eval(last, scope) if last is not None else None
+    except SystemExit as error:
+        return {"exit": _exit_code(error)}
+    except BaseException as error:  # the guest program's own failure, reported with its traceback
+        message = _format_exception(error, filename)
+        return {"error": {"kind": "exception", "message": message}}
+    finally:
+        _flush()
+    try:
+        return {"value": json.loads(json.dumps(value, allow_nan=False))}
+    except (TypeError, ValueError, RecursionError) as error:
+        kind = type(value).__name__
+        return {"error": {"kind": "serialization", "message": f"the result ({kind}) cannot be converted to JSON: {error}"}}
+
+
+class WitWorld(wit_world.WitWorld):
+    def run(self, request: str) -> str:
+        answer = _run(json.loads(request))
+        try:
+            return json.dumps(answer, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            return json.dumps({"error": {"kind": "internal", "message": f"cannot encode the answer: {error}"}})
