@@ -14,9 +14,10 @@ mod bridge;
 
 use bridge::Bridge;
 use std::sync::{Arc, OnceLock};
-use wasmagent_engine::{CacheSource, Metering, ReportParts, SandboxEngine, Termination};
+use wasmagent_engine::{CacheSource, Metering, SandboxEngine, Termination};
 use wasmagent_kernel::{Code, ErrorKind, Kernel, KernelError, Language, Outcome, RunReport, RunRequest};
-use wasmagent_kernel_wasi::host::{EmptyRoot, GuestIo, ModuleState, module_linker, run_module};
+use wasmagent_kernel_wasi::host::{EmptyRoot, GuestIo, ModuleState, Verdict, module_linker, run_module};
+use wasmagent_kernel_wasi::script;
 use wasmagent_manifest::EffectiveManifest;
 use wasmagent_tools::ToolRegistry;
 use wasmtime::InstancePre;
@@ -94,21 +95,7 @@ impl Kernel for JsKernel {
     }
 
     fn check(&self, manifest: &EffectiveManifest) -> Result<(), KernelError> {
-        if manifest.require_signature() {
-            return Err(KernelError::Unsupported {
-                kernel: KERNEL_NAME,
-                field: "require_signature",
-                reason: "scripts carry no signature; with require_signature only signed WebAssembly runs".into(),
-            });
-        }
-        if !manifest.allowed_hosts().is_empty() {
-            return Err(KernelError::Unsupported {
-                kernel: KERNEL_NAME,
-                field: "allowed_hosts",
-                reason: "network access (fetch) is not available in this build; remove allowed_hosts".into(),
-            });
-        }
-        Ok(())
+        script::check_manifest(KERNEL_NAME, manifest, "fetch")
     }
 
     fn run(&self, manifest: &EffectiveManifest, request: &RunRequest) -> Result<RunReport, KernelError> {
@@ -116,13 +103,7 @@ impl Kernel for JsKernel {
         let Code::Source { language: Language::Js, text } = request.code() else {
             return Err(KernelError::InvalidCode("the js kernel runs JavaScript source".into()));
         };
-        let max_code = self.engine.options().max_code_bytes;
-        if text.len() > max_code {
-            return Err(KernelError::InvalidCode(format!(
-                "the script is {} bytes; the largest accepted is {max_code} bytes",
-                text.len()
-            )));
-        }
+        script::check_source_size(&self.engine, text)?;
         let (pre, cache) = self.prepared(Metering::for_manifest(manifest))?;
         let granted = self.tools.granted_names(manifest);
         let input = serde_json::json!({
@@ -145,44 +126,18 @@ impl Kernel for JsKernel {
             memory.write(&mut *store, ptr as usize, input.as_bytes())?;
             start.call(&mut *store, (ptr, len))
         })?;
-        let (termination, value) = match run.termination.outcome {
-            Outcome::Ok => outcome_of(run.ext.result(), manifest),
-            _ => (explain_trap(run.termination), serde_json::Value::Null),
-        };
-        let records = run.ext.into_records();
-        let mut denials = run.denials;
-        denials.extend(records.denials);
-        Ok(ReportParts {
-            kernel: KERNEL_NAME,
-            termination,
-            value,
-            stdout: run.stdout,
-            stderr: run.stderr,
-            denials,
-            tool_calls: records.calls,
-            wall_ms: run.wall_ms,
-            fuel_consumed: run.fuel_consumed,
-            memory_peak_bytes: run.memory_peak_bytes,
-            host_calls: records.host_calls,
-            code_cache: cache,
-            manifest,
-            code_digest: request.code_digest().to_owned(),
-        }
-        .into_report())
+        Ok(run.into_report(KERNEL_NAME, cache, manifest, request.code_digest().to_owned(), |termination, bridge| {
+            let (termination, value) = match termination.outcome {
+                Outcome::Ok => outcome_of(bridge.result(), manifest),
+                _ => (script::explain_stack_overflow(termination, STACK_OVERFLOW), serde_json::Value::Null),
+            };
+            Verdict { termination, value, tools: bridge.into_records() }
+        }))
     }
 }
 
-/// Runaway recursion exhausts the engine's WebAssembly stack: say so in JavaScript terms.
-fn explain_trap(mut termination: Termination) -> Termination {
-    if let Some(error) = termination.error.as_mut().filter(|e| e.message.starts_with("wasm trap: call stack exhausted"))
-    {
-        error.message = format!(
-            "stack overflow: maximum call stack size exceeded (recursion too deep; not catchable)\n{}",
-            error.message
-        );
-    }
-    termination
-}
+/// Runaway recursion exhausts the engine's WebAssembly stack: said in JavaScript terms.
+const STACK_OVERFLOW: &str = "stack overflow: maximum call stack size exceeded (recursion too deep; not catchable)";
 
 /// The guest's verdict, as sent through `wasmagent.result`: `{"value": ...}` or `{"error": {kind, message, stack}}`.
 #[derive(serde::Deserialize)]
@@ -196,29 +151,17 @@ fn outcome_of(result: Option<Result<&[u8], usize>>, manifest: &EffectiveManifest
     let internal = |message: String| Termination::failed(Outcome::Error, ErrorKind::Internal, message);
     let bytes = match result {
         None => return (internal("the JavaScript engine returned no result".into()), serde_json::Value::Null),
-        Some(Err(len)) => {
-            let message = format!(
-                "the result value is {len} bytes of JSON, more than max_output_bytes ({})",
-                manifest.max_output_bytes()
-            );
-            let termination = Termination::failed(Outcome::OutputLimit, ErrorKind::OutputLimit, message);
-            return (termination, serde_json::Value::Null);
-        }
+        Some(Err(len)) => return (script::result_too_large(len, manifest), serde_json::Value::Null),
         Some(Ok(bytes)) => bytes,
     };
     match serde_json::from_slice::<GuestOutcome>(bytes) {
         Ok(GuestOutcome::Value(value)) => (Termination { exit_code: None, ..Termination::finished() }, value),
         Ok(GuestOutcome::Error { kind, message, stack }) => {
-            let kind = match kind.as_str() {
-                "exception" => ErrorKind::Exception,
-                "serialization" => ErrorKind::Serialization,
-                _ => ErrorKind::Internal,
-            };
             let message = match stack.filter(|s| !s.trim().is_empty()) {
                 Some(stack) => format!("{message}\n{}", stack.trim_end()),
                 None => message,
             };
-            (Termination::failed(Outcome::Error, kind, message), serde_json::Value::Null)
+            (Termination::failed(Outcome::Error, script::guest_error_kind(&kind), message), serde_json::Value::Null)
         }
         Err(e) => (internal(format!("the JavaScript engine sent a malformed result: {e}")), serde_json::Value::Null),
     }

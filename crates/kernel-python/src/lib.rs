@@ -16,10 +16,11 @@ mod bridge;
 
 use bridge::Bridge;
 use std::sync::{Arc, OnceLock};
-use wasmagent_engine::{CacheSource, CompiledCode, Metering, ReportParts, SandboxEngine, Termination};
+use wasmagent_engine::{CacheSource, CompiledCode, Metering, SandboxEngine, Termination};
 use wasmagent_kernel::{Code, ErrorKind, Kernel, KernelError, Language, Outcome, RunReport, RunRequest};
 use wasmagent_kernel_wasi::component_host::{ComponentState, component_linker, run_component};
-use wasmagent_kernel_wasi::host::{EmptyRoot, GuestIo};
+use wasmagent_kernel_wasi::host::{EmptyRoot, GuestIo, Verdict};
+use wasmagent_kernel_wasi::script;
 use wasmagent_manifest::EffectiveManifest;
 use wasmagent_tools::ToolRegistry;
 use wasmtime::component::InstancePre;
@@ -90,21 +91,7 @@ impl Kernel for PythonKernel {
     }
 
     fn check(&self, manifest: &EffectiveManifest) -> Result<(), KernelError> {
-        if manifest.require_signature() {
-            return Err(KernelError::Unsupported {
-                kernel: KERNEL_NAME,
-                field: "require_signature",
-                reason: "scripts carry no signature; with require_signature only signed WebAssembly runs".into(),
-            });
-        }
-        if !manifest.allowed_hosts().is_empty() {
-            return Err(KernelError::Unsupported {
-                kernel: KERNEL_NAME,
-                field: "allowed_hosts",
-                reason: "network access is not available to Python in this build; remove allowed_hosts".into(),
-            });
-        }
-        Ok(())
+        script::check_manifest(KERNEL_NAME, manifest, "urllib, sockets")
     }
 
     fn run(&self, manifest: &EffectiveManifest, request: &RunRequest) -> Result<RunReport, KernelError> {
@@ -112,13 +99,7 @@ impl Kernel for PythonKernel {
         let Code::Source { language: Language::Python, text } = request.code() else {
             return Err(KernelError::InvalidCode("the python kernel runs Python source".into()));
         };
-        let max_code = self.engine.options().max_code_bytes;
-        if text.len() > max_code {
-            return Err(KernelError::InvalidCode(format!(
-                "the script is {} bytes; the largest accepted is {max_code} bytes",
-                text.len()
-            )));
-        }
+        script::check_source_size(&self.engine, text)?;
         let (pre, cache) = self.prepared(Metering::for_manifest(manifest))?;
         let input = serde_json::json!({
             "code": text,
@@ -136,45 +117,19 @@ impl Kernel for PythonKernel {
             answer = Some(entry.call(&mut *store, (input.as_str(),))?.0);
             Ok(())
         })?;
-        let (termination, value) = match run.termination.outcome {
-            Outcome::Ok => outcome_of(answer.as_deref(), manifest),
-            _ => (explain_trap(run.termination), serde_json::Value::Null),
-        };
-        let records = run.ext.into_records();
-        let mut denials = run.denials;
-        denials.extend(records.denials);
-        Ok(ReportParts {
-            kernel: KERNEL_NAME,
-            termination,
-            value,
-            stdout: run.stdout,
-            stderr: run.stderr,
-            denials,
-            tool_calls: records.calls,
-            wall_ms: run.wall_ms,
-            fuel_consumed: run.fuel_consumed,
-            memory_peak_bytes: run.memory_peak_bytes,
-            host_calls: records.host_calls,
-            code_cache: cache,
-            manifest,
-            code_digest: request.code_digest().to_owned(),
-        }
-        .into_report())
+        Ok(run.into_report(KERNEL_NAME, cache, manifest, request.code_digest().to_owned(), |termination, bridge| {
+            let (termination, value) = match termination.outcome {
+                Outcome::Ok => outcome_of(answer.as_deref(), manifest),
+                _ => (script::explain_stack_overflow(termination, STACK_OVERFLOW), serde_json::Value::Null),
+            };
+            Verdict { termination, value, tools: bridge.into_records() }
+        }))
     }
 }
 
 /// Recursion past CPython's own limit (raised with `sys.setrecursionlimit`) exhausts the engine's WebAssembly
-/// stack: say so in Python terms.
-fn explain_trap(mut termination: Termination) -> Termination {
-    if let Some(error) = termination.error.as_mut().filter(|e| e.message.starts_with("wasm trap: call stack exhausted"))
-    {
-        error.message = format!(
-            "stack overflow: the interpreter's stack is exhausted (recursion too deep; not catchable)\n{}",
-            error.message
-        );
-    }
-    termination
-}
+/// stack: said in Python terms.
+const STACK_OVERFLOW: &str = "stack overflow: the interpreter's stack is exhausted (recursion too deep; not catchable)";
 
 /// The engine's answer: `{"value": ...}`, `{"exit": n}` or `{"error": {kind, message}}`.
 #[derive(serde::Deserialize)]
@@ -192,15 +147,10 @@ fn outcome_of(answer: Option<&str>, manifest: &EffectiveManifest) -> (Terminatio
     };
     match serde_json::from_str::<GuestOutcome>(answer) {
         Ok(GuestOutcome::Value(value)) => {
-            // The answer wraps the value in `{"value":...}`: 10 bytes that are not the value's.
+            // The engine answers with the value's compact JSON inside `{"value":` and `}`: 10 bytes.
             let len = answer.len().saturating_sub(10);
             if len as u64 > manifest.max_output_bytes() {
-                let message = format!(
-                    "the result value is {len} bytes of JSON, more than max_output_bytes ({})",
-                    manifest.max_output_bytes()
-                );
-                let termination = Termination::failed(Outcome::OutputLimit, ErrorKind::OutputLimit, message);
-                return (termination, serde_json::Value::Null);
+                return (script::result_too_large(len, manifest), serde_json::Value::Null);
             }
             (Termination { exit_code: None, ..Termination::finished() }, value)
         }
@@ -209,12 +159,7 @@ fn outcome_of(answer: Option<&str>, manifest: &EffectiveManifest) -> (Terminatio
             (Termination::exited(i32::try_from(code).unwrap_or(1)), serde_json::Value::Null)
         }
         Ok(GuestOutcome::Error { kind, message }) => {
-            let kind = match kind.as_str() {
-                "exception" => ErrorKind::Exception,
-                "serialization" => ErrorKind::Serialization,
-                _ => ErrorKind::Internal,
-            };
-            (Termination::failed(Outcome::Error, kind, message), serde_json::Value::Null)
+            (Termination::failed(Outcome::Error, script::guest_error_kind(&kind), message), serde_json::Value::Null)
         }
         Err(e) => (internal(format!("the Python engine sent a malformed result: {e}")), serde_json::Value::Null),
     }

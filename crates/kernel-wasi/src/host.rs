@@ -5,9 +5,12 @@
 use crate::fs_audit::{self, DirInfo, FsAudit, HasFsAudit};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
-use wasmagent_engine::{CappedOutput, CapturedOutput, GuestLimiter, SandboxEngine, Termination};
-use wasmagent_kernel::{Denial, KernelError};
+use wasmagent_engine::{
+    CacheSource, CappedOutput, CapturedOutput, GuestLimiter, ReportParts, SandboxEngine, Termination,
+};
+use wasmagent_kernel::{Denial, KernelError, RunReport};
 use wasmagent_manifest::{Access, EffectiveManifest};
+use wasmagent_tools::ToolRecords;
 use wasmtime::{Instance, InstancePre, Linker, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
@@ -85,6 +88,50 @@ pub struct ModuleRun<E> {
     pub memory_peak_bytes: u64,
     /// The kernel's state, as the run left it.
     pub ext: E,
+}
+
+/// What a kernel concluded from a finished run, from how the guest call ended and the kernel's own state.
+pub struct Verdict {
+    /// How the run ended, in report terms.
+    pub termination: Termination,
+    /// The run's result value.
+    pub value: serde_json::Value,
+    /// The run's host tool calls.
+    pub tools: ToolRecords,
+}
+
+impl<E> ModuleRun<E> {
+    /// The run report: `verdict` turns how the guest call ended and the kernel's state into the kernel's
+    /// conclusion; everything else (output, denials, usage, digests) is reported the same way for every kernel.
+    pub fn into_report(
+        self,
+        kernel: &'static str,
+        code_cache: CacheSource,
+        manifest: &EffectiveManifest,
+        code_digest: String,
+        verdict: impl FnOnce(Termination, E) -> Verdict,
+    ) -> RunReport {
+        let Verdict { termination, value, tools } = verdict(self.termination, self.ext);
+        let mut denials = self.denials;
+        denials.extend(tools.denials);
+        ReportParts {
+            kernel,
+            termination,
+            value,
+            stdout: self.stdout,
+            stderr: self.stderr,
+            denials,
+            tool_calls: tools.calls,
+            wall_ms: self.wall_ms,
+            fuel_consumed: self.fuel_consumed,
+            memory_peak_bytes: self.memory_peak_bytes,
+            host_calls: tools.host_calls,
+            code_cache,
+            manifest,
+            code_digest,
+        }
+        .into_report()
+    }
 }
 
 /// Everything a WASI context is built from, shared by modules and components.

@@ -19,6 +19,7 @@ pub mod host;
 pub mod instrument;
 mod prepared;
 mod runner;
+pub mod script;
 
 use std::sync::Mutex;
 use wasmagent_engine::{Metering, SandboxEngine};

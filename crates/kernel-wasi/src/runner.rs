@@ -3,9 +3,9 @@
 
 use crate::WasiKernel;
 use crate::component_host::run_component;
-use crate::host::{GuestIo, run_module};
+use crate::host::{GuestIo, Verdict, run_module};
 use crate::prepared::Prepared;
-use wasmagent_engine::{CacheSource, ReportParts};
+use wasmagent_engine::CacheSource;
 use wasmagent_kernel::{KernelError, RunReport, RunRequest};
 use wasmagent_manifest::EffectiveManifest;
 
@@ -33,21 +33,9 @@ pub(crate) fn run(
             })?
         }
     };
-    Ok(ReportParts {
-        kernel: crate::KERNEL_NAME,
-        termination: run.termination,
+    Ok(run.into_report(crate::KERNEL_NAME, cache, manifest, code_digest, |termination, ()| Verdict {
+        termination,
         value: serde_json::Value::Null,
-        stdout: run.stdout,
-        stderr: run.stderr,
-        denials: run.denials,
-        tool_calls: Vec::new(),
-        wall_ms: run.wall_ms,
-        fuel_consumed: run.fuel_consumed,
-        memory_peak_bytes: run.memory_peak_bytes,
-        host_calls: 0,
-        code_cache: cache,
-        manifest,
-        code_digest,
-    }
-    .into_report())
+        tools: Default::default(),
+    }))
 }

@@ -3,56 +3,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+mod common;
+
+use common::{manifest, sandbox};
 use serde_json::json;
-use std::path::Path;
-use std::sync::OnceLock;
-use wasmagent::{
-    CapabilityManifest, EffectiveManifest, ErrorKind, Language, Outcome, RunReport, RunRequest, Sandbox, Tool,
-    ToolRegistry,
-};
-
-fn tools() -> ToolRegistry {
-    let mut tools = ToolRegistry::new();
-    let schema = json!({"type": "object"});
-    tools
-        .register(Tool::new("add", "Adds a and b.", schema.clone(), |args| {
-            Ok(json!(args["a"].as_f64().unwrap_or(0.0) + args["b"].as_f64().unwrap_or(0.0)))
-        }))
-        .unwrap();
-    tools.register(Tool::new("echo", "Returns its arguments.", schema.clone(), Ok)).unwrap();
-    tools.register(Tool::new("github.search_issues", "Namespaced.", schema.clone(), Ok)).unwrap();
-    tools
-        .register(Tool::new("fail", "Always fails.", schema.clone(), |_| Err("tool failed on purpose".into())))
-        .unwrap();
-    tools.register(Tool::new("secret", "Never granted.", schema, |_| Ok(json!("leaked")))).unwrap();
-    tools
-}
-
-/// One sandbox for the whole file: the engine component is compiled once.
-fn sandbox() -> &'static Sandbox {
-    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
-    SANDBOX.get_or_init(|| Sandbox::builder().pool_slots(16).tools(tools()).build().unwrap())
-}
-
-fn manifest(toml: &str) -> EffectiveManifest {
-    sandbox().resolve(&CapabilityManifest::from_toml_str(toml).unwrap(), Path::new("/")).unwrap()
-}
+use wasmagent::{EffectiveManifest, ErrorKind, Language, Outcome, RunReport, RunRequest};
 
 fn py(manifest: &EffectiveManifest, code: &str) -> RunReport {
-    sandbox().run(manifest, &RunRequest::source("script.py", Language::Python, code)).unwrap()
+    common::run(manifest, Language::Python, "script.py", code)
 }
 
 fn ok(code: &str) -> serde_json::Value {
-    let report = py(&manifest(""), code);
-    assert_eq!(report.outcome, Outcome::Ok, "{code}: {report:?}");
-    report.value
+    common::value_of(Language::Python, "script.py", code)
 }
 
 fn error(manifest: &EffectiveManifest, code: &str) -> (ErrorKind, String) {
-    let report = py(manifest, code);
-    assert_eq!(report.outcome, Outcome::Error, "{code}: {report:?}");
-    let error = report.error.unwrap();
-    (error.kind, error.message)
+    common::error_of(manifest, Language::Python, "script.py", code)
 }
 
 #[test]
