@@ -170,7 +170,12 @@ def _flush():
             pass
 
 
+def _answer(**fields):
+    return json.dumps(fields, separators=(",", ":"))
+
+
 def _run(request):
+    """Runs one program; the answer is JSON: {"value": ...}, {"exit": n} or {"error": {"kind", "message"}}."""
     code = request["code"]
     filename = request.get("name") or "main.py"
     _reset_process(request)
@@ -181,23 +186,20 @@ def _run(request):
         exec(body, scope)
         value = eval(last, scope) if last is not None else None
     except SystemExit as error:
-        return {"exit": _exit_code(error)}
+        return _answer(exit=_exit_code(error))
     except BaseException as error:  # the guest program's own failure, reported with its traceback
-        message = _format_exception(error, filename)
-        return {"error": {"kind": "exception", "message": message}}
+        return _answer(error={"kind": "exception", "message": _format_exception(error, filename)})
     finally:
         _flush()
     try:
-        return {"value": json.loads(json.dumps(value, allow_nan=False))}
+        # Compact, so the answer is exactly the value's JSON plus the 10 bytes of `{"value":` and `}`.
+        value_json = json.dumps(value, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError) as error:
-        kind = type(value).__name__
-        return {"error": {"kind": "serialization", "message": f"the result ({kind}) cannot be converted to JSON: {error}"}}
+        message = f"the result ({type(value).__name__}) cannot be converted to JSON: {error}"
+        return _answer(error={"kind": "serialization", "message": message})
+    return '{"value":' + value_json + "}"
 
 
 class WitWorld(wit_world.WitWorld):
     def run(self, request: str) -> str:
-        answer = _run(json.loads(request))
-        try:
-            return json.dumps(answer, allow_nan=False)
-        except (TypeError, ValueError) as error:
-            return json.dumps({"error": {"kind": "internal", "message": f"cannot encode the answer: {error}"}})
+        return _run(json.loads(request))

@@ -164,30 +164,23 @@ fn build(root: &Path, guest: &Guest) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-/// A virtual environment in `target/componentize-py` with the pinned componentize-py installed.
+/// A virtual environment in `target/componentize-py` with the pinned componentize-py installed (pip does nothing
+/// when it already is).
 fn componentize_py(root: &Path) -> anyhow::Result<PathBuf> {
     let venv = root.join("target/componentize-py");
-    let installed = Command::new(venv.join("bin/python"))
-        .args(["-m", "pip", "show", "-q", "componentize-py"])
-        .output()
-        .ok()
-        .is_some_and(|o| {
-            o.status.success()
-                && String::from_utf8_lossy(&o.stdout).contains(COMPONENTIZE_PY.split("==").nth(1).unwrap_or(""))
-        });
-    if !installed {
+    if !venv.join("bin/python").exists() {
         let status =
             Command::new("python3").args(["-m", "venv"]).arg(&venv).status().context("running python3 -m venv")?;
         if !status.success() {
             bail!("python3 -m venv failed (Debian: apt-get install python3-venv)");
         }
-        let status = Command::new(venv.join("bin/python"))
-            .args(["-m", "pip", "install", "--quiet", COMPONENTIZE_PY])
-            .status()
-            .context("running pip")?;
-        if !status.success() {
-            bail!("pip install {COMPONENTIZE_PY} failed");
-        }
+    }
+    let status = Command::new(venv.join("bin/python"))
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", COMPONENTIZE_PY])
+        .status()
+        .context("running pip")?;
+    if !status.success() {
+        bail!("pip install {COMPONENTIZE_PY} failed");
     }
     Ok(venv)
 }
