@@ -30,7 +30,8 @@ _STANDARD_LIBRARY = """
     hashlib heapq hmac html html.entities html.parser inspect io ipaddress itertools json keyword linecache locale
     logging lzma math mimetypes numbers operator os os.path pathlib pickle platform pprint queue quopri random re
     reprlib sched secrets shlex shutil statistics string string.templatelib struct tarfile tempfile textwrap time
-    timeit tokenize tomllib traceback types typing unicodedata urllib urllib.parse uuid warnings weakref
+    timeit tokenize tomllib traceback types typing unicodedata urllib urllib.error urllib.parse urllib.request
+    urllib.response uuid warnings weakref http http.client
     xml.dom.minidom xml.etree.ElementTree xml.sax zipfile zlib zoneinfo
 """.split()
 
@@ -65,6 +66,55 @@ def _adapt_to_the_sandbox():
 
 
 _adapt_to_the_sandbox()
+
+
+def _route_urllib_through_the_host():
+    """`urllib.request.urlopen` for http and https goes through the host's egress path, like `wasmagent.http`.
+
+    The handler runs before urllib's own (which would need sockets) and returns the host's complete response; the
+    host follows redirects itself, each hop re-checked, so urllib's redirect handler never sees a 3xx it should
+    follow. Non-2xx statuses become `HTTPError` as usual; a refused or failed request becomes `URLError`.
+    """
+    import email.message
+    import io
+    import urllib.error
+    import urllib.request
+    import urllib.response
+
+    from wasmagent import http
+
+    class WasmagentHandler(urllib.request.BaseHandler):
+        handler_order = 100
+
+        def _open(self, req):
+            # urllib adds `Host` itself (from the URL); the host sets it too, so only a guest-chosen one is sent
+            # on (and refused).
+            headers = [(k, v) for k, v in req.header_items() if not (k.lower() == "host" and v == req.host)]
+            body = req.data
+            if body is None:
+                body = b""
+            elif isinstance(body, str):
+                body = body.encode("utf-8")
+            elif not isinstance(body, (bytes, bytearray)):
+                body = b"".join(bytes(chunk) for chunk in body)
+            try:
+                raw = http.send(req.get_method(), req.full_url, headers, bytes(body))
+            except http.HTTPRequestError as error:
+                raise urllib.error.URLError(error) from None
+            message = email.message.Message()
+            for name, value in raw.headers:
+                message[name] = value
+            response = urllib.response.addinfourl(io.BytesIO(bytes(raw.body)), message, raw.url, raw.status)
+            response.msg = ""
+            return response
+
+        http_open = _open
+        https_open = _open
+
+    urllib.request.install_opener(urllib.request.build_opener(WasmagentHandler))
+
+
+_route_urllib_through_the_host()
 
 # Modules that would be escape hatches elsewhere (Pyodide's bridge to JavaScript, native code, processes, raw
 # sockets). None of them can reach the host here, because the host grants no such import; refusing them at import

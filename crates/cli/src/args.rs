@@ -112,6 +112,20 @@ pub(crate) struct RunArgs {
     #[arg(long = "allow-host", value_name = "PATTERN")]
     pub(crate) allow_host: Vec<String>,
 
+    /// Operator: let guests reach this private address, network or host (IP, IP:PORT, CIDR, NAME, NAME:PORT) when
+    /// their manifest lists it in allowed_hosts. Metadata endpoints can never be allowed. Repeatable.
+    #[arg(long = "allow-private", value_name = "ADDR")]
+    pub(crate) allow_private: Vec<String>,
+
+    /// Operator: egress configuration file (TOML: allow_private, secrets bound to hosts).
+    #[arg(long = "egress-config", value_name = "PATH")]
+    pub(crate) egress_config: Option<PathBuf>,
+
+    /// Operator: let manifests write allowed_hosts = ["*"] (any public host; the private-address floor still
+    /// applies).
+    #[arg(long = "allow-any-public-host")]
+    pub(crate) allow_any_public_host: bool,
+
     /// Set a guest environment variable. Repeatable. The host environment is never passed through.
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
     pub(crate) env: Vec<(String, String)>,

@@ -5,7 +5,8 @@ use std::path::Path;
 use wasmagent::signing::keys::SecretKey;
 use wasmagent::signing::record::AuditLog;
 use wasmagent::{
-    CapabilityManifest, Code, Error, ErrorKind, Language, Outcome, RunReport, RunRequest, Sandbox, default_cache_dir,
+    CapabilityManifest, Code, EgressConfig, Error, ErrorKind, Language, ManifestCeilings, Outcome, RunReport,
+    RunRequest, Sandbox, default_cache_dir,
 };
 
 /// Largest module read from standard input; the engine refuses anything larger anyway.
@@ -34,6 +35,10 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
     if let (Some(record), Some(key)) = (&args.record, &args.record_key) {
         builder = builder.audit_log(AuditLog::new(record, SecretKey::from_file(key)?));
     }
+    builder = builder.egress(egress_config(&args)?).ceilings(ManifestCeilings {
+        allow_any_public_host: args.allow_any_public_host,
+        ..ManifestCeilings::default()
+    });
     let sandbox = builder.build()?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let manifest = sandbox.resolve(&manifest, &cwd)?;
@@ -57,6 +62,18 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
     Ok(exit_status(&report))
 }
 
+/// The operator's egress configuration: the `--egress-config` file plus `--allow-private` flags.
+fn egress_config(args: &RunArgs) -> anyhow::Result<EgressConfig> {
+    let mut config = match &args.egress_config {
+        Some(path) => EgressConfig::from_path(path)?,
+        None => EgressConfig::new(),
+    };
+    for spec in &args.allow_private {
+        config.allow_private(spec)?;
+    }
+    Ok(config)
+}
+
 fn build_manifest(args: &RunArgs) -> anyhow::Result<CapabilityManifest> {
     let mut manifest = match &args.manifest {
         Some(path) => CapabilityManifest::from_path(path)?,
@@ -72,6 +89,10 @@ fn build_manifest(args: &RunArgs) -> anyhow::Result<CapabilityManifest> {
         memory_limit_bytes: args.memory,
         max_output_bytes: args.max_output,
         max_host_calls: args.max_host_calls,
+        max_http_requests: None,
+        max_http_request_bytes: None,
+        max_http_response_bytes: None,
+        http_timeout_ms: None,
         extra_capabilities: Vec::new(),
         trusted_keys: args
             .trusted_keys

@@ -2,6 +2,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+#[path = "../../egress/tests/support/server.rs"]
+mod server;
+
+use server::TestServer;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use wasmagent_test_guests::PROBE_MODULE;
@@ -153,9 +157,12 @@ fn malformed_modules_and_manifests_exit_2_with_a_clear_message_and_run_nothing()
     assert!(stderr(&out).contains("allowed_write_paths[0]"), "{}", stderr(&out));
     let out = cli.run(&["run", PROBE_MODULE, "--memory", "lots"]);
     assert_eq!(out.status.code(), Some(2));
-    let out = cli.run(&["run", PROBE_MODULE, "--allow-host", "example.com"]);
+    let out = cli.run(&["run", PROBE_MODULE, "--allow-host", "*"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("allowed_hosts"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("allowed_hosts[0]"), "{}", stderr(&out));
+    let out = cli.run(&["run", PROBE_MODULE, "--allow-private", "169.254.169.254"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("metadata"), "{}", stderr(&out));
 }
 
 #[test]
@@ -311,4 +318,19 @@ fn python_runs_from_a_file_or_from_eval() {
     // The engine was compiled by the first of these processes; every later one loads it from the disk cache.
     let cached = cli.run(&["run", "--lang", "python", "-e", "1", "--json"]);
     assert_eq!(json(&cached)["usage"]["code_cache"], "disk");
+}
+
+#[test]
+fn fetch_reaches_a_private_host_only_with_an_operator_exception() {
+    let server = TestServer::start();
+    let cli = Cli::new();
+    let code = format!("fetch({:?}).then(r => r.text())", server.url("/hello"));
+    let host = server.host();
+    let out = cli.run(&["run", "--lang", "js", "-e", &code, "--allow-host", &host, "--allow-private", &host, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json(&out)["value"], "hello from loopback");
+    assert_eq!(json(&out)["http_requests"][0]["status"], 200);
+    let out = cli.run(&["run", "--lang", "js", "-e", &code, "--allow-host", &host]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("denied net.http") && stderr(&out).contains("loopback"), "{}", stderr(&out));
 }

@@ -1,7 +1,7 @@
 use crate::cache::CacheSource;
 use crate::output::CapturedOutput;
 use crate::termination::Termination;
-use wasmagent_kernel::{Denial, RunReport, SCHEMA, ToolCall, Usage};
+use wasmagent_kernel::{Denial, HttpExchange, RunReport, SCHEMA, ToolCall, Usage};
 use wasmagent_manifest::EffectiveManifest;
 
 /// Everything a wasmtime kernel gathered about one run, to be turned into the [`RunReport`].
@@ -20,6 +20,8 @@ pub struct ReportParts<'a> {
     pub denials: Vec<Denial>,
     /// Host tool calls.
     pub tool_calls: Vec<ToolCall>,
+    /// HTTP requests through the egress path.
+    pub http_requests: Vec<HttpExchange>,
     /// Wall-clock time of instantiation and execution.
     pub wall_ms: f64,
     /// Fuel consumed.
@@ -52,6 +54,7 @@ impl ReportParts<'_> {
             error: self.termination.error,
             denials,
             tool_calls: self.tool_calls,
+            http_requests: self.http_requests,
             usage: Usage {
                 wall_ms: (self.wall_ms * 1000.0).round() / 1000.0,
                 fuel_consumed: self.fuel_consumed,

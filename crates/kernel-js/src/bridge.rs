@@ -2,10 +2,12 @@
 //!
 //! Every pointer and length comes from the guest and is checked against its memory before use; a bad one gets an
 //! error, never a panic. Tool calls are checked against the grants, the size caps and `max_host_calls` on the host,
-//! whatever the guest-side `tools` object looks like ([`wasmagent_tools::ToolSession`]). Responses use a two-step protocol (`tool_call` returns the
-//! length, `tool_response` copies the bytes), so the host never calls back into the guest from an import.
+//! whatever the guest-side `tools` object looks like ([`wasmagent_tools::ToolSession`]); `fetch` requests go to the
+//! run's [`EgressSession`]. Responses use a two-step protocol (`tool_call` or `http_request` returns the length,
+//! `tool_response` copies the bytes), so the host never calls back into the guest from an import.
 
 use std::sync::Arc;
+use wasmagent_egress::{EgressRecords, EgressSession, HttpRequest, HttpResponse};
 use wasmagent_kernel_wasi::host::ModuleState;
 use wasmagent_manifest::EffectiveManifest;
 use wasmagent_tools::{MAX_TOOL_ARGS_BYTES, MAX_TOOL_NAME_BYTES, ToolRecords, ToolRegistry, ToolSession};
@@ -14,15 +16,17 @@ use wasmtime::{Caller, Extern, Linker};
 /// Per-run state of the bridge.
 pub(crate) struct Bridge {
     tools: ToolSession,
+    egress: EgressSession,
     result_cap: usize,
     pending: Option<Vec<u8>>,
     result: Option<Result<Vec<u8>, usize>>,
 }
 
 impl Bridge {
-    pub(crate) fn new(tools: Arc<ToolRegistry>, manifest: &EffectiveManifest) -> Self {
+    pub(crate) fn new(tools: Arc<ToolRegistry>, manifest: &EffectiveManifest, egress: EgressSession) -> Self {
         Bridge {
             tools: ToolSession::new(tools, manifest),
+            egress,
             result_cap: usize::try_from(manifest.max_output_bytes()).unwrap_or(usize::MAX),
             pending: None,
             result: None,
@@ -34,9 +38,9 @@ impl Bridge {
         self.result.as_ref().map(|r| r.as_ref().map(Vec::as_slice).map_err(|len| *len))
     }
 
-    /// Tool calls, host-call count and denials, for the report.
-    pub(crate) fn into_records(self) -> ToolRecords {
-        self.tools.into_records()
+    /// Tool calls, host-call count and denials, and HTTP requests, for the report.
+    pub(crate) fn into_records(self) -> (ToolRecords, EgressRecords) {
+        (self.tools.into_records(), self.egress.take_records())
     }
 }
 
@@ -59,6 +63,39 @@ fn read_guest<T>(caller: &mut Caller<'_, T>, ptr: i32, len: i32, cap: usize, wha
         .ok_or_else(|| format!("the {what} lies outside guest memory"))
 }
 
+/// Largest `fetch` request description (method, URL, headers as JSON) accepted from the guest.
+const MAX_HTTP_META_BYTES: usize = 1024 * 1024;
+
+/// The request description the guest's `fetch` sends.
+#[derive(serde::Deserialize)]
+struct FetchMeta {
+    method: String,
+    url: String,
+    headers: Vec<(String, String)>,
+}
+
+/// Sends the guest's request; the response is a `u32` LE length, the metadata JSON, then the body.
+fn fetch(
+    egress: &EgressSession,
+    meta: Result<Vec<u8>, String>,
+    body: Result<Vec<u8>, String>,
+) -> Result<Vec<u8>, String> {
+    let meta: FetchMeta = serde_json::from_slice(&meta?).map_err(|e| format!("malformed fetch request: {e}"))?;
+    let request = HttpRequest { method: meta.method, url: meta.url, headers: meta.headers, body: body? };
+    let HttpResponse { status, url, redirected, headers, body } =
+        egress.fetch_blocking(request).map_err(|e| e.message)?;
+    let meta = serde_json::json!({ "status": status, "url": url, "redirected": redirected, "headers": headers });
+    let meta = meta.to_string().into_bytes();
+    let mut out = Vec::with_capacity(4 + meta.len() + body.len());
+    out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    out.extend_from_slice(&meta);
+    out.extend_from_slice(&body);
+    if out.len() > i32::MAX as usize {
+        return Err("the response is too large to hand to the guest".into());
+    }
+    Ok(out)
+}
+
 /// Adds the `wasmagent` imports.
 pub(crate) fn add_to_linker(linker: &mut Linker<ModuleState<Bridge>>) -> wasmtime::Result<()> {
     linker.func_wrap("wasmagent", "result", |mut caller: Caller<'_, ModuleState<Bridge>>, ptr: i32, len: i32| {
@@ -75,6 +112,23 @@ pub(crate) fn add_to_linker(linker: &mut Linker<ModuleState<Bridge>>) -> wasmtim
             let args = read_guest(&mut caller, args_ptr, args_len, MAX_TOOL_ARGS_BYTES, "tool arguments");
             let (response, is_error) = match caller.data_mut().ext.tools.call(name, args) {
                 Ok(result) => (result, false),
+                Err(message) => (message.into_bytes(), true),
+            };
+            let len = response.len() as i32;
+            caller.data_mut().ext.pending = Some(response);
+            if is_error { -len } else { len }
+        },
+    )?;
+    linker.func_wrap(
+        "wasmagent",
+        "http_request",
+        |mut caller: Caller<'_, ModuleState<Bridge>>, meta_ptr: i32, meta_len: i32, body_ptr: i32, body_len: i32| {
+            let meta = read_guest(&mut caller, meta_ptr, meta_len, MAX_HTTP_META_BYTES, "fetch request");
+            // The body already lies in guest memory, which the memory limit bounds; the egress session refuses
+            // bodies over max_http_request_bytes with a denial.
+            let body = read_guest(&mut caller, body_ptr, body_len, usize::MAX, "fetch body");
+            let (response, is_error) = match fetch(&caller.data().ext.egress, meta, body) {
+                Ok(response) => (response, false),
                 Err(message) => (message.into_bytes(), true),
             };
             let len = response.len() as i32;

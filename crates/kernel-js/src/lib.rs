@@ -14,6 +14,7 @@ mod bridge;
 
 use bridge::Bridge;
 use std::sync::{Arc, OnceLock};
+use wasmagent_egress::Egress;
 use wasmagent_engine::{CacheSource, Metering, SandboxEngine, Termination};
 use wasmagent_kernel::{Code, ErrorKind, Kernel, KernelError, Language, Outcome, RunReport, RunRequest};
 use wasmagent_kernel_wasi::host::{EmptyRoot, GuestIo, ModuleState, Verdict, module_linker, run_module};
@@ -39,6 +40,7 @@ type EnginePre = InstancePre<ModuleState<Bridge>>;
 pub struct JsKernel {
     engine: SandboxEngine,
     tools: Arc<ToolRegistry>,
+    egress: Arc<Egress>,
     empty_root: EmptyRoot,
     /// Per [`Metering`] (fuel-metered and unmetered code come from separate engines), prepared on first use.
     prepared: [OnceLock<Result<(EnginePre, CacheSource), String>>; 2],
@@ -46,11 +48,13 @@ pub struct JsKernel {
 }
 
 impl JsKernel {
-    /// A kernel on `engine` offering `tools` (each visible only where the manifest grants it).
-    pub fn new(engine: SandboxEngine, tools: Arc<ToolRegistry>) -> Result<Self, KernelError> {
+    /// A kernel on `engine` offering `tools` (each visible only where the manifest grants it) and `fetch` through
+    /// `egress`.
+    pub fn new(engine: SandboxEngine, tools: Arc<ToolRegistry>, egress: Arc<Egress>) -> Result<Self, KernelError> {
         Ok(JsKernel {
             engine,
             tools,
+            egress,
             empty_root: EmptyRoot::new()?,
             prepared: [OnceLock::new(), OnceLock::new()],
             on_compile: None,
@@ -95,7 +99,7 @@ impl Kernel for JsKernel {
     }
 
     fn check(&self, manifest: &EffectiveManifest) -> Result<(), KernelError> {
-        script::check_manifest(KERNEL_NAME, manifest, "fetch")
+        script::check_manifest(KERNEL_NAME, manifest)
     }
 
     fn run(&self, manifest: &EffectiveManifest, request: &RunRequest) -> Result<RunReport, KernelError> {
@@ -113,7 +117,8 @@ impl Kernel for JsKernel {
             "memory_limit": manifest.memory_limit_bytes().saturating_sub(ENGINE_RESERVE_BYTES).max(1 << 20),
         })
         .to_string();
-        let bridge = Bridge::new(self.tools.clone(), manifest);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(manifest.cpu_ms());
+        let bridge = Bridge::new(self.tools.clone(), manifest, self.egress.session(manifest, deadline));
         let io = GuestIo { name: &request.name, args: &request.args, stdin: &request.stdin };
         let run = run_module(&self.engine, &self.empty_root, pre, manifest, io, bridge, |store, instance| {
             let alloc = instance.get_typed_func::<u32, u32>(&mut *store, "wasmagent_alloc")?;
@@ -131,7 +136,8 @@ impl Kernel for JsKernel {
                 Outcome::Ok => outcome_of(bridge.result(), manifest),
                 _ => (script::explain_stack_overflow(termination, STACK_OVERFLOW), serde_json::Value::Null),
             };
-            Verdict { termination, value, tools: bridge.into_records() }
+            let (tools, egress) = bridge.into_records();
+            Verdict { termination, value, tools, egress }
         }))
     }
 }

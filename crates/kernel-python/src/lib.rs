@@ -2,8 +2,9 @@
 //! (`guests/python`, committed pre-initialised as `guests/dist/python.wasm`), one fresh instance per run.
 //!
 //! It owns the Python run semantics (the value of a final expression statement as JSON, exceptions with their
-//! traceback, `sys.exit` as an exit status, `from wasmagent import tools`) and the host side of the engine's one
-//! import, `wasmagent:python/host` ([`bridge`]), whose calls go through the shared [`ToolSession`] rules. Files,
+//! traceback, `sys.exit` as an exit status, `from wasmagent import tools, http`, `urllib.request`) and the host side of
+//! the engine's import, `wasmagent:python/host` ([`bridge`]), whose tool calls go through the shared [`ToolSession`]
+//! rules and whose HTTP requests go through the egress path ([`wasmagent_egress`]). Files,
 //! environment, output capture, time, fuel and memory are the wasi kernel's: the component runs through
 //! [`wasmagent_kernel_wasi::component_host`], so a script is held to the manifest exactly as a WebAssembly
 //! component is.
@@ -16,6 +17,7 @@ mod bridge;
 
 use bridge::Bridge;
 use std::sync::{Arc, OnceLock};
+use wasmagent_egress::Egress;
 use wasmagent_engine::{CacheSource, CompiledCode, Metering, SandboxEngine, Termination};
 use wasmagent_kernel::{Code, ErrorKind, Kernel, KernelError, Language, Outcome, RunReport, RunRequest};
 use wasmagent_kernel_wasi::component_host::{ComponentState, component_linker, run_component};
@@ -38,6 +40,7 @@ type EnginePre = InstancePre<ComponentState<Bridge>>;
 pub struct PythonKernel {
     engine: SandboxEngine,
     tools: Arc<ToolRegistry>,
+    egress: Arc<Egress>,
     empty_root: EmptyRoot,
     /// Per [`Metering`] (fuel-metered and unmetered code come from separate engines), prepared on first use.
     prepared: [OnceLock<Result<(EnginePre, CacheSource), String>>; 2],
@@ -45,11 +48,13 @@ pub struct PythonKernel {
 }
 
 impl PythonKernel {
-    /// A kernel on `engine` offering `tools` (each callable only where the manifest grants it).
-    pub fn new(engine: SandboxEngine, tools: Arc<ToolRegistry>) -> Result<Self, KernelError> {
+    /// A kernel on `engine` offering `tools` (each callable only where the manifest grants it) and HTTP through
+    /// `egress`.
+    pub fn new(engine: SandboxEngine, tools: Arc<ToolRegistry>, egress: Arc<Egress>) -> Result<Self, KernelError> {
         Ok(PythonKernel {
             engine,
             tools,
+            egress,
             empty_root: EmptyRoot::new()?,
             prepared: [OnceLock::new(), OnceLock::new()],
             on_compile: None,
@@ -91,7 +96,7 @@ impl Kernel for PythonKernel {
     }
 
     fn check(&self, manifest: &EffectiveManifest) -> Result<(), KernelError> {
-        script::check_manifest(KERNEL_NAME, manifest, "urllib, sockets")
+        script::check_manifest(KERNEL_NAME, manifest)
     }
 
     fn run(&self, manifest: &EffectiveManifest, request: &RunRequest) -> Result<RunReport, KernelError> {
@@ -108,10 +113,11 @@ impl Kernel for PythonKernel {
             "env": manifest.env(),
         })
         .to_string();
-        let bridge = Bridge::new(self.tools.clone(), manifest);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(manifest.cpu_ms());
+        let bridge = Bridge::new(self.tools.clone(), manifest, self.egress.session(manifest, deadline));
         let io = GuestIo { name: &request.name, args: &request.args, stdin: &request.stdin };
         let mut answer = None;
-        let run = run_component(&self.engine, &self.empty_root, manifest, io, bridge, |store| {
+        let run = run_component(&self.engine, &self.empty_root, manifest, io, None, bridge, |store| {
             let instance = pre.instantiate(&mut *store)?;
             let entry = instance.get_typed_func::<(&str,), (String,)>(&mut *store, "run")?;
             answer = Some(entry.call(&mut *store, (input.as_str(),))?.0);
@@ -122,7 +128,8 @@ impl Kernel for PythonKernel {
                 Outcome::Ok => outcome_of(answer.as_deref(), manifest),
                 _ => (script::explain_stack_overflow(termination, STACK_OVERFLOW), serde_json::Value::Null),
             };
-            Verdict { termination, value, tools: bridge.into_records() }
+            let (tools, egress) = bridge.into_records();
+            Verdict { termination, value, tools, egress }
         }))
     }
 }

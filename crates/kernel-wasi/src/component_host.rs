@@ -5,12 +5,15 @@
 use crate::fs_audit::FsAudit;
 use crate::fs_audit_p2::{self, AuditedFilesystem};
 use crate::host::{EmptyRoot, GuestIo, ModuleRun, WasiEnvironment};
+use crate::http_hooks::EgressHooks;
+use wasmagent_egress::EgressSession;
 use wasmagent_engine::{GuestLimiter, Metering, SandboxEngine};
 use wasmagent_kernel::KernelError;
 use wasmagent_manifest::EffectiveManifest;
 use wasmtime::Store;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Store state of a component run: WASI, the memory limiter, the filesystem audit, and the kernel's own state `E`.
 pub struct ComponentState<E> {
@@ -18,6 +21,8 @@ pub struct ComponentState<E> {
     table: ResourceTable,
     limiter: GuestLimiter,
     audit: FsAudit,
+    http: WasiHttpCtx,
+    hooks: EgressHooks,
     /// The embedding kernel's per-run state (its host functions reach it through the store).
     pub ext: E,
 }
@@ -34,22 +39,31 @@ impl<E: Send> WasiView for ComponentState<E> {
     }
 }
 
-/// A component linker with WASI preview2 whose filesystem path functions report refusals. Kernels add their own
-/// imports to it.
+impl<E: Send> WasiHttpView for ComponentState<E> {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+/// A component linker with WASI preview2 (filesystem path functions report refusals) and `wasi:http` (through the
+/// run's egress session). Kernels add their own imports to it.
 pub fn component_linker<E: Send + 'static>(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<ComponentState<E>>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
     fs_audit_p2::add_audit_wrappers(&mut linker)?;
     Ok(linker)
 }
 
 /// Creates a fresh store held to `manifest` (on the engine its metering needs) and calls `entry` once, which
-/// instantiates the component and calls into it.
+/// instantiates the component and calls into it. `wasi:http` requests go to `egress`; with none, they are refused.
+#[allow(clippy::too_many_arguments, reason = "each argument is one distinct input of a run")]
 pub fn run_component<E: Send + 'static>(
     engine: &SandboxEngine,
     root: &EmptyRoot,
     manifest: &EffectiveManifest,
     io: GuestIo<'_>,
+    egress: Option<EgressSession>,
     ext: E,
     entry: impl FnOnce(&mut Store<ComponentState<E>>) -> wasmtime::Result<()>,
 ) -> Result<ModuleRun<E>, KernelError> {
@@ -59,6 +73,8 @@ pub fn run_component<E: Send + 'static>(
         table: ResourceTable::new(),
         limiter: engine.limiter(manifest),
         audit: FsAudit::new(std::mem::take(&mut env.preopens)),
+        http: WasiHttpCtx::new(),
+        hooks: EgressHooks { session: egress },
         ext,
     };
     let active = engine.start_run();

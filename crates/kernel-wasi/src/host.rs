@@ -5,6 +5,7 @@
 use crate::fs_audit::{self, DirInfo, FsAudit, HasFsAudit};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
+use wasmagent_egress::EgressRecords;
 use wasmagent_engine::{
     CacheSource, CappedOutput, CapturedOutput, GuestLimiter, ReportParts, SandboxEngine, Termination,
 };
@@ -98,6 +99,8 @@ pub struct Verdict {
     pub value: serde_json::Value,
     /// The run's host tool calls.
     pub tools: ToolRecords,
+    /// The run's HTTP requests.
+    pub egress: EgressRecords,
 }
 
 impl<E> ModuleRun<E> {
@@ -111,9 +114,10 @@ impl<E> ModuleRun<E> {
         code_digest: String,
         verdict: impl FnOnce(Termination, E) -> Verdict,
     ) -> RunReport {
-        let Verdict { termination, value, tools } = verdict(self.termination, self.ext);
+        let Verdict { termination, value, tools, egress } = verdict(self.termination, self.ext);
         let mut denials = self.denials;
         denials.extend(tools.denials);
+        denials.extend(egress.denials);
         ReportParts {
             kernel,
             termination,
@@ -122,6 +126,7 @@ impl<E> ModuleRun<E> {
             stderr: self.stderr,
             denials,
             tool_calls: tools.calls,
+            http_requests: egress.exchanges,
             wall_ms: self.wall_ms,
             fuel_consumed: self.fuel_consumed,
             memory_peak_bytes: self.memory_peak_bytes,

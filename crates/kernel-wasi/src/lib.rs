@@ -3,11 +3,12 @@
 //!
 //! It owns the translation of a manifest into a WASI context: preopens from the mounts (read-only or read-write,
 //! enforced by wasmtime-wasi and cap-std), the environment from `env` only, arguments and stdin from the request,
-//! stdout and stderr captured up to `max_output_bytes`, and no sockets. Time, fuel and memory limits come from
+//! stdout and stderr captured up to `max_output_bytes`, and no sockets. Components may import `wasi:http`, whose
+//! requests go through the egress path ([`wasmagent_egress`]: `allowed_hosts`, the address floor, the HTTP caps);
+//! modules get no network. Time, fuel and memory limits come from
 //! [`wasmagent_engine`]. `proc_exit(n)` becomes outcome `exit` with `exit_code` n; it never exits the host.
 //!
-//! It must not decide policy: it applies an effective manifest and refuses, at [`Kernel::check`], the fields it
-//! cannot enforce (`allowed_hosts`: this kernel gives guests no network).
+//! It must not decide policy: it applies an effective manifest.
 //!
 //! Guests see an empty read-only directory at `/` unless a mount is placed there, so that an access outside every
 //! mount reaches the host and is reported in `denials` instead of failing silently inside the guest's libc.
@@ -16,12 +17,14 @@ pub mod component_host;
 mod fs_audit;
 mod fs_audit_p2;
 pub mod host;
+mod http_hooks;
 pub mod instrument;
 mod prepared;
 mod runner;
 pub mod script;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use wasmagent_egress::Egress;
 use wasmagent_engine::{Metering, SandboxEngine};
 use wasmagent_kernel::{Code, Kernel, KernelError, RunReport, RunRequest};
 use wasmagent_manifest::EffectiveManifest;
@@ -37,12 +40,13 @@ pub struct WasiKernel {
     component_linkers: [wasmtime::component::Linker<component_host::ComponentState<()>>; 2],
     prepared: Mutex<prepared::PreparedCache>,
     empty_root: host::EmptyRoot,
+    egress: Arc<Egress>,
     on_compile: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl WasiKernel {
-    /// A kernel on `engine`.
-    pub fn new(engine: SandboxEngine) -> Result<Self, KernelError> {
+    /// A kernel on `engine`; components' `wasi:http` requests go through `egress`.
+    pub fn new(engine: SandboxEngine, egress: Arc<Egress>) -> Result<Self, KernelError> {
         let setup = |e: wasmtime::Error| KernelError::Unavailable(format!("cannot set up WASI: {e:#}"));
         let module_linkers = [
             host::module_linker(engine.engine(Metering::Fuel)).map_err(setup)?,
@@ -59,6 +63,7 @@ impl WasiKernel {
             component_linkers,
             prepared: Mutex::new(prepared::PreparedCache::new(64)),
             empty_root,
+            egress,
             on_compile: None,
         })
     }
@@ -76,16 +81,7 @@ impl Kernel for WasiKernel {
         KERNEL_NAME
     }
 
-    fn check(&self, manifest: &EffectiveManifest) -> Result<(), KernelError> {
-        if !manifest.allowed_hosts().is_empty() {
-            return Err(KernelError::Unsupported {
-                kernel: KERNEL_NAME,
-                field: "allowed_hosts",
-                reason: "WebAssembly modules and components run without network access in this kernel; remove \
-                         allowed_hosts, or run code that needs the network in a script kernel"
-                    .into(),
-            });
-        }
+    fn check(&self, _manifest: &EffectiveManifest) -> Result<(), KernelError> {
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! One run of the wasi kernel: a module's `_start` through [`crate::host::run_module`], or a component's
-//! `wasi:cli/run` through [`crate::component_host::run_component`], turned into a [`RunReport`].
+//! `wasi:cli/run` through [`crate::component_host::run_component`] (with `wasi:http` through the egress path),
+//! turned into a [`RunReport`]. Modules get no network.
 
 use crate::WasiKernel;
 use crate::component_host::run_component;
@@ -18,6 +19,8 @@ pub(crate) fn run(
     code_digest: String,
 ) -> Result<RunReport, KernelError> {
     let io = GuestIo { name: &request.name, args: &request.args, stdin: &request.stdin };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(manifest.cpu_ms());
+    let mut egress = None;
     let run = match prepared {
         Prepared::Module(pre) => {
             run_module(&kernel.engine, &kernel.empty_root, pre, manifest, io, (), |store, instance| {
@@ -25,7 +28,9 @@ pub(crate) fn run(
             })?
         }
         Prepared::Component(pre) => {
-            run_component(&kernel.engine, &kernel.empty_root, manifest, io, (), |store| {
+            let session = kernel.egress.session(manifest, deadline);
+            egress = Some(session.clone());
+            run_component(&kernel.engine, &kernel.empty_root, manifest, io, Some(session), (), |store| {
                 pre.instantiate(&mut *store)
                     .and_then(|command| command.wasi_cli_run().call_run(&mut *store))
                     // `run` returning `err` is the component's way of exiting with a failure status.
@@ -37,5 +42,6 @@ pub(crate) fn run(
         termination,
         value: serde_json::Value::Null,
         tools: Default::default(),
+        egress: egress.map(|session| session.take_records()).unwrap_or_default(),
     }))
 }

@@ -5,21 +5,13 @@ use wasmagent_engine::{SandboxEngine, Termination};
 use wasmagent_kernel::{ErrorKind, KernelError, Outcome};
 use wasmagent_manifest::EffectiveManifest;
 
-/// Refuses what no script kernel can enforce yet: `require_signature` (scripts carry no signature) and
-/// `allowed_hosts` (`network` says what the language would use for it).
-pub fn check_manifest(kernel: &'static str, manifest: &EffectiveManifest, network: &str) -> Result<(), KernelError> {
+/// Refuses what no script kernel can enforce: `require_signature` (scripts carry no signature).
+pub fn check_manifest(kernel: &'static str, manifest: &EffectiveManifest) -> Result<(), KernelError> {
     if manifest.require_signature() {
         return Err(KernelError::Unsupported {
             kernel,
             field: "require_signature",
             reason: "scripts carry no signature; with require_signature only signed WebAssembly runs".into(),
-        });
-    }
-    if !manifest.allowed_hosts().is_empty() {
-        return Err(KernelError::Unsupported {
-            kernel,
-            field: "allowed_hosts",
-            reason: format!("network access ({network}) is not available in this build; remove allowed_hosts"),
         });
     }
     Ok(())

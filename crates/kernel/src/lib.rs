@@ -10,7 +10,7 @@ mod report;
 mod request;
 
 pub use error::KernelError;
-pub use report::{Denial, ErrorInfo, ErrorKind, Outcome, RunReport, SCHEMA, ToolCall, Usage};
+pub use report::{Denial, ErrorInfo, ErrorKind, HttpExchange, Outcome, RunReport, SCHEMA, ToolCall, Usage};
 pub use request::{Code, Language, RunRequest};
 pub use wasmagent_manifest as manifest;
 

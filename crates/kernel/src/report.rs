@@ -30,6 +30,9 @@ pub struct RunReport {
     /// Every host tool call the guest made, in order.
     #[serde(default)]
     pub tool_calls: Vec<ToolCall>,
+    /// Every HTTP request the guest made through the egress path, in order (refused ones included).
+    #[serde(default)]
+    pub http_requests: Vec<HttpExchange>,
     /// Resources used.
     pub usage: Usage,
     /// The effective manifest the run was held to.
@@ -144,6 +147,31 @@ pub struct ToolCall {
     pub error: Option<String>,
 }
 
+/// One HTTP request from guest code, as the egress path handled it (redirects followed inside it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpExchange {
+    /// The request method.
+    pub method: String,
+    /// The URL the guest asked for.
+    pub url: String,
+    /// `ok` (a response arrived, whatever its status), `error` (the network or a cap failed it) or `denied`.
+    pub outcome: String,
+    /// The final response status, when one arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Redirects followed.
+    #[serde(default)]
+    pub redirects: u32,
+    /// Response body bytes delivered to the guest.
+    #[serde(default)]
+    pub response_bytes: u64,
+    /// How long the host spent on the request, in milliseconds.
+    pub duration_ms: f64,
+    /// The error the guest received, for `error` and `denied`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// Resources a run used.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
@@ -183,6 +211,7 @@ impl RunReport {
             error: Some(error),
             denials: Vec::new(),
             tool_calls: Vec::new(),
+            http_requests: Vec::new(),
             usage: Usage { code_cache: "none".into(), ..Usage::default() },
             manifest: serde_json::to_value(manifest).unwrap_or(serde_json::Value::Null),
             manifest_digest: manifest.digest().into(),

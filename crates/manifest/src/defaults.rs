@@ -13,6 +13,15 @@ pub const MEMORY_LIMIT_BYTES: u64 = 128 * 1024 * 1024;
 pub const MAX_OUTPUT_BYTES: u64 = 1024 * 1024;
 /// Calls from guest code into host tools and bridges per run.
 pub const MAX_HOST_CALLS: u64 = 1_000;
+/// HTTP requests per run (redirect hops each count).
+pub const MAX_HTTP_REQUESTS: u64 = 100;
+/// Largest HTTP request body a guest may send, in bytes.
+pub const MAX_HTTP_REQUEST_BYTES: u64 = 1024 * 1024;
+/// Largest HTTP response body a guest may receive, in bytes.
+pub const MAX_HTTP_RESPONSE_BYTES: u64 = 8 * 1024 * 1024;
+/// Longest one HTTP request may take (connect to last body byte), in milliseconds. The run's `cpu_ms` deadline
+/// still applies: a request never outlives the run.
+pub const HTTP_TIMEOUT_MS: u64 = 10_000;
 
 /// The smallest memory limit accepted: one WebAssembly page.
 pub const MIN_MEMORY_LIMIT_BYTES: u64 = 64 * 1024;
@@ -20,7 +29,7 @@ pub const MIN_MEMORY_LIMIT_BYTES: u64 = 64 * 1024;
 /// The most an operator allows any manifest to ask for. A manifest above a ceiling is refused with an error that
 /// names the field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ManifestCeilings {
     /// Largest `cpu_ms` accepted. Default 60 000 (one minute).
     pub cpu_ms: u64,
@@ -32,6 +41,17 @@ pub struct ManifestCeilings {
     pub max_output_bytes: u64,
     /// Largest `max_host_calls` accepted. Default 100 000.
     pub max_host_calls: u64,
+    /// Largest `max_http_requests` accepted. Default 10 000.
+    pub max_http_requests: u64,
+    /// Largest `max_http_request_bytes` accepted. Default 64 MiB.
+    pub max_http_request_bytes: u64,
+    /// Largest `max_http_response_bytes` accepted. Default 256 MiB.
+    pub max_http_response_bytes: u64,
+    /// Largest `http_timeout_ms` accepted. Default 300 000 (five minutes).
+    pub http_timeout_ms: u64,
+    /// Whether a manifest may write `allowed_hosts = ["*"]`: any public host (the egress floor still refuses
+    /// private and metadata addresses). Default false.
+    pub allow_any_public_host: bool,
 }
 
 impl Default for ManifestCeilings {
@@ -42,6 +62,11 @@ impl Default for ManifestCeilings {
             memory_limit_bytes: 1024 * 1024 * 1024,
             max_output_bytes: 16 * 1024 * 1024,
             max_host_calls: 100_000,
+            max_http_requests: 10_000,
+            max_http_request_bytes: 64 * 1024 * 1024,
+            max_http_response_bytes: 256 * 1024 * 1024,
+            http_timeout_ms: 300_000,
+            allow_any_public_host: false,
         }
     }
 }

@@ -36,6 +36,8 @@ pub enum Scheme {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum HostMatch {
+    /// Every host (still under the egress floor); only when the operator's ceilings allow it.
+    AnyPublic,
     Exact(String),
     SubdomainsOf(String),
 }
@@ -71,7 +73,9 @@ impl FromStr for HostPattern {
         let host = host.to_ascii_lowercase();
         let host = host.strip_suffix('.').unwrap_or(&host).to_owned();
         if host == "*" {
-            return Err(error("a bare `*` would allow every host; list the hosts, or use `*.domain` for subdomains"));
+            return Err(error(
+                "a bare `*` would allow every host; list the hosts, or use `*.domain` for subdomains (only an operator can allow any public host)",
+            ));
         }
         let host = if let Some(domain) = host.strip_prefix("*.") {
             validate_dns_name(domain).map_err(|r| error(&r))?;
@@ -127,6 +131,12 @@ fn validate_dns_name(name: &str) -> Result<(), String> {
 }
 
 impl HostPattern {
+    /// The pattern `*`: any public host. Manifests may use it only when the operator allows it
+    /// ([`ManifestCeilings::allow_any_public_host`](crate::ManifestCeilings::allow_any_public_host)).
+    pub fn any_public() -> Self {
+        HostPattern { scheme: None, host: HostMatch::AnyPublic, port: None }
+    }
+
     /// Whether a request to `scheme://host:port` matches this pattern. `host` must already be normalised
     /// (lower-case, no trailing dot; IPv6 in brackets).
     pub fn matches(&self, scheme: &str, host: &str, port: u16) -> bool {
@@ -142,6 +152,7 @@ impl HostPattern {
             },
         };
         let host_ok = match &self.host {
+            HostMatch::AnyPublic => true,
             HostMatch::Exact(h) => h == host,
             HostMatch::SubdomainsOf(domain) => {
                 host.strip_suffix(domain.as_str()).is_some_and(|prefix| prefix.len() > 1 && prefix.ends_with('.'))
@@ -175,6 +186,7 @@ impl fmt::Display for HostPattern {
             write!(f, "{}://", s.as_str())?;
         }
         match &self.host {
+            HostMatch::AnyPublic => f.write_str("*")?,
             HostMatch::Exact(h) => f.write_str(h)?,
             HostMatch::SubdomainsOf(d) => write!(f, "*.{d}")?,
         }

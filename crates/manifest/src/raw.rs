@@ -43,6 +43,19 @@ pub struct CapabilityManifest {
     /// Calls from guest code into host tools and bridges per run.
     #[serde(default, alias = "maxHostCalls", skip_serializing_if = "Option::is_none")]
     pub max_host_calls: Option<u64>,
+    /// HTTP requests per run, each redirect hop counted (default
+    /// [`defaults::MAX_HTTP_REQUESTS`](crate::defaults::MAX_HTTP_REQUESTS)).
+    #[serde(default, alias = "maxHttpRequests", skip_serializing_if = "Option::is_none")]
+    pub max_http_requests: Option<u64>,
+    /// Largest HTTP request body, in bytes or a size string (default 1 MiB).
+    #[serde(default, alias = "maxHttpRequestBytes", skip_serializing_if = "Option::is_none")]
+    pub max_http_request_bytes: Option<ByteSize>,
+    /// Largest HTTP response body, in bytes or a size string (default 8 MiB).
+    #[serde(default, alias = "maxHttpResponseBytes", skip_serializing_if = "Option::is_none")]
+    pub max_http_response_bytes: Option<ByteSize>,
+    /// Longest one HTTP request may take, in milliseconds (default 10 000; never longer than the run's deadline).
+    #[serde(default, alias = "httpTimeoutMs", skip_serializing_if = "Option::is_none")]
+    pub http_timeout_ms: Option<u64>,
     /// Named grants such as `tool:web_search`. Empty by default.
     #[serde(default, alias = "extraCapabilities")]
     pub extra_capabilities: Vec<String>,
@@ -121,6 +134,10 @@ impl CapabilityManifest {
         self.memory_limit_bytes = other.memory_limit_bytes.or(self.memory_limit_bytes);
         self.max_output_bytes = other.max_output_bytes.or(self.max_output_bytes);
         self.max_host_calls = other.max_host_calls.or(self.max_host_calls);
+        self.max_http_requests = other.max_http_requests.or(self.max_http_requests);
+        self.max_http_request_bytes = other.max_http_request_bytes.or(self.max_http_request_bytes);
+        self.max_http_response_bytes = other.max_http_response_bytes.or(self.max_http_response_bytes);
+        self.http_timeout_ms = other.http_timeout_ms.or(self.http_timeout_ms);
     }
 }
 

@@ -33,6 +33,10 @@ struct Echo {
     memory_limit_bytes: u64,
     max_output_bytes: u64,
     max_host_calls: u64,
+    max_http_requests: u64,
+    max_http_request_bytes: u64,
+    max_http_response_bytes: u64,
+    http_timeout_ms: u64,
     extra_capabilities: Vec<String>,
     trusted_keys: Vec<String>,
     require_signature: bool,
@@ -66,6 +70,29 @@ impl CapabilityManifest {
         )?;
         let max_host_calls =
             limit("max_host_calls", self.max_host_calls, defaults::MAX_HOST_CALLS, 0, ceilings.max_host_calls)?;
+        let max_http_requests = limit(
+            "max_http_requests",
+            self.max_http_requests,
+            defaults::MAX_HTTP_REQUESTS,
+            0,
+            ceilings.max_http_requests,
+        )?;
+        let max_http_request_bytes = limit(
+            "max_http_request_bytes",
+            self.max_http_request_bytes.map(|b| b.0),
+            defaults::MAX_HTTP_REQUEST_BYTES,
+            0,
+            ceilings.max_http_request_bytes,
+        )?;
+        let max_http_response_bytes = limit(
+            "max_http_response_bytes",
+            self.max_http_response_bytes.map(|b| b.0),
+            defaults::MAX_HTTP_RESPONSE_BYTES,
+            0,
+            ceilings.max_http_response_bytes,
+        )?;
+        let http_timeout_ms =
+            limit("http_timeout_ms", self.http_timeout_ms, defaults::HTTP_TIMEOUT_MS, 1, ceilings.http_timeout_ms)?;
 
         for (key, value) in &self.env {
             if key.is_empty() || key.contains(['=', '\0']) {
@@ -81,7 +108,12 @@ impl CapabilityManifest {
 
         let mut hosts: Vec<HostPattern> = Vec::new();
         for (i, text) in self.allowed_hosts.iter().enumerate() {
-            let pattern: HostPattern = text.parse().map_err(|e: crate::HostPatternError| {
+            let pattern = if text == "*" && ceilings.allow_any_public_host {
+                Ok(HostPattern::any_public())
+            } else {
+                text.parse()
+            };
+            let pattern: HostPattern = pattern.map_err(|e: crate::HostPatternError| {
                 ManifestError::invalid(format!("allowed_hosts[{i}]"), e.to_string())
             })?;
             if !hosts.contains(&pattern) {
@@ -142,6 +174,10 @@ impl CapabilityManifest {
             memory_limit_bytes,
             max_output_bytes,
             max_host_calls,
+            max_http_requests,
+            max_http_request_bytes,
+            max_http_response_bytes,
+            http_timeout_ms,
             extra_capabilities,
             trusted_keys,
             require_signature,
@@ -241,6 +277,22 @@ impl EffectiveManifest {
     pub fn max_host_calls(&self) -> u64 {
         self.echo.max_host_calls
     }
+    /// HTTP requests allowed per run (each redirect hop counts).
+    pub fn max_http_requests(&self) -> u64 {
+        self.echo.max_http_requests
+    }
+    /// Largest HTTP request body, in bytes.
+    pub fn max_http_request_bytes(&self) -> u64 {
+        self.echo.max_http_request_bytes
+    }
+    /// Largest HTTP response body, in bytes.
+    pub fn max_http_response_bytes(&self) -> u64 {
+        self.echo.max_http_response_bytes
+    }
+    /// Longest one HTTP request may take, in milliseconds.
+    pub fn http_timeout_ms(&self) -> u64 {
+        self.echo.http_timeout_ms
+    }
     /// Named grants, sorted, without duplicates.
     pub fn extra_capabilities(&self) -> &[String] {
         &self.echo.extra_capabilities
@@ -277,6 +329,9 @@ mod tests {
         assert_eq!(m.max_output_bytes(), defaults::MAX_OUTPUT_BYTES);
         assert_eq!(m.max_host_calls(), defaults::MAX_HOST_CALLS);
         assert_eq!(m.fuel(), None);
+        assert_eq!(m.max_http_requests(), defaults::MAX_HTTP_REQUESTS);
+        assert_eq!(m.max_http_response_bytes(), defaults::MAX_HTTP_RESPONSE_BYTES);
+        assert_eq!(m.http_timeout_ms(), defaults::HTTP_TIMEOUT_MS);
     }
 
     #[test]
@@ -286,6 +341,9 @@ mod tests {
         assert!(err.to_string().contains("ceiling"), "{err}");
         let err = resolve("memory_limit_bytes = \"64GiB\"").unwrap_err();
         assert_eq!(err.field(), Some("memory_limit_bytes"));
+        let err = resolve("max_http_response_bytes = \"1GiB\"").unwrap_err();
+        assert_eq!(err.field(), Some("max_http_response_bytes"));
+        assert_eq!(resolve("http_timeout_ms = 0").unwrap_err().field(), Some("http_timeout_ms"));
     }
 
     #[test]
@@ -298,6 +356,12 @@ mod tests {
     #[test]
     fn bad_hosts_env_and_grants_name_their_field() {
         assert_eq!(resolve("allowed_hosts = [\"ok.com\", \"*\"]").unwrap_err().field(), Some("allowed_hosts[1]"));
+        let open = ManifestCeilings { allow_any_public_host: true, ..ManifestCeilings::default() };
+        let m = CapabilityManifest::from_toml_str("allowed_hosts = [\"*\"]")
+            .unwrap()
+            .resolve(Path::new("/"), &open)
+            .unwrap();
+        assert!(m.allowed_hosts()[0].matches("https", "anything.example", 443));
         assert_eq!(resolve("env = { \"A=B\" = \"x\" }").unwrap_err().field(), Some("env.A=B"));
         assert_eq!(
             resolve("extra_capabilities = [\"web_search\"]").unwrap_err().field(),

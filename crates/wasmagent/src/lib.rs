@@ -25,6 +25,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use wasmagent_egress::Egress;
 use wasmagent_engine::{EngineOptions, SandboxEngine};
 use wasmagent_kernel_js::JsKernel;
 use wasmagent_kernel_python::PythonKernel;
@@ -32,6 +33,7 @@ use wasmagent_kernel_wasi::WasiKernel;
 use wasmagent_signing::keys::PublicKey;
 use wasmagent_signing::record::AuditLog;
 
+pub use wasmagent_egress::{self as egress, EgressConfig, Resolve, StaticResolver};
 pub use wasmagent_kernel::{
     Code, Denial, ErrorInfo, ErrorKind, Kernel, KernelError, Language, Outcome, RunReport, RunRequest, SCHEMA, Usage,
 };
@@ -69,6 +71,8 @@ pub struct SandboxBuilder {
     on_compile: Option<Arc<dyn Fn() + Send + Sync>>,
     audit_log: Option<AuditLog>,
     tools: ToolRegistry,
+    egress: EgressConfig,
+    resolver: Option<Arc<dyn Resolve>>,
 }
 
 impl SandboxBuilder {
@@ -102,6 +106,19 @@ impl SandboxBuilder {
         self
     }
 
+    /// The operator's egress configuration: private hosts guests may reach (still only those their manifest's
+    /// `allowed_hosts` lists) and secrets bound to hosts. Default: none.
+    pub fn egress(mut self, config: EgressConfig) -> Self {
+        self.egress = config;
+        self
+    }
+
+    /// Resolves host names for egress with `resolver` instead of the system resolver.
+    pub fn egress_resolver(mut self, resolver: Arc<dyn Resolve>) -> Self {
+        self.resolver = Some(resolver);
+        self
+    }
+
     /// Appends a signed record of every run to `log`.
     pub fn audit_log(mut self, log: AuditLog) -> Self {
         self.audit_log = Some(log);
@@ -112,10 +129,13 @@ impl SandboxBuilder {
     pub fn build(self) -> Result<Sandbox, Error> {
         let ceilings = self.options.ceilings.clone();
         let engine = SandboxEngine::new(self.options)?;
-        let mut wasi = WasiKernel::new(engine.clone())?;
         let tools = Arc::new(self.tools);
-        let mut js = JsKernel::new(engine.clone(), tools.clone())?;
-        let mut python = PythonKernel::new(engine, tools)?;
+        let resolver = self.resolver.unwrap_or_else(|| Arc::new(wasmagent_egress::SystemResolver));
+        let egress = Egress::with_resolver(self.egress, resolver)
+            .map_err(|e| KernelError::Unavailable(format!("cannot start the network runtime: {e}")))?;
+        let mut wasi = WasiKernel::new(engine.clone(), egress.clone())?;
+        let mut js = JsKernel::new(engine.clone(), tools.clone(), egress.clone())?;
+        let mut python = PythonKernel::new(engine, tools, egress)?;
         if let Some(notify) = self.on_compile {
             let (for_js, for_python) = (notify.clone(), notify.clone());
             wasi = wasi.on_compile(move || notify());

@@ -194,18 +194,6 @@ fn malformed_code_is_refused_before_anything_runs() {
     }
 }
 
-/// Refuses: wasi.allowed_hosts
-#[test]
-fn allowed_hosts_is_refused_because_this_kernel_cannot_give_network_access() {
-    let sandbox = sandbox();
-    let m = manifest(&sandbox, "allowed_hosts = [\"example.com\"]");
-    let result = sandbox.run(&m, &RunRequest::wasm("probe.wasm", wasmagent_test_guests::read(PROBE_MODULE)));
-    match result {
-        Err(Error::Kernel(KernelError::Unsupported { field, .. })) => assert_eq!(field, "allowed_hosts"),
-        other => panic!("expected a configuration-time refusal, got {other:?}"),
-    }
-}
-
 #[test]
 fn compiled_code_is_reused_from_memory_and_from_the_disk_cache() {
     let cache = tempfile::tempdir().unwrap();

@@ -6,12 +6,15 @@
 //!
 //! Everything the script can reach is installed here: `console` (WASI stdout/stderr), `env` (the WASI
 //! environment, which the host builds from the manifest and nothing else), `fs` (WASI files, so the host's mounts
-//! and denial reports apply unchanged) and `tools` (only the granted names; every call is checked again by the
-//! host). There is no `process`, `require` or module loader.
+//! and denial reports apply unchanged), `tools` (only the granted names; every call is checked again by the
+//! host) and `fetch` (with `Headers` and `Response`; every request goes through the host's egress policy). There is
+//! no `process`, `require` or module loader.
 
 use rquickjs::context::EvalOptions;
 use rquickjs::prelude::Func;
-use rquickjs::{CatchResultExt, CaughtError, Context, Ctx, Exception, Function, Object, Persistent, Runtime, Value};
+use rquickjs::{
+    ArrayBuffer, CatchResultExt, CaughtError, Context, Ctx, Exception, Function, Object, Persistent, Runtime, Value,
+};
 use serde::Deserialize;
 use std::cell::{Cell, RefCell};
 
@@ -22,8 +25,12 @@ unsafe extern "C" {
     /// Calls a host tool with JSON arguments; returns the length of the JSON response, or -1 when the host refused
     /// to answer (the reason is then the response).
     fn tool_call(name_ptr: *const u8, name_len: usize, args_ptr: *const u8, args_len: usize) -> i32;
-    /// Copies the pending tool response (exactly `len` bytes) into guest memory.
+    /// Copies the pending tool or HTTP response (exactly `len` bytes) into guest memory.
     fn tool_response(ptr: *mut u8, len: usize) -> i32;
+    /// Sends an HTTP request (`meta`: JSON {method, url, headers}; `body`: raw bytes) through the host's egress
+    /// path; returns the length of the response (`u32` LE meta length, meta JSON, body), or minus the length of
+    /// the error message.
+    fn http_request(meta_ptr: *const u8, meta_len: usize, body_ptr: *const u8, body_len: usize) -> i32;
 }
 
 #[link(wasm_import_module = "wasi_snapshot_preview1")]
@@ -80,6 +87,63 @@ const GLUE: &str = r#"
     exists: (path) => n.fsExists(String_(path)),
   }));
   define(Math, 'random', { value: n.random, writable: false, enumerable: false, configurable: false });
+  const Promise_ = Promise, TypeError_ = TypeError, ArrayBuffer_ = ArrayBuffer, isView = ArrayBuffer.isView;
+  const iterator = Symbol.iterator, isArray = Array.isArray, entriesOf = Object.entries;
+  class Headers {
+    constructor(init) {
+      define(this, 'list', { value: [], writable: true, enumerable: false });
+      if (init === undefined || init === null) return;
+      const source = init instanceof Headers ? init.list : isArray(init) ? init : entriesOf(init);
+      for (const pair of source) this.append(pair[0], pair[1]);
+    }
+    append(name, value) { this.list.push([String_(name).toLowerCase(), String_(value)]); }
+    set(name, value) { this.delete(name); this.append(name, value); }
+    delete(name) { const key = String_(name).toLowerCase(); this.list = this.list.filter((e) => e[0] !== key); }
+    get(name) {
+      const key = String_(name).toLowerCase();
+      const values = this.list.filter((e) => e[0] === key).map((e) => e[1]);
+      return values.length ? values.join(', ') : null;
+    }
+    has(name) { return this.get(name) !== null; }
+    forEach(callback, self) { for (const [k, v] of this.list) callback.call(self, v, k, this); }
+    entries() { return this.list.map((e) => [e[0], e[1]])[iterator](); }
+    keys() { return this.list.map((e) => e[0])[iterator](); }
+    values() { return this.list.map((e) => e[1])[iterator](); }
+    [iterator]() { return this.entries(); }
+  }
+  class Response {
+    constructor(meta, body) {
+      this.status = meta.status; this.statusText = ''; this.ok = meta.status >= 200 && meta.status < 300;
+      this.url = meta.url; this.redirected = meta.redirected; this.type = 'basic';
+      this.headers = new Headers(meta.headers); this.bodyUsed = false;
+      define(this, 'body_', { value: body, writable: true, enumerable: false });
+    }
+    take_() {
+      if (this.bodyUsed) throw new TypeError_('the response body was already read');
+      this.bodyUsed = true;
+      return this.body_;
+    }
+    arrayBuffer() { try { return Promise_.resolve(this.take_()); } catch (e) { return Promise_.reject(e); } }
+    text() { try { return Promise_.resolve(n.utf8(this.take_())); } catch (e) { return Promise_.reject(e); } }
+    json() { try { return Promise_.resolve(parse(n.utf8(this.take_()))); } catch (e) { return Promise_.reject(e); } }
+  }
+  const fetch = (input, init) => {
+    try {
+      const options = init || {};
+      const url = input !== null && typeof input === 'object' && 'url' in input ? String_(input.url) : String_(input);
+      const method = options.method === undefined ? 'GET' : String_(options.method);
+      let body = options.body === undefined || options.body === null ? '' : options.body;
+      if (isView(body)) body = body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength);
+      else if (!(body instanceof ArrayBuffer_)) body = String_(body);
+      const response = n.httpFetch(stringify({ method, url, headers: new Headers(options.headers).list }), body);
+      return Promise_.resolve(new Response(parse(response.meta), response.body));
+    } catch (e) {
+      return Promise_.reject(e instanceof Error_ ? e : new TypeError_(String_(e)));
+    }
+  };
+  hidden('fetch', fetch);
+  hidden('Headers', Headers);
+  hidden('Response', Response);
   const replacer = function (key, value) {
     const t = typeof value;
     if (t === 'function' || t === 'symbol' || t === 'bigint') {
@@ -109,6 +173,8 @@ fn init_engine() -> Result<Engine, String> {
         natives.set("print", Func::from(print)).map_err(|e| e.to_string())?;
         natives.set("random", Func::from(random)).map_err(|e| e.to_string())?;
         natives.set("toolCall", Func::from(call_tool)).map_err(|e| e.to_string())?;
+        natives.set("httpFetch", Func::from(http_fetch)).map_err(|e| e.to_string())?;
+        natives.set("utf8", Func::from(utf8)).map_err(|e| e.to_string())?;
         natives.set("fsRead", Func::from(fs_read)).map_err(|e| e.to_string())?;
         natives.set("fsWrite", Func::from(fs_write)).map_err(|e| e.to_string())?;
         natives.set("fsReaddir", Func::from(fs_readdir)).map_err(|e| e.to_string())?;
@@ -288,15 +354,50 @@ fn throw(ctx: &Ctx<'_>, message: String) -> rquickjs::Error {
 fn call_tool(ctx: Ctx<'_>, name: String, args: String) -> rquickjs::Result<String> {
     // SAFETY: both slices live for the duration of the call; the host copies them.
     let len = unsafe { tool_call(name.as_ptr(), name.len(), args.as_ptr(), args.len()) };
+    match take_response(&ctx, len, &format!("tool {name}"))? {
+        Ok(response) => Ok(String::from_utf8_lossy(&response).into_owned()),
+        Err(message) => Err(throw(&ctx, format!("tool {name}: {message}"))),
+    }
+}
+
+/// Takes the host's pending response of `len` bytes (or, for a negative `len`, its error message).
+fn take_response(ctx: &Ctx<'_>, len: i32, what: &str) -> rquickjs::Result<Result<Vec<u8>, String>> {
     let ok = len >= 0;
     let len = len.unsigned_abs() as usize;
     let mut response = vec![0u8; len];
     // SAFETY: `response` has exactly the length the host announced.
     if unsafe { tool_response(response.as_mut_ptr(), len) } != 0 {
-        return Err(throw(&ctx, format!("tool {name}: the host did not deliver a response")));
+        return Err(throw(ctx, format!("{what}: the host did not deliver a response")));
     }
-    let text = String::from_utf8_lossy(&response).into_owned();
-    if ok { Ok(text) } else { Err(throw(&ctx, format!("tool {name}: {text}"))) }
+    Ok(if ok { Ok(response) } else { Err(String::from_utf8_lossy(&response).into_owned()) })
+}
+
+fn http_fetch<'js>(ctx: Ctx<'js>, meta: String, body: Value<'js>) -> rquickjs::Result<Object<'js>> {
+    let body = match (body.as_string(), ArrayBuffer::from_value(body.clone())) {
+        (Some(text), _) => text.to_string()?.into_bytes(),
+        // SAFETY: the bytes are copied before any JavaScript runs again.
+        (None, Some(buffer)) => unsafe { buffer.as_bytes() }.map(<[u8]>::to_vec).unwrap_or_default(),
+        (None, None) => Vec::new(),
+    };
+    // SAFETY: both slices live for the duration of the call; the host copies them.
+    let len = unsafe { http_request(meta.as_ptr(), meta.len(), body.as_ptr(), body.len()) };
+    let response = match take_response(&ctx, len, "fetch")? {
+        Ok(response) => response,
+        Err(message) => return Err(Exception::throw_type(&ctx, &message)),
+    };
+    let meta_len = response.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let Some((meta, body)) = meta_len.and_then(|n| Some((response.get(4..4 + n)?, response.get(4 + n..)?))) else {
+        return Err(throw(&ctx, "fetch: the host sent a malformed response".into()));
+    };
+    let result = Object::new(ctx.clone())?;
+    result.set("meta", String::from_utf8_lossy(meta).into_owned())?;
+    result.set("body", ArrayBuffer::new(ctx.clone(), body.to_vec())?)?;
+    Ok(result)
+}
+
+fn utf8(buffer: ArrayBuffer<'_>) -> String {
+    // SAFETY: the bytes are copied before any JavaScript runs again.
+    String::from_utf8_lossy(unsafe { buffer.as_bytes() }.unwrap_or_default()).into_owned()
 }
 
 fn io_error(ctx: &Ctx<'_>, op: &str, path: &str, error: std::io::Error) -> rquickjs::Error {

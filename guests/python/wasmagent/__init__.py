@@ -1,4 +1,4 @@
-"""What wasmagent offers to Python code in the sandbox: `from wasmagent import tools`.
+"""What wasmagent offers to Python code in the sandbox: `from wasmagent import tools` and `from wasmagent import http`.
 
 `tools.NAME(**kwargs)` or `tools.call("NAME", {...})` calls a host tool synchronously, JSON in and JSON out. Dotted
 names work as attributes (`tools.github.search_issues(q="...")`). The host decides on every call whether the tool is
@@ -10,7 +10,9 @@ import json
 from wit_world.imports import host
 from componentize_py_types import Err
 
-__all__ = ["ToolError", "tools"]
+from wasmagent import http
+
+__all__ = ["ToolError", "http", "tools"]
 
 
 class ToolError(Exception):

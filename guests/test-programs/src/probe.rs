@@ -2,7 +2,8 @@
 //! action. Tests run it under different manifests and read the lines (and the run report) back.
 //!
 //! Actions: `hello`, `env`, `args`, `stdin`, `cat:PATH`, `write:PATH:TEXT`, `mkdir:PATH`, `rm:PATH`, `ls:PATH`,
-//! `print:N` (N bytes of `x` to stdout), `eprint:N`, `exit:N`, `trap`, `loop`, `alloc:MIB`, `bomb`, `recurse`.
+//! `print:N` (N bytes of `x` to stdout), `eprint:N`, `exit:N`, `trap`, `loop`, `alloc:MIB`, `bomb`, `recurse`,
+//! `get:URL` (an HTTP GET through `wasi:http`; components only), `post:N:URL` (a POST of N bytes).
 
 use std::io::{Read, Write};
 
@@ -94,6 +95,17 @@ fn main() {
                 }
             }
             "recurse" => println!("{}", recurse(std::hint::black_box(1))),
+            "post" => {
+                let (n, url) = rest.split_once(':').unwrap_or(("0", rest));
+                match http("POST", url, vec![b'x'; n.parse().unwrap_or(0)]) {
+                    Ok((status, body)) => println!("OK post {status} {body}"),
+                    Err(e) => println!("ERR post {e}"),
+                }
+            }
+            "get" => match http("GET", rest, Vec::new()) {
+                Ok((status, body)) => println!("OK get {status} {body}"),
+                Err(e) => println!("ERR get {e}"),
+            },
             other => println!("UNKNOWN {other}"),
         }
     }
@@ -103,4 +115,54 @@ fn recurse(n: u64) -> u64 {
     let mut pad = [n; 64];
     pad[0] = std::hint::black_box(n);
     if pad[0] == 0 { 0 } else { recurse(n + 1) + pad[63] }
+}
+
+#[cfg(all(target_os = "wasi", target_env = "p2"))]
+fn http(method: &str, url: &str, body: Vec<u8>) -> Result<(u16, String), String> {
+    use wasi::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
+    use wasi::io::streams::StreamError;
+    let (scheme, rest) = url.split_once("://").ok_or("no scheme")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let request = OutgoingRequest::new(Fields::new());
+    let method = if method == "POST" { Method::Post } else { Method::Get };
+    request.set_method(&method).map_err(|()| "method")?;
+    let scheme = if scheme == "https" { Scheme::Https } else { Scheme::Http };
+    request.set_scheme(Some(&scheme)).map_err(|()| "scheme")?;
+    request.set_authority(Some(authority)).map_err(|()| "authority")?;
+    request.set_path_with_query(Some(path)).map_err(|()| "path")?;
+    let outgoing = request.body().map_err(|()| "request body")?;
+    let future = wasi::http::outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+    {
+        let stream = outgoing.write().map_err(|()| "request stream")?;
+        for chunk in body.chunks(4096) {
+            stream.blocking_write_and_flush(chunk).map_err(|e| format!("{e:?}"))?;
+        }
+    }
+    OutgoingBody::finish(outgoing, None).map_err(|e| format!("{e:?}"))?;
+    future.subscribe().block();
+    let response = future
+        .get()
+        .ok_or("no response")?
+        .map_err(|()| "response taken twice")?
+        .map_err(|e| format!("{e:?}"))?;
+    let status = response.status();
+    let body = response.consume().map_err(|()| "body")?;
+    let stream = body.stream().map_err(|()| "stream")?;
+    let mut bytes = Vec::new();
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => bytes.extend_from_slice(&chunk),
+            Err(StreamError::Closed) => break,
+            Err(e) => return Err(format!("{e:?}")),
+        }
+    }
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+#[cfg(not(all(target_os = "wasi", target_env = "p2")))]
+fn http(_method: &str, _url: &str, _body: Vec<u8>) -> Result<(u16, String), String> {
+    Err("modules have no network".into())
 }

@@ -1,0 +1,21 @@
+//! The one network path of every kernel: guest code asks, this crate decides and fetches.
+//!
+//! It owns what an HTTP request from a guest means: the manifest's `allowed_hosts` (matched after WHATWG URL
+//! normalisation), the floor under it (loopback, private, link-local, CGNAT, multicast, IPv4-in-IPv6 and metadata
+//! addresses are refused whatever the allow-list says; see [`floor`]), connecting only to the address that was
+//! checked (no second DNS lookup), redirects re-checked hop by hop, the request/response/time/count caps, operator
+//! exceptions and host-bound secrets ([`EgressConfig`]), and the records and denials for the run report.
+//!
+//! It must not know about kernels or guest ABIs: kernels turn a guest's `fetch`, `urllib` or `wasi:http` call into an
+//! [`HttpRequest`] and hand it to the run's [`EgressSession`]. HTTP itself is reqwest (hyper + rustls).
+
+mod config;
+pub mod floor;
+mod resolver;
+mod secrets;
+mod session;
+mod target;
+
+pub use config::{ConfigError, EgressConfig};
+pub use resolver::{Resolve, Resolving, StaticResolver, SystemResolver};
+pub use session::{Egress, EgressRecords, EgressSession, FetchError, HttpRequest, HttpResponse, MAX_REDIRECTS};
