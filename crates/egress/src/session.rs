@@ -268,8 +268,7 @@ impl EgressSession {
         }
         if body.len() > self.limits.max_request_bytes {
             let reason = format!(
-                "the request body is {} bytes, more than max_http_request_bytes ({})",
-                body.len(),
+                "the request body is larger than max_http_request_bytes ({} bytes)",
                 self.limits.max_request_bytes
             );
             return Err(fail(Failure::Denied(reason), &url));

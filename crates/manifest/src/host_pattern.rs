@@ -7,7 +7,8 @@ use std::str::FromStr;
 ///
 /// Grammar: `[scheme://]host[:port]` where `scheme` is `http` or `https`, and `host` is a DNS name
 /// (`example.com`: that host only), a wildcard (`*.example.com`: any subdomain, never the apex), an IPv4 address
-/// or a bracketed IPv6 address. Names are compared lower-case with any trailing dot removed. A bare `*` is refused:
+/// or a bracketed IPv6 address. Names are compared after IDNA normalisation (punycode, lower case) with any
+/// trailing dot removed. A bare `*` is refused:
 /// "any host" is an operator decision, not a guest manifest's. Paths, queries and userinfo are refused.
 ///
 /// ```
@@ -70,8 +71,13 @@ impl FromStr for HostPattern {
             return Err(error("write only [scheme://]host[:port]; paths, queries and userinfo are not allowed"));
         }
         let (host, port) = split_port(rest).map_err(|r| error(&r))?;
-        let host = host.to_ascii_lowercase();
-        let host = host.strip_suffix('.').unwrap_or(&host).to_owned();
+        let host = host.strip_suffix('.').unwrap_or(host);
+        // IDNA (UTS 46), as URLs are normalised: `Bücher.de` becomes `xn--bcher-kva.de`, and ASCII is lower-cased.
+        let host = match host.strip_prefix("*.") {
+            Some(domain) => format!("*.{}", to_ascii(domain).map_err(|r| error(&r))?),
+            None if host.starts_with('[') || host == "*" => host.to_ascii_lowercase(),
+            None => to_ascii(host).map_err(|r| error(&r))?,
+        };
         if host == "*" {
             return Err(error(
                 "a bare `*` would allow every host; list the hosts, or use `*.domain` for subdomains (only an operator can allow any public host)",
@@ -110,10 +116,11 @@ fn split_port(rest: &str) -> Result<(&str, Option<u16>), String> {
     }
 }
 
+fn to_ascii(name: &str) -> Result<String, String> {
+    idna::domain_to_ascii(name).map_err(|_| format!("{name:?} is not a valid internationalised domain name"))
+}
+
 fn validate_dns_name(name: &str) -> Result<(), String> {
-    if !name.is_ascii() {
-        return Err("non-ASCII host names must be written in their punycode (xn--) form".into());
-    }
     if name.is_empty() || name.len() > 253 {
         return Err("a host name must have 1 to 253 characters".into());
     }
@@ -223,6 +230,13 @@ mod tests {
     }
 
     #[test]
+    fn international_names_are_compared_in_punycode() {
+        assert_eq!(parse("Bücher.DE").unwrap().to_string(), "xn--bcher-kva.de");
+        assert_eq!(parse("*.bücher.de").unwrap().to_string(), "*.xn--bcher-kva.de");
+        assert!(parse("xn--bcher-kva.de").unwrap().matches("https", "xn--bcher-kva.de", 443));
+    }
+
+    #[test]
     fn wildcard_matches_subdomains_but_not_the_apex() {
         let p = parse("*.example.com").unwrap();
         assert!(p.matches("https", "a.example.com", 443));
@@ -259,7 +273,6 @@ mod tests {
             "example.com:",
             "exa mple.com",
             "-bad.com",
-            "bücher.de",
             "*.",
             "[::1",
             "[zz]",

@@ -243,7 +243,9 @@ fn component_request_bodies_are_sent_and_capped() {
     let echo: Value = serde_json::from_str(report.stdout.trim_end().splitn(4, ' ').nth(3).unwrap()).unwrap();
     assert_eq!((echo["method"].as_str(), echo["body"].as_str().map(str::len)), (Some("POST"), Some(3000)));
     let report = probe_action(&manifest("max_http_request_bytes = 100"), component, format!("post:5000:{url}"));
-    assert_eq!(report.stdout, "ERR post ErrorCode::HttpRequestDenied\n", "{report:?}");
+    // The host refuses as soon as the body passes the cap, so the guest sees either the refusal or its body
+    // stream closed under it, depending on how far it got.
+    assert!(report.stdout.starts_with("ERR post "), "{report:?}");
     assert!(report.denials[0].reason.contains("max_http_request_bytes"), "{report:?}");
 }
 
