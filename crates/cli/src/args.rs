@@ -56,6 +56,41 @@ pub(crate) enum Command {
     /// Work with audit logs written by `run --record`.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Serve the run API over HTTP (POST /v1/runs, GET /v1/runs/{id}, /healthz, /readyz, /metrics,
+    /// /openapi.json). Authentication is required unless --dev-insecure-no-auth is given.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+        listen: String,
+        /// Server configuration (TOML): maximum manifest, keys, rate limits, webhooks.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Development only: accept every request without credentials, as subject `anonymous`.
+        #[arg(long = "dev-insecure-no-auth")]
+        dev_insecure_no_auth: bool,
+    },
+    /// Work with webhook deliveries from a wasmagent server.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum WebhookCommand {
+    /// Check a delivery's `Wasmagent-Signature` header against its body. Exit 0 when it verifies, 1 when not.
+    Verify {
+        /// Environment variable holding the shared secret.
+        #[arg(long = "secret-env", value_name = "VAR")]
+        secret_env: String,
+        /// The `Wasmagent-Signature` header value.
+        #[arg(long, value_name = "HEADER")]
+        signature: String,
+        /// File holding the exact request body (`-` for standard input).
+        #[arg(long, value_name = "PATH")]
+        body: PathBuf,
+        /// Accepted clock difference, in seconds.
+        #[arg(long, default_value_t = 300)]
+        tolerance: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -169,6 +204,15 @@ pub(crate) struct RunArgs {
     /// File whose contents the guest reads as standard input (default: empty; the terminal is never passed).
     #[arg(long, value_name = "PATH")]
     pub(crate) stdin: Option<PathBuf>,
+
+    /// Send the run to a wasmagent server (`wasmagent serve`) instead of running it here; the server enforces the
+    /// manifest. The token comes from --token or $WASMAGENT_TOKEN.
+    #[arg(long, value_name = "URL")]
+    pub(crate) remote: Option<String>,
+
+    /// Bearer token (JWT or API key) for --remote.
+    #[arg(long, value_name = "TOKEN", requires = "remote")]
+    pub(crate) token: Option<String>,
 
     /// Print the run report as one JSON object on stdout instead of forwarding the guest's output.
     #[arg(long)]

@@ -9,6 +9,7 @@
 mod args;
 mod manifest_cmd;
 mod run_cmd;
+mod serve_cmd;
 mod signing_cmd;
 
 use clap::Parser;
@@ -33,6 +34,12 @@ fn main() -> ExitCode {
         args::Command::Sign { module, key, out } => signing_cmd::sign(&module, &key, out.as_deref()),
         args::Command::Verify { module, pubkey } => signing_cmd::verify(&module, &pubkey),
         args::Command::Audit(args::AuditCommand::Verify { file, pubkey }) => signing_cmd::audit_verify(&file, &pubkey),
+        args::Command::Serve { listen, config, dev_insecure_no_auth } => {
+            serve_cmd::serve(&listen, config.as_deref(), dev_insecure_no_auth)
+        }
+        args::Command::Webhook(args::WebhookCommand::Verify { secret_env, signature, body, tolerance }) => {
+            serve_cmd::webhook_verify(&secret_env, &signature, &body, tolerance)
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),

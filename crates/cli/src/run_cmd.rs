@@ -43,7 +43,15 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let manifest = sandbox.resolve(&manifest, &cwd)?;
     let request = RunRequest::new(name, code).with_args(args.guest_args.clone()).with_stdin(stdin);
-    let (report, record_error) = match sandbox.run(&manifest, &request) {
+    let outcome = match &args.remote {
+        Some(url) => {
+            let token = args.token.clone().or_else(|| std::env::var("WASMAGENT_TOKEN").ok());
+            let remote = wasmagent_kernel_remote::RemoteKernel::new(url, token)?;
+            wasmagent::Kernel::run(&remote, &manifest, &request).map_err(Error::from)
+        }
+        None => sandbox.run(&manifest, &request),
+    };
+    let (report, record_error) = match outcome {
         Ok(report) => (report, None),
         Err(Error::Record { report, error }) => (*report, Some(error)),
         Err(other) => return Err(other.into()),

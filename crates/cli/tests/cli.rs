@@ -334,3 +334,72 @@ fn fetch_reaches_a_private_host_only_with_an_operator_exception() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("denied net.http") && stderr(&out).contains("loopback"), "{}", stderr(&out));
 }
+
+/// `wasmagent serve` in a child process, killed on drop.
+struct Served(std::process::Child, String);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(cli: &Cli, extra: &[&str]) -> Served {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wasmagent"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("WASMAGENT_CACHE_DIR", cli.cache.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let url = loop {
+        let line = lines.next().expect("serve exited before listening").unwrap();
+        if let Some(url) = line.strip_prefix("wasmagent: serving on ") {
+            break url.to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    Served(child, url)
+}
+
+#[test]
+fn serve_and_run_remote_and_refuse_without_credentials() {
+    let cli = Cli::new();
+    let open = serve(&cli, &["--dev-insecure-no-auth"]);
+    let out = cli.run(&["run", "--remote", &open.1, "-e", "6 * 7", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json(&out)["value"], 42);
+    let closed = serve(&cli, &[]);
+    let out = cli.run(&["run", "--remote", &closed.1, "-e", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("401") && stderr(&out).contains("credentials"), "{}", stderr(&out));
+    let out = cli.run(&["run", "--remote", "http://127.0.0.1:9", "-e", "1", "--json"]);
+    assert_eq!(json(&out)["error"]["kind"], "remote_unavailable");
+}
+
+#[test]
+fn webhook_verify_accepts_a_fresh_signature_and_refuses_a_tampered_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body.json");
+    std::fs::write(&body, br#"{"outcome":"ok"}"#).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let secret = "a webhook secret of enough length";
+    let signature = wasmagent_server::webhook::sign(secret.as_bytes(), now, br#"{"outcome":"ok"}"#);
+    let verify = |signature: &str| {
+        Command::new(env!("CARGO_BIN_EXE_wasmagent"))
+            .args(["webhook", "verify", "--secret-env", "HOOK_SECRET", "--signature", signature, "--body"])
+            .arg(&body)
+            .env("HOOK_SECRET", secret)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(verify(&signature).status.code(), Some(0));
+    std::fs::write(&body, br#"{"outcome":"error"}"#).unwrap();
+    let out = verify(&signature);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("does not verify"), "{}", stderr(&out));
+}

@@ -6,7 +6,7 @@ pub const SCHEMA: &str = "wasmagent.run/v1";
 /// What one run did: the single machine-readable result every kernel returns and every front end prints.
 ///
 /// The field names are a public contract (README, "Run report").
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunReport {
     /// Always [`SCHEMA`].
     pub schema: String,
@@ -15,6 +15,7 @@ pub struct RunReport {
     /// How the run ended.
     pub outcome: Outcome,
     /// The kernel's result value as JSON (for script kernels, the value of the last expression), else null.
+    #[schema(value_type = Object)]
     pub value: serde_json::Value,
     /// Captured standard output (lossy UTF-8), at most `max_output_bytes`.
     pub stdout: String,
@@ -36,6 +37,7 @@ pub struct RunReport {
     /// Resources used.
     pub usage: Usage,
     /// The effective manifest the run was held to.
+    #[schema(value_type = Object)]
     pub manifest: serde_json::Value,
     /// `sha256:<hex>` of the canonical effective manifest.
     pub manifest_digest: String,
@@ -47,7 +49,7 @@ pub struct RunReport {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Finished normally.
@@ -87,7 +89,7 @@ impl Outcome {
 }
 
 /// What went wrong.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorInfo {
     /// Machine-readable class.
     pub kind: ErrorKind,
@@ -96,7 +98,7 @@ pub struct ErrorInfo {
 }
 
 /// Classes of [`ErrorInfo`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -118,10 +120,14 @@ pub enum ErrorKind {
     Signature,
     /// A failure of the host itself while running the guest.
     Internal,
+    /// The remote server could not be reached, timed out, or was busy (HTTP 503).
+    RemoteUnavailable,
+    /// The remote server refused the run under its rate limits (HTTP 429).
+    RateLimited,
 }
 
 /// One access the host refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Denial {
     /// What kind of access: `fs.read`, `fs.write`, `net.connect`, `memory`, `tool`, ...
     pub capability: String,
@@ -132,7 +138,7 @@ pub struct Denial {
 }
 
 /// One call from guest code to a host tool.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ToolCall {
     /// The tool's name.
     pub name: String,
@@ -148,7 +154,7 @@ pub struct ToolCall {
 }
 
 /// One HTTP request from guest code, as the egress path handled it (redirects followed inside it).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HttpExchange {
     /// The request method.
     pub method: String,
@@ -173,7 +179,7 @@ pub struct HttpExchange {
 }
 
 /// Resources a run used.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Usage {
     /// Wall-clock time of the run itself (instantiation and execution, not compilation), in milliseconds.
     pub wall_ms: f64,

@@ -169,6 +169,37 @@ impl HostPattern {
     }
 }
 
+impl HostPattern {
+    /// Whether every request `other` allows is also allowed by `self` (how a server checks that a request's
+    /// manifest only narrows its maximum manifest).
+    pub fn covers(&self, other: &HostPattern) -> bool {
+        let scheme_ok = match (self.scheme, other.scheme) {
+            (None, _) => true,
+            (Some(a), Some(b)) => a == b,
+            (Some(_), None) => false,
+        };
+        let ports = |p: &HostPattern| p.port.or_else(|| p.scheme.map(Scheme::default_port));
+        let port_ok = match (ports(self), ports(other)) {
+            (None, _) => true,
+            (Some(a), Some(b)) => a == b,
+            (Some(_), None) => false,
+        };
+        let host_ok = match (&self.host, &other.host) {
+            (HostMatch::AnyPublic, _) => true,
+            (_, HostMatch::AnyPublic) => false,
+            (HostMatch::Exact(a), HostMatch::Exact(b)) => a == b,
+            (HostMatch::Exact(_), HostMatch::SubdomainsOf(_)) => false,
+            (HostMatch::SubdomainsOf(d), HostMatch::Exact(h)) => {
+                h.strip_suffix(d.as_str()).is_some_and(|prefix| prefix.len() > 1 && prefix.ends_with('.'))
+            }
+            (HostMatch::SubdomainsOf(d), HostMatch::SubdomainsOf(e)) => {
+                e == d || e.strip_suffix(d.as_str()).is_some_and(|prefix| prefix.ends_with('.'))
+            }
+        };
+        scheme_ok && port_ok && host_ok
+    }
+}
+
 impl Scheme {
     /// The scheme as written in URLs.
     pub fn as_str(self) -> &'static str {
@@ -227,6 +258,20 @@ mod tests {
         assert!(!p.matches("https", "api.example.com", 443));
         assert!(!p.matches("https", "example.com.evil.net", 443));
         assert!(!p.matches("https", "notexample.com", 443));
+    }
+
+    #[test]
+    fn covers_is_subset_of_what_each_pattern_allows() {
+        let covers = |a: &str, b: &str| parse(a).unwrap().covers(&parse(b).unwrap());
+        assert!(covers("example.com", "https://example.com"));
+        assert!(covers("*.example.com", "api.example.com:8443"));
+        assert!(covers("*.example.com", "*.api.example.com"));
+        assert!(!covers("*.example.com", "example.com"));
+        assert!(!covers("https://example.com", "example.com"));
+        assert!(covers("https://example.com", "example.com:443"));
+        assert!(!covers("example.com:8443", "example.com"));
+        assert!(HostPattern::any_public().covers(&parse("a.b").unwrap()));
+        assert!(!parse("a.b").unwrap().covers(&HostPattern::any_public()));
     }
 
     #[test]

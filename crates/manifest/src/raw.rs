@@ -11,7 +11,7 @@ use std::path::Path;
 /// accepted as aliases. Unknown fields are refused.
 ///
 /// Call [`CapabilityManifest::resolve`] to get the [`EffectiveManifest`](crate::EffectiveManifest) kernels enforce.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CapabilityManifest {
     /// Hosts guest code may reach through the egress path. Empty (the default) means no network at all.
@@ -36,9 +36,11 @@ pub struct CapabilityManifest {
     pub fuel: Option<u64>,
     /// Memory limit in bytes, or a size string such as `"64MiB"`.
     #[serde(default, alias = "memoryLimitBytes", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub memory_limit_bytes: Option<ByteSize>,
     /// Captured output per stream (stdout, stderr), in bytes or a size string.
     #[serde(default, alias = "maxOutputBytes", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub max_output_bytes: Option<ByteSize>,
     /// Calls from guest code into host tools and bridges per run.
     #[serde(default, alias = "maxHostCalls", skip_serializing_if = "Option::is_none")]
@@ -49,9 +51,11 @@ pub struct CapabilityManifest {
     pub max_http_requests: Option<u64>,
     /// Largest HTTP request body, in bytes or a size string (default 1 MiB).
     #[serde(default, alias = "maxHttpRequestBytes", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub max_http_request_bytes: Option<ByteSize>,
     /// Largest HTTP response body, in bytes or a size string (default 8 MiB).
     #[serde(default, alias = "maxHttpResponseBytes", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub max_http_response_bytes: Option<ByteSize>,
     /// Longest one HTTP request may take, in milliseconds (default 10 000; never longer than the run's deadline).
     #[serde(default, alias = "httpTimeoutMs", skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,78 @@
+//! `wasmagent serve` and `wasmagent webhook verify`.
+
+use anyhow::Context;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use wasmagent_server::{AppState, ServerConfig};
+
+/// Runs the HTTP server until Ctrl-C or SIGTERM, then finishes in-flight runs.
+pub(crate) fn serve(listen: &str, config: Option<&Path>, insecure_no_auth: bool) -> anyhow::Result<u8> {
+    let config = match config {
+        Some(path) => ServerConfig::from_path(path)?,
+        None => ServerConfig::default(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async move {
+        let state = Arc::new(AppState::new(&config, insecure_no_auth).await.map_err(anyhow::Error::msg)?);
+        if insecure_no_auth {
+            tracing::warn!("AUTHENTICATION IS OFF (--dev-insecure-no-auth): anyone who can reach {listen} can run code");
+            eprintln!("wasmagent: WARNING: authentication is off; never expose this server");
+        } else if !state_has_credentials(&config) {
+            eprintln!("wasmagent: no credentials are configured, so every request will be refused (401); add auth keys to --config");
+        }
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        eprintln!("wasmagent: serving on http://{}", listener.local_addr()?);
+        wasmagent_server::serve(listener, state, &config.cors_allowed_origins, shutdown_signal()).await?;
+        Ok(0)
+    })
+}
+
+fn state_has_credentials(config: &ServerConfig) -> bool {
+    !config.auth.jwt_keys.is_empty() || !config.auth.api_keys.is_empty()
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    eprintln!("wasmagent: shutting down; finishing in-flight runs");
+}
+
+/// Verifies one delivery: exit 0 when the signature is valid and fresh, 1 when not.
+pub(crate) fn webhook_verify(secret_env: &str, signature: &str, body: &Path, tolerance: u64) -> anyhow::Result<u8> {
+    let secret = std::env::var(secret_env).with_context(|| format!("environment variable {secret_env} is not set"))?;
+    let body = if body == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::stdin().read_to_end(&mut bytes).context("reading the body from standard input")?;
+        bytes
+    } else {
+        std::fs::read(body).with_context(|| format!("cannot read {}", body.display()))?
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    match wasmagent_server::webhook::verify(secret.as_bytes(), signature, &body, now, tolerance) {
+        Ok(()) => {
+            eprintln!("wasmagent: the signature verifies");
+            Ok(0)
+        }
+        Err(error) => {
+            eprintln!("wasmagent: the signature does not verify: {error}");
+            Ok(1)
+        }
+    }
+}

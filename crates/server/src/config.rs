@@ -1,0 +1,217 @@
+//! `server.toml`: what the operator decides. Every field has a safe default, so a server starts without a file.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use wasmagent::{CapabilityManifest, ManifestCeilings};
+
+/// The operator's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The most any request's manifest may ask for; a request may only narrow it. Unset scalar limits in a request
+    /// are taken from here. Default: the empty manifest with default limits (no files, no network, no tools).
+    pub max_manifest: CapabilityManifest,
+    /// Ceilings the maximum manifest itself is checked against.
+    pub ceilings: ManifestCeilings,
+    /// Largest request body, in bytes (default 64 KiB: room for a script; raise it for WebAssembly modules).
+    pub max_body_bytes: usize,
+    /// Longest a request may wait for a run slot and run, in milliseconds (default 60 000).
+    pub request_timeout_ms: u64,
+    /// Runs executing at once on this server (default: the number of CPUs).
+    pub max_concurrent_runs: usize,
+    /// Requests that may wait for a run slot; beyond it requests get 503 with Retry-After (default 64).
+    pub max_queued_runs: usize,
+    /// Async runs remembered for `GET /v1/runs/{id}` (default 10 000; the oldest finished ones are dropped).
+    pub max_stored_runs: usize,
+    /// Sandbox instance slots reserved in the pooling allocator (default 128; at least `max_concurrent_runs`).
+    pub pool_slots: u32,
+    /// Authentication.
+    pub auth: AuthConfig,
+    /// Per-subject rate limits.
+    pub rate_limit: RateLimitConfig,
+    /// Browser origins allowed by CORS. Empty (default): no CORS headers at all.
+    pub cors_allowed_origins: Vec<String>,
+    /// Webhooks for async runs.
+    pub webhooks: WebhookConfig,
+    /// Operator egress configuration file (exceptions and secrets), as for `wasmagent run --egress-config`.
+    pub egress_config: Option<PathBuf>,
+    /// Private addresses guests (and webhooks) may reach, as `--allow-private`.
+    pub allow_private: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_manifest: CapabilityManifest::default(),
+            ceilings: ManifestCeilings::default(),
+            max_body_bytes: 64 * 1024,
+            request_timeout_ms: 60_000,
+            max_concurrent_runs: std::thread::available_parallelism().map_or(2, usize::from),
+            max_queued_runs: 64,
+            max_stored_runs: 10_000,
+            pool_slots: 128,
+            auth: AuthConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            cors_allowed_origins: Vec::new(),
+            webhooks: WebhookConfig::default(),
+            egress_config: None,
+            allow_private: Vec::new(),
+        }
+    }
+}
+
+/// How callers prove who they are. With no keys configured every request is refused (401), unless the server
+/// was started with the development flag.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Required `iss` of every JWT, when set.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values (a token's `aud`, string or list, must contain one), when set.
+    pub audience: Vec<String>,
+    /// JWT verification keys, each pinned to one algorithm.
+    pub jwt_keys: Vec<JwtKeyConfig>,
+    /// Static API keys, stored as SHA-256 hashes.
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+/// One JWT key (or a JWKS file of keys) and the one algorithm it verifies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKeyConfig {
+    /// `HS256`, `RS256` or `EdDSA`.
+    pub alg: String,
+    /// Key id a token's `kid` header must match, when set.
+    pub kid: Option<String>,
+    /// HS256: environment variable holding the shared secret.
+    pub secret_env: Option<String>,
+    /// HS256: file holding the shared secret.
+    pub secret_file: Option<PathBuf>,
+    /// RS256 / EdDSA: PEM public key file.
+    pub public_key_file: Option<PathBuf>,
+    /// RS256 / EdDSA: JWKS file; every key in it of a matching type is loaded, with its `kid`.
+    pub jwks_file: Option<PathBuf>,
+}
+
+/// One static API key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// The subject requests with this key run as (rate limits and run ownership are per subject).
+    pub subject: String,
+    /// Hex SHA-256 of the key (`printf %s KEY | sha256sum`); the key itself is never stored.
+    pub sha256: String,
+    /// Granted scopes: `runs:write`, `runs:read`.
+    pub scopes: Vec<String>,
+}
+
+/// Per-subject limits and where they are counted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Requests per sliding minute (default 600).
+    pub requests_per_minute: u64,
+    /// Runs executing at once per subject (default 8).
+    pub concurrent_runs: u64,
+    /// Count in this Redis (shared by every server using it) instead of in memory.
+    pub redis_url: Option<String>,
+    /// Key prefix in Redis (default `wasmagent`).
+    pub redis_prefix: String,
+    /// Longest a Redis call may take before the request is refused, in milliseconds (default 250).
+    pub redis_timeout_ms: u64,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            requests_per_minute: 600,
+            concurrent_runs: 8,
+            redis_url: None,
+            redis_prefix: "wasmagent".into(),
+            redis_timeout_ms: 250,
+        }
+    }
+}
+
+/// Where finished async runs are posted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// URLs that receive every finished async run's report.
+    pub urls: Vec<String>,
+    /// Environment variable holding the signing secret (required when `urls` is set).
+    pub secret_env: Option<String>,
+    /// Attempts per delivery before it goes to the dead-letter list (default 5).
+    pub max_attempts: u32,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig { urls: Vec::new(), secret_env: None, max_attempts: 5 }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("server configuration {path}: {message}")]
+pub struct ConfigError {
+    path: String,
+    message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { path: path.into(), message: message.into() }
+    }
+}
+
+impl ServerConfig {
+    /// Reads `server.toml`; relative paths in it are made relative to the file's directory.
+    pub fn from_path(path: &Path) -> Result<Self, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new(&name, e.to_string()))?;
+        let mut config: ServerConfig =
+            toml::from_str(&text).map_err(|e| ConfigError::new(&name, e.to_string().trim_end().to_owned()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.rebase(base);
+        config.validate().map_err(|m| ConfigError::new(&name, m))?;
+        Ok(config)
+    }
+
+    fn rebase(&mut self, base: &Path) {
+        self.max_manifest.rebase_relative_paths(base);
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for key in &mut self.auth.jwt_keys {
+            for path in [&mut key.secret_file, &mut key.public_key_file, &mut key.jwks_file].into_iter().flatten() {
+                fix(path);
+            }
+        }
+        if let Some(path) = self.egress_config.as_mut() {
+            fix(path);
+        }
+    }
+
+    /// Checks what the types cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_concurrent_runs == 0 {
+            return Err("max_concurrent_runs must be at least 1".into());
+        }
+        if (self.pool_slots as usize) < self.max_concurrent_runs {
+            return Err("pool_slots must be at least max_concurrent_runs".into());
+        }
+        if self.rate_limit.requests_per_minute == 0 || self.rate_limit.concurrent_runs == 0 {
+            return Err("rate_limit values must be at least 1".into());
+        }
+        if !self.webhooks.urls.is_empty() && self.webhooks.secret_env.is_none() {
+            return Err("webhooks.urls needs webhooks.secret_env (deliveries are always signed)".into());
+        }
+        if self.cors_allowed_origins.iter().any(|o| o == "*") {
+            return Err("cors_allowed_origins may not contain `*`: list the origins".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,94 @@
+//! wasmagent over HTTP (`wasmagent serve`): `POST /v1/runs` (sync or async), `GET /v1/runs/{id}`, `/healthz`,
+//! `/readyz`, `/metrics`, `/openapi.json`.
+//!
+//! It owns the service around the sandbox: configuration (`server.toml`), authentication (JWT, API keys), the
+//! operator's maximum manifest that every request may only narrow, per-subject rate limits (memory or Redis, both
+//! failing closed), a bounded run queue, async runs with signed webhooks, metrics, CORS and graceful shutdown.
+//!
+//! It must not run guest code itself or decide what a manifest means: runs go to [`wasmagent::Sandbox`], manifests
+//! to `wasmagent-manifest`.
+
+mod api;
+mod auth;
+pub mod config;
+mod error;
+mod metrics;
+mod policy;
+pub mod ratelimit;
+mod runs;
+mod state;
+pub mod webhook;
+
+pub use api::{AsyncAccepted, RunRequestBody, RunStatus, openapi_json};
+pub use auth::{AuthError, Authenticator, Principal, SCOPE_ADMIN, SCOPE_READ, SCOPE_WRITE};
+pub use config::ServerConfig;
+pub use error::ErrorBody;
+pub use state::AppState;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+/// The application's routes over `state`.
+pub fn router(state: Arc<AppState>, cors_allowed_origins: &[String]) -> Router {
+    let mut router = Router::new()
+        .route("/v1/runs", post(runs::create_run))
+        .route("/v1/runs/{id}", get(runs::get_run))
+        .route("/v1/webhooks/dead-letters", get(runs::dead_letters))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi_json()) }))
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .with_state(state);
+    let origins: Vec<HeaderValue> = cors_allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    if !origins.is_empty() {
+        // Never a wildcard, never credentials: only the listed origins, with bearer tokens sent explicitly.
+        router = router.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_methods([Method::GET, Method::POST])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+                .allow_credentials(false),
+        );
+    }
+    router
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    if state.run_slots.available_permits() == 0 && state.queued.load(Ordering::SeqCst) >= state.max_queued {
+        (StatusCode::SERVICE_UNAVAILABLE, "busy")
+    } else {
+        (StatusCode::OK, "ready")
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.encode())
+}
+
+/// Serves `state` on `listener` until `shutdown` completes, then lets in-flight requests and async runs finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    cors_allowed_origins: &[String],
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state.clone(), cors_allowed_origins);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    // Async runs first, then the webhook deliveries they started (including retries), each within the request
+    // timeout.
+    let deadline = tokio::time::Instant::now() + state.request_timeout;
+    let pending = |state: &AppState| {
+        state.pending_async.load(Ordering::SeqCst) + state.webhooks.as_ref().map_or(0, |w| w.pending())
+    };
+    while pending(&state) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
