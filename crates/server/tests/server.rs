@@ -369,3 +369,29 @@ fn the_remote_kernel_runs_on_a_server_and_reports_unavailability_clearly() {
     assert_eq!(report.error.unwrap().kind, wasmagent::ErrorKind::RemoteUnavailable);
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_keys_are_selected_by_kid() {
+    let server = start_with(|c| {
+        c.auth.jwt_keys = vec![JwtKeyConfig {
+            alg: "RS256".into(),
+            kid: None,
+            secret_env: None,
+            secret_file: None,
+            public_key_file: None,
+            jwks_file: Some(keys_dir().join("jwks.json")),
+        }];
+    })
+    .await;
+    let key = EncodingKey::from_rsa_pem(&std::fs::read(keys_dir().join("rsa-private.pem")).unwrap()).unwrap();
+    let token = |kid: &str| {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(kid.into());
+        jsonwebtoken::encode(&header, &claims(), &key).unwrap()
+    };
+    assert_eq!(post(&server, Some(&token("test-rsa")), js("1")).await.0, 200);
+    let (status, _, body) = post(&server, Some(&token("someone-else")), js("1")).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, _, _) = post(&server, Some(&hs256(&claims())), js("1")).await;
+    assert_eq!(status, 401, "no HS256 key is configured any more");
+}
