@@ -64,6 +64,11 @@ impl ApiError {
         self
     }
 
+    /// What went wrong, in words.
+    pub(crate) fn message(&self) -> &str {
+        &self.0.body.message
+    }
+
     /// Adds several response headers.
     pub(crate) fn with_headers(mut self, headers: HeaderMap) -> Self {
         self.0.headers.extend(headers);

@@ -162,7 +162,7 @@ impl RunStore {
                 }
                 Err(error) => {
                     status.status = "failed".into();
-                    status.error = Some(format!("{error:?}"));
+                    status.error = Some(error.message().to_owned());
                 }
             }
         }
