@@ -268,7 +268,8 @@ mod tests {
         assert!(covers("*.example.com", "*.api.example.com"));
         assert!(!covers("*.example.com", "example.com"));
         assert!(!covers("https://example.com", "example.com"));
-        assert!(covers("https://example.com", "example.com:443"));
+        assert!(covers("https://example.com", "https://example.com:443"));
+        assert!(!covers("https://example.com", "example.com:443"), "that also allows http on port 443");
         assert!(!covers("example.com:8443", "example.com"));
         assert!(HostPattern::any_public().covers(&parse("a.b").unwrap()));
         assert!(!parse("a.b").unwrap().covers(&HostPattern::any_public()));
