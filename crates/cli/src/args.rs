@@ -69,6 +69,16 @@ pub(crate) enum Command {
         #[arg(long = "dev-insecure-no-auth")]
         dev_insecure_no_auth: bool,
     },
+    /// Serve code mode over MCP on standard input and output: the tools `execute_code` (JavaScript or Python in a
+    /// fresh sandbox) and `search_docs`. Logs go to standard error; standard output is the protocol.
+    ///
+    /// Every run is held to --manifest (the default manifest without it). Add to an MCP client as the command
+    /// `wasmagent` with the arguments `mcp` (and `--manifest PATH`).
+    Mcp {
+        /// Manifest file (TOML or JSON) every run is held to. Its relative paths are relative to the file.
+        #[arg(long, value_name = "PATH")]
+        manifest: Option<PathBuf>,
+    },
     /// Work with webhook deliveries from a wasmagent server.
     #[command(subcommand)]
     Webhook(WebhookCommand),

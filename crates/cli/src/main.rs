@@ -8,6 +8,7 @@
 
 mod args;
 mod manifest_cmd;
+mod mcp_cmd;
 mod run_cmd;
 mod serve_cmd;
 mod signing_cmd;
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
         args::Command::Serve { listen, config, dev_insecure_no_auth } => {
             serve_cmd::serve(&listen, config.as_deref(), dev_insecure_no_auth)
         }
+        args::Command::Mcp { manifest } => mcp_cmd::mcp(manifest.as_deref()),
         args::Command::Webhook(args::WebhookCommand::Verify { secret_env, signature, body, tolerance }) => {
             serve_cmd::webhook_verify(&secret_env, &signature, &body, tolerance)
         }

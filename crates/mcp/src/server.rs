@@ -1,0 +1,177 @@
+//! The MCP handler: the `execute_code` and `search_docs` tools.
+
+use crate::MAX_CODE_BYTES;
+use crate::catalog::{self, Catalog};
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::{ServerHandler, tool, tool_handler, tool_router};
+use serde::Deserialize;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use wasmagent::{EffectiveManifest, Error, Language, Outcome, RunReport, RunRequest, Sandbox, ToolRegistry};
+
+/// What `search_docs` returns when the client gives no limit.
+const DEFAULT_SEARCH_LIMIT: usize = 5;
+/// The most hits one search returns.
+const MAX_SEARCH_LIMIT: usize = 50;
+
+/// Arguments of `execute_code`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub(crate) struct ExecuteCode {
+    /// "javascript" or "python".
+    language: String,
+    /// The program. JavaScript: the value of the last expression is the result; host tools are `tools.NAME({...})`.
+    /// Python: the value of a final expression is the result; host tools come from `from wasmagent import tools`.
+    code: String,
+}
+
+/// Arguments of `search_docs`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub(crate) struct SearchDocs {
+    /// Words describing what you want to do, e.g. "search github issues".
+    query: String,
+    /// How many tools to return (default 5, at most 50).
+    limit: Option<usize>,
+}
+
+/// The code-mode MCP server: one per connection, sharing the sandbox.
+#[derive(Clone)]
+pub(crate) struct CodeModeServer {
+    sandbox: Arc<Sandbox>,
+    manifest: Arc<EffectiveManifest>,
+    catalog: Arc<Catalog>,
+    tool_router: ToolRouter<Self>,
+}
+
+#[tool_router]
+impl CodeModeServer {
+    pub(crate) fn new(sandbox: Arc<Sandbox>, manifest: EffectiveManifest, tools: &ToolRegistry) -> Self {
+        let catalog = Arc::new(Catalog::new(tools, &manifest));
+        CodeModeServer { sandbox, manifest: Arc::new(manifest), catalog, tool_router: Self::tool_router() }
+    }
+
+    /// Runs JavaScript or Python in a fresh WebAssembly sandbox held to this server's capability manifest (no files,
+    /// network or environment unless granted; finite time, memory and output). Returns the result value, stdout,
+    /// stderr and one line per error or refused access; the full run report is the structured content. A timeout,
+    /// memory limit, exception or syntax error is reported with isError set. Call search_docs first to find the host
+    /// tools your code can call and their exact signatures.
+    #[tool]
+    async fn execute_code(&self, Parameters(args): Parameters<ExecuteCode>) -> CallToolResult {
+        let language = match args.language.trim().to_ascii_lowercase().as_str() {
+            "javascript" | "js" => Language::Js,
+            "python" | "py" => Language::Python,
+            other => {
+                return refusal(format!("unknown language {other:?}: execute_code runs \"javascript\" or \"python\""));
+            }
+        };
+        if args.code.len() > MAX_CODE_BYTES {
+            return refusal(format!(
+                "the code is {} bytes; execute_code accepts at most {MAX_CODE_BYTES} bytes",
+                args.code.len()
+            ));
+        }
+        let (sandbox, manifest) = (self.sandbox.clone(), self.manifest.clone());
+        let name = match language {
+            Language::Python => "main.py",
+            _ => "main.js",
+        };
+        let request = RunRequest::source(name, language, args.code);
+        // Sandbox::run is synchronous and bounded by the manifest's cpu_ms; it must not hold an async worker.
+        let outcome = tokio::task::spawn_blocking(move || sandbox.run(&manifest, &request)).await;
+        match outcome {
+            Ok(Ok(report)) => report_result(&report, None),
+            Ok(Err(Error::Record { report, error })) => report_result(&report, Some(error.to_string())),
+            Ok(Err(error)) => refusal(format!("nothing ran: {error}")),
+            Err(join_error) => {
+                tracing::error!(%join_error, "execute_code: the run panicked");
+                refusal("the run failed inside wasmagent (see the server's log)".to_owned())
+            }
+        }
+    }
+
+    /// Searches the host tools code can call inside execute_code, by name, description and parameter names. Each hit
+    /// gives the exact call signature in JavaScript and in Python, the parameter schema, and whether this server's
+    /// manifest grants the tool.
+    #[tool]
+    async fn search_docs(&self, Parameters(args): Parameters<SearchDocs>) -> CallToolResult {
+        let limit = args.limit.unwrap_or(DEFAULT_SEARCH_LIMIT).min(MAX_SEARCH_LIMIT);
+        let hits = self.catalog.search(&args.query, limit);
+        let text = catalog::hits_text(&args.query, &hits, self.catalog.len());
+        let structured = serde_json::json!({
+            "query": args.query,
+            "available_tools": self.catalog.len(),
+            "results": hits,
+        });
+        let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+        result.structured_content = Some(structured);
+        result
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for CodeModeServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("wasmagent", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Run JavaScript or Python with execute_code in a WebAssembly sandbox held to a capability manifest. \
+                 Use search_docs to find host tools and their call signatures; call them from your code, then \
+                 return only what you need.",
+            )
+    }
+}
+
+/// A request refused before anything ran: an error result without a report.
+fn refusal(message: String) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(message)])
+}
+
+/// The result of a run: the report as text and as structured content, an error unless the guest finished normally.
+fn report_result(report: &RunReport, record_error: Option<String>) -> CallToolResult {
+    let failed = match report.outcome {
+        Outcome::Ok => false,
+        Outcome::Exit => report.exit_code != Some(0),
+        _ => true,
+    } || record_error.is_some();
+    let mut text = report_text(report);
+    if let Some(error) = record_error {
+        let _ = writeln!(text, "audit: the run finished but its record could not be written: {error}");
+    }
+    let content = vec![ContentBlock::text(text)];
+    let mut result = if failed { CallToolResult::error(content) } else { CallToolResult::success(content) };
+    result.structured_content = match serde_json::to_value(report) {
+        Ok(value) => Some(value),
+        Err(error) => {
+            tracing::error!(%error, "cannot serialise a run report");
+            None
+        }
+    };
+    result
+}
+
+/// The report as a model reads it: outcome, value, output, then one line per error, denial and tool call.
+fn report_text(report: &RunReport) -> String {
+    let mut text = format!("outcome: {} ({} ms)\n", report.outcome.as_str(), report.usage.wall_ms);
+    if let Some(code) = report.exit_code.filter(|_| report.outcome == Outcome::Exit) {
+        let _ = writeln!(text, "exit code: {code}");
+    }
+    let _ = writeln!(text, "value: {}", report.value);
+    if !report.stdout.is_empty() {
+        let _ = writeln!(text, "stdout:\n{}", report.stdout.trim_end_matches('\n'));
+    }
+    if !report.stderr.is_empty() {
+        let _ = writeln!(text, "stderr:\n{}", report.stderr.trim_end_matches('\n'));
+    }
+    if let Some(error) = &report.error {
+        let kind = serde_json::to_value(error.kind).ok().and_then(|k| k.as_str().map(str::to_owned));
+        let _ = writeln!(text, "error ({}): {}", kind.as_deref().unwrap_or("error"), error.message.trim_end());
+    }
+    for denial in &report.denials {
+        let _ = writeln!(text, "denied {} {}: {}", denial.capability, denial.target, denial.reason);
+    }
+    for call in &report.tool_calls {
+        let _ = writeln!(text, "tool call {}: {}", call.name, call.outcome);
+    }
+    text
+}
