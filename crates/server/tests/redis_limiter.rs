@@ -241,6 +241,8 @@ async fn a_wrong_type_key_is_refused_then_repaired() {
         ("t:run:ivan", redis::cmd("HSET").arg("t:run:ivan").arg("field").arg("1").clone()),
     ];
     for (key, corrupt) in setup {
+        // The previous round's admission may still hold (or be releasing) a slot under this key: start clean.
+        redis::cmd("DEL").arg(key).exec_async(&mut raw).await.unwrap();
         corrupt.exec_async(&mut raw).await.unwrap();
         let refused = limiter.admit("ivan", limits(10, 10)).await;
         let Err(LimiterUnavailable(message)) = refused else {
