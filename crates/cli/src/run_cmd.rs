@@ -35,10 +35,9 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
     if let (Some(record), Some(key)) = (&args.record, &args.record_key) {
         builder = builder.audit_log(AuditLog::new(record, SecretKey::from_file(key)?));
     }
-    builder = builder.egress(egress_config(&args)?).ceilings(ManifestCeilings {
-        allow_any_public_host: args.allow_any_public_host,
-        ..ManifestCeilings::default()
-    });
+    builder = builder.egress(EgressConfig::load(args.egress_config.as_deref(), &args.allow_private)?).ceilings(
+        ManifestCeilings { allow_any_public_host: args.allow_any_public_host, ..ManifestCeilings::default() },
+    );
     let sandbox = builder.build()?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let manifest = sandbox.resolve(&manifest, &cwd)?;
@@ -68,18 +67,6 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
         bail!("the run finished but its audit record could not be written: {error}");
     }
     Ok(exit_status(&report))
-}
-
-/// The operator's egress configuration: the `--egress-config` file plus `--allow-private` flags.
-fn egress_config(args: &RunArgs) -> anyhow::Result<EgressConfig> {
-    let mut config = match &args.egress_config {
-        Some(path) => EgressConfig::from_path(path)?,
-        None => EgressConfig::new(),
-    };
-    for spec in &args.allow_private {
-        config.allow_private(spec)?;
-    }
-    Ok(config)
 }
 
 fn build_manifest(args: &RunArgs) -> anyhow::Result<CapabilityManifest> {

@@ -124,6 +124,18 @@ impl EgressConfig {
         Self::from_toml_str(&text, path.parent().unwrap_or(Path::new(".")))
     }
 
+    /// The operator's configuration as front ends take it: an optional TOML file, then `--allow-private` entries.
+    pub fn load(file: Option<&Path>, allow_private: &[String]) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => Self::from_path(path)?,
+            None => Self::new(),
+        };
+        for spec in allow_private {
+            config.allow_private(spec)?;
+        }
+        Ok(config)
+    }
+
     /// Lets guests reach a private host or network that the floor would refuse: `IP`, `IP:PORT`, `[IPv6]:PORT`,
     /// `CIDR`, `NAME` or `NAME:PORT`. The manifest's `allowed_hosts` must still list it. Metadata endpoints can
     /// never be excepted.

@@ -139,6 +139,11 @@ impl Egress {
         &self.config
     }
 
+    /// A session for a run starting now, held to `manifest`: its requests end by the run's `cpu_ms` deadline.
+    pub fn run_session(self: &Arc<Self>, manifest: &EffectiveManifest) -> EgressSession {
+        self.session(manifest, Instant::now() + Duration::from_millis(manifest.cpu_ms()))
+    }
+
     /// A session for one run held to `manifest`, whose wall-clock deadline is `deadline`.
     pub fn session(self: &Arc<Self>, manifest: &EffectiveManifest, deadline: Instant) -> EgressSession {
         let bytes = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);

@@ -117,8 +117,7 @@ impl Kernel for JsKernel {
             "memory_limit": manifest.memory_limit_bytes().saturating_sub(ENGINE_RESERVE_BYTES).max(1 << 20),
         })
         .to_string();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(manifest.cpu_ms());
-        let bridge = Bridge::new(self.tools.clone(), manifest, self.egress.session(manifest, deadline));
+        let bridge = Bridge::new(self.tools.clone(), manifest, self.egress.run_session(manifest));
         let io = GuestIo { name: &request.name, args: &request.args, stdin: &request.stdin };
         let run = run_module(&self.engine, &self.empty_root, pre, manifest, io, bridge, |store, instance| {
             let alloc = instance.get_typed_func::<u32, u32>(&mut *store, "wasmagent_alloc")?;

@@ -113,8 +113,7 @@ impl Kernel for PythonKernel {
             "env": manifest.env(),
         })
         .to_string();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(manifest.cpu_ms());
-        let bridge = Bridge::new(self.tools.clone(), manifest, self.egress.session(manifest, deadline));
+        let bridge = Bridge::new(self.tools.clone(), manifest, self.egress.run_session(manifest));
         let io = GuestIo { name: &request.name, args: &request.args, stdin: &request.stdin };
         let mut answer = None;
         let run = run_component(&self.engine, &self.empty_root, manifest, io, None, bridge, |store| {

@@ -19,7 +19,6 @@ pub(crate) fn run(
     code_digest: String,
 ) -> Result<RunReport, KernelError> {
     let io = GuestIo { name: &request.name, args: &request.args, stdin: &request.stdin };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(manifest.cpu_ms());
     let mut egress = None;
     let run = match prepared {
         Prepared::Module(pre) => {
@@ -28,7 +27,7 @@ pub(crate) fn run(
             })?
         }
         Prepared::Component(pre) => {
-            let session = kernel.egress.session(manifest, deadline);
+            let session = kernel.egress.run_session(manifest);
             egress = Some(session.clone());
             run_component(&kernel.engine, &kernel.empty_root, manifest, io, Some(session), (), |store| {
                 pre.instantiate(&mut *store)

@@ -39,13 +39,8 @@ impl AppState {
     /// against the ceilings, the keys, the limiter (connecting to Redis when configured) and the webhooks.
     pub async fn new(config: &ServerConfig, insecure_no_auth: bool) -> Result<Self, String> {
         config.validate()?;
-        let mut egress = match &config.egress_config {
-            Some(path) => EgressConfig::from_path(path).map_err(|e| e.to_string())?,
-            None => EgressConfig::new(),
-        };
-        for spec in &config.allow_private {
-            egress.allow_private(spec).map_err(|e| e.to_string())?;
-        }
+        let egress =
+            EgressConfig::load(config.egress_config.as_deref(), &config.allow_private).map_err(|e| e.to_string())?;
         let sandbox = Sandbox::builder()
             .ceilings(config.ceilings.clone())
             .cache_dir(wasmagent::default_cache_dir())
