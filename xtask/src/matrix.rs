@@ -50,12 +50,7 @@ pub(crate) fn matrix(root: &Path, check: bool) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(&crates)? {
         let tests = entry?.path().join("tests");
         if tests.is_dir() {
-            for file in std::fs::read_dir(&tests)? {
-                let path = file?.path();
-                if path.extension().is_some_and(|e| e == "rs") {
-                    files.push(path);
-                }
-            }
+            rust_files(&tests, &mut files)?;
         }
     }
     files.sort();
@@ -125,6 +120,19 @@ pub(crate) fn matrix(root: &Path, check: bool) -> anyhow::Result<()> {
         std::fs::create_dir_all(path.parent().unwrap_or(root))?;
         std::fs::write(&path, out)?;
         println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Every `.rs` file under `dir`, subdirectories included (test modules such as `tests/adversarial/*.rs`).
+fn rust_files(dir: &Path, files: &mut Vec<std::path::PathBuf>) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            rust_files(&path, files)?;
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
     }
     Ok(())
 }

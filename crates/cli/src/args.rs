@@ -74,14 +74,68 @@ pub(crate) enum Command {
     ///
     /// Every run is held to --manifest (the default manifest without it). Add to an MCP client as the command
     /// `wasmagent` with the arguments `mcp` (and `--manifest PATH`).
-    Mcp {
-        /// Manifest file (TOML or JSON) every run is held to. Its relative paths are relative to the file.
-        #[arg(long, value_name = "PATH")]
-        manifest: Option<PathBuf>,
-    },
+    ///
+    /// With --tools, the tools declared in that file (WASM micro-tools, HTTP tools, upstream MCP servers) are
+    /// callable from the code as `tools.NAME(...)` when the manifest grants them (`tool:NAME`, `tool:NS.*` in
+    /// extra_capabilities).
+    Mcp(McpArgs),
+    /// Show (`list`) or validate (`check`) a tools file.
+    #[command(subcommand)]
+    Tools(ToolsCommand),
     /// Work with webhook deliveries from a wasmagent server.
     #[command(subcommand)]
     Webhook(WebhookCommand),
+}
+
+/// Flags of `wasmagent mcp`.
+#[derive(Debug, Args)]
+pub(crate) struct McpArgs {
+    /// Manifest file (TOML or JSON) every run is held to. Its relative paths are relative to the file.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) manifest: Option<PathBuf>,
+    /// Tools file (TOML) declaring the host tools code may call.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) tools: Option<PathBuf>,
+    /// Also publish every granted tool as a direct MCP tool (code mode stays available).
+    #[arg(long = "expose-tools")]
+    pub(crate) expose_tools: bool,
+    #[command(flatten)]
+    pub(crate) operator: OperatorArgs,
+}
+
+/// Operator settings shared by commands that reach the network.
+#[derive(Debug, Args)]
+pub(crate) struct OperatorArgs {
+    /// Operator: let guests and HTTP tools reach this private address, network or host (IP, IP:PORT, CIDR, NAME,
+    /// NAME:PORT) when their manifest lists it. Metadata endpoints can never be allowed. Repeatable.
+    #[arg(long = "allow-private", value_name = "ADDR")]
+    pub(crate) allow_private: Vec<String>,
+    /// Operator: egress configuration file (TOML: allow_private, secrets bound to hosts).
+    #[arg(long = "egress-config", value_name = "PATH")]
+    pub(crate) egress_config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ToolsCommand {
+    /// List the declared tools: name, kind, source and whether --manifest grants each.
+    List {
+        /// The tools file.
+        #[arg(long, default_value = "tools.toml", value_name = "PATH")]
+        tools: PathBuf,
+        /// Show whether this manifest grants each tool.
+        #[arg(long, value_name = "PATH")]
+        manifest: Option<PathBuf>,
+    },
+    /// Load the file as `mcp --tools` would (read and pin modules, resolve manifests, start upstream servers and
+    /// list their tools) and print each tool with its digest. Exit 0 when everything loads and no upstream tool
+    /// differs from its pinned digest, 1 otherwise.
+    Check {
+        /// The tools file.
+        #[arg(long, default_value = "tools.toml", value_name = "PATH")]
+        tools: PathBuf,
+        #[command(flatten)]
+        operator: OperatorArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,6 +12,7 @@ mod mcp_cmd;
 mod run_cmd;
 mod serve_cmd;
 mod signing_cmd;
+mod tools_cmd;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -38,7 +39,11 @@ fn main() -> ExitCode {
         args::Command::Serve { listen, config, dev_insecure_no_auth } => {
             serve_cmd::serve(&listen, config.as_deref(), dev_insecure_no_auth)
         }
-        args::Command::Mcp { manifest } => mcp_cmd::mcp(manifest.as_deref()),
+        args::Command::Mcp(mcp) => mcp_cmd::mcp(&mcp),
+        args::Command::Tools(args::ToolsCommand::List { tools, manifest }) => {
+            tools_cmd::list(&tools, manifest.as_deref())
+        }
+        args::Command::Tools(args::ToolsCommand::Check { tools, operator }) => tools_cmd::check(&tools, &operator),
         args::Command::Webhook(args::WebhookCommand::Verify { secret_env, signature, body, tolerance }) => {
             serve_cmd::webhook_verify(&secret_env, &signature, &body, tolerance)
         }

@@ -1,28 +1,51 @@
 //! `wasmagent mcp`.
 
+use crate::args::{McpArgs, OperatorArgs};
 use anyhow::Context;
 use std::path::Path;
 use std::sync::Arc;
-use wasmagent::{CapabilityManifest, Sandbox, ToolRegistry, default_cache_dir};
+use wasmagent::{CapabilityManifest, EgressConfig, ManifestCeilings, Sandbox, ToolRegistry, default_cache_dir};
+use wasmagent_mcp::McpOptions;
+use wasmagent_toolbox::{Toolbox, ToolboxOptions};
 
 /// Serves code mode over MCP on standard input and output until the client disconnects. Nothing but the protocol
 /// may be written to standard output: messages go to standard error.
-pub(crate) fn mcp(manifest: Option<&Path>) -> anyhow::Result<u8> {
-    let manifest = match manifest {
+pub(crate) fn mcp(args: &McpArgs) -> anyhow::Result<u8> {
+    let manifest = match &args.manifest {
         Some(path) => CapabilityManifest::from_path(path)?,
         None => CapabilityManifest::default(),
     };
-    let tools = ToolRegistry::new();
+    let egress = egress_config(&args.operator)?;
+    let toolbox = args.tools.as_deref().map(|path| load_tools(path, &egress)).transpose()?;
+    let tools = toolbox.as_ref().map_or_else(ToolRegistry::new, |t| t.registry().clone());
     let sandbox = Sandbox::builder()
         .cache_dir(default_cache_dir())
         .on_compile(|| {
             eprintln!("wasmagent: compiling an engine (once per machine; later runs load it from the cache)…")
         })
         .tools(tools.clone())
+        .egress(egress)
         .build()?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let manifest = sandbox.resolve(&manifest, &cwd)?;
+    let options = McpOptions { expose_tools: args.expose_tools };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    runtime.block_on(wasmagent_mcp::serve_stdio(Arc::new(sandbox), manifest, &tools))?;
+    runtime.block_on(wasmagent_mcp::serve_stdio(Arc::new(sandbox), manifest, &tools, options))?;
+    drop(toolbox);
     Ok(0)
+}
+
+/// The operator's egress configuration from `--egress-config` and `--allow-private`.
+pub(crate) fn egress_config(operator: &OperatorArgs) -> anyhow::Result<EgressConfig> {
+    Ok(EgressConfig::load(operator.egress_config.as_deref(), &operator.allow_private)?)
+}
+
+/// Loads a tools file with the default ceilings and the machine's code cache.
+pub(crate) fn load_tools(path: &Path, egress: &EgressConfig) -> anyhow::Result<Toolbox> {
+    let options = ToolboxOptions {
+        ceilings: ManifestCeilings::default(),
+        egress: egress.clone(),
+        cache_dir: default_cache_dir(),
+    };
+    Ok(Toolbox::load(path, &options)?)
 }

@@ -403,3 +403,76 @@ fn webhook_verify_accepts_a_fresh_signature_and_refuses_a_tampered_body() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("does not verify"), "{}", stderr(&out));
 }
+
+#[test]
+fn tools_list_shows_the_file_and_tools_check_loads_it_with_digests() {
+    let cli = Cli::new();
+    let dir = tempfile::tempdir().unwrap();
+    let tools = dir.path().join("tools.toml");
+    std::fs::write(
+        &tools,
+        format!(
+            "[[wasm]]\nname = \"text.echo\"\ndescription = \"Echoes.\"\nmodule = {:?}\nargs = [\"json-echo\"]\n\n\
+             [[http]]\nname = \"weather.today\"\nurl = \"https://api.example.com/v1/{{city}}\"\n",
+            wasmagent_test_guests::PROBE_MODULE
+        ),
+    )
+    .unwrap();
+    let manifest = dir.path().join("m.toml");
+    std::fs::write(&manifest, "extra_capabilities = [\"tool:text.*\"]\n").unwrap();
+    let tools_arg = tools.to_str().unwrap();
+
+    let out = cli.run(&["tools", "list", "--tools", tools_arg, "--manifest", manifest.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.contains("text.echo  wasm") && listed.contains("(granted)"), "{listed}");
+    assert!(listed.contains("weather.today  http  GET https://api.example.com/v1/{city}  (not granted)"), "{listed}");
+
+    let out = cli.run(&["tools", "check", "--tools", tools_arg]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let checked = String::from_utf8_lossy(&out.stdout);
+    assert!(checked.contains("text.echo  wasm") && checked.contains("digest sha256:"), "{checked}");
+
+    std::fs::write(&tools, "[[http]]\nname = \"bad\"\nurl = \"https://{host}/x\"\n").unwrap();
+    for command in ["list", "check"] {
+        let out = cli.run(&["tools", command, "--tools", tools_arg]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("tools.toml: [[http]] \"bad\": url:") && stderr(&out).contains("host"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn an_upstream_mcp_server_over_http_is_reexported_under_its_namespace() {
+    // The upstream is wasmagent's own /mcp, reached over streamable HTTP with an API key.
+    let cli = Cli::new();
+    let dir = tempfile::tempdir().unwrap();
+    let key = "an-upstream-api-key";
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(key.as_bytes());
+    let key_hash: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!("[[auth.api_keys]]\nsubject = \"agent\"\nsha256 = \"{key_hash}\"\nscopes = [\"runs:write\"]\n"),
+    )
+    .unwrap();
+    let served = serve(&cli, &["--config", config.to_str().unwrap()]);
+    let tools = dir.path().join("tools.toml");
+    std::fs::write(
+        &tools,
+        format!("[[mcp]]\nnamespace = \"remote\"\nurl = \"{}/mcp\"\nheaders = {{ x-api-key = \"{key}\" }}\n", served.1),
+    )
+    .unwrap();
+    let out = cli.run(&["tools", "check", "--tools", tools.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let checked = String::from_utf8_lossy(&out.stdout);
+    assert!(checked.contains("remote.execute_code  mcp") && checked.contains("remote.search_docs  mcp"), "{checked}");
+
+    std::fs::write(&tools, format!("[[mcp]]\nnamespace = \"remote\"\nurl = \"{}/mcp\"\n", served.1)).unwrap();
+    let out = cli.run(&["tools", "check", "--tools", tools.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "without the key the upstream refuses: {}", stderr(&out));
+    assert!(stderr(&out).contains("[[mcp]] \"remote\""), "{}", stderr(&out));
+}

@@ -89,3 +89,160 @@ fn the_python_sdk_runs_code_searches_docs_and_gets_errors_as_results() {
     // Not a performance figure: a run stopped at cpu_ms = 300 that took this long would mean the deadline failed.
     assert!(looping["seconds"].as_f64().unwrap() < 30.0, "{looping}");
 }
+
+/// A tools file with a granted micro-tool, an ungranted one and the toolbox crate's upstream test server, plus a
+/// manifest granting `text.*` and `up.*`.
+fn tools_fixture(dir: &Path, python: &Path) -> (PathBuf, PathBuf) {
+    let probe = wasmagent_test_guests::PROBE_MODULE;
+    let upstream = Path::new(env!("CARGO_MANIFEST_DIR")).join("../toolbox/tests/upstream_server.py");
+    let tools = dir.join("tools.toml");
+    std::fs::write(
+        &tools,
+        format!(
+            "[[wasm]]\nname = \"text.echo\"\ndescription = \"Echoes its arguments back.\"\nmodule = {probe:?}\n\
+             args = [\"json-echo\"]\n\n[[wasm]]\nname = \"files.reader\"\nmodule = {probe:?}\n\n\
+             [[mcp]]\nnamespace = \"up\"\ncommand = {:?}\nargs = [{:?}]\ntimeout_ms = 20000\n",
+            python.display().to_string(),
+            upstream.display().to_string()
+        ),
+    )
+    .unwrap();
+    let manifest = dir.join("manifest.toml");
+    std::fs::write(&manifest, "extra_capabilities = [\"tool:text.*\", \"tool:up.*\"]\n").unwrap();
+    (tools, manifest)
+}
+
+fn summary_of(out: &std::process::Output) -> Value {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the client failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("the client printed no summary ({e}): {stdout}\n{stderr}"))
+}
+
+/// What both transports must show: micro-tool calls from both languages, and an ungranted tool refused by the host.
+fn assert_code_mode_tools(summary: &Value) {
+    assert_eq!(summary["server_name"], "wasmagent");
+    let search = &summary["search"];
+    assert_eq!(search["structured"]["results"][0]["name"], "text.echo", "{search}");
+    assert_eq!(search["structured"]["results"][0]["javascript"], "tools.text.echo(args?: object): any", "{search}");
+    assert_eq!(summary["js_tool"]["structured"]["value"], 42, "{}", summary["js_tool"]);
+    assert_eq!(summary["js_tool"]["structured"]["tool_calls"][0]["name"], "text.echo");
+    assert_eq!(summary["python_tool"]["structured"]["value"], 20, "{}", summary["python_tool"]);
+    let ungranted = &summary["ungranted"];
+    assert_eq!(ungranted["is_error"], true, "{ungranted}");
+    assert_eq!(ungranted["structured"]["denials"][0]["target"], "files.reader", "{ungranted}");
+    assert!(ungranted["text"].as_str().unwrap().contains("not granted"), "{ungranted}");
+}
+
+/// Enforces: js.extra_capabilities
+/// Enforces: python.extra_capabilities
+#[test]
+fn code_mode_calls_micro_tools_and_upstream_servers_over_stdio() {
+    let python = sdk_python();
+    let dir = tempfile::tempdir().unwrap();
+    let (tools, manifest) = tools_fixture(dir.path(), &python);
+    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_tools_client.py");
+    let out = Command::new(&python)
+        .arg(&client)
+        .args(["stdio", env!("CARGO_BIN_EXE_wasmagent")])
+        .args([&tools, &manifest])
+        .env("WASMAGENT_CACHE_DIR", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    let summary = summary_of(&out);
+    assert_code_mode_tools(&summary);
+    // --expose-tools: the granted tools are also direct MCP tools; the ungranted one is not.
+    assert_eq!(
+        summary["tools"],
+        json!(["execute_code", "search_docs", "text.echo", "up.add", "up.crash", "up.greet", "up.mutate"])
+    );
+    assert_eq!(summary["direct"]["structured"], json!({"echo": {"c": 3}, "bytes": 7}), "{}", summary["direct"]);
+    assert_eq!(summary["js_upstream"]["structured"]["value"], 5, "{}", summary["js_upstream"]);
+    assert_eq!(summary["python_upstream"]["structured"]["value"], 42, "{}", summary["python_upstream"]);
+    let died = &summary["upstream_dies"];
+    assert_eq!(died["is_error"], true, "{died}");
+    assert!(died["text"].as_str().unwrap().contains("up.crash"), "{died}");
+    assert!(died["seconds"].as_f64().unwrap() < 60.0, "{died}");
+    assert_eq!(summary["after_upstream_died"]["structured"]["value"], 42);
+}
+
+#[test]
+fn code_mode_over_streamable_http_reuses_the_server_credentials() {
+    let python = sdk_python();
+    let dir = tempfile::tempdir().unwrap();
+    // Over HTTP the upstream server is left out: the stdio test covers it; this one covers the transport and auth.
+    let probe = wasmagent_test_guests::PROBE_MODULE;
+    let tools = dir.path().join("http-tools.toml");
+    std::fs::write(
+        &tools,
+        format!(
+            "[[wasm]]\nname = \"text.echo\"\ndescription = \"Echoes its arguments back.\"\nmodule = {probe:?}\n\
+             args = [\"json-echo\"]\n\n[[wasm]]\nname = \"files.reader\"\nmodule = {probe:?}\n"
+        ),
+    )
+    .unwrap();
+    let key = "an-api-key-for-the-mcp-test";
+    let key_hash = {
+        use std::fmt::Write as _;
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(key.as_bytes());
+        digest.iter().fold(String::new(), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+    };
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "tools = {:?}\n[max_manifest]\nextra_capabilities = [\"tool:text.*\"]\n\
+             [[auth.api_keys]]\nsubject = \"agent\"\nsha256 = \"{key_hash}\"\nscopes = [\"runs:write\"]\n",
+            tools.display().to_string()
+        ),
+    )
+    .unwrap();
+    let served = Served::start(&config, dir.path());
+    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_tools_client.py");
+    let out = Command::new(&python).arg(&client).args(["http", &format!("{}/mcp", served.url), key]).output().unwrap();
+    let summary = summary_of(&out);
+    assert_code_mode_tools(&summary);
+    assert_eq!(summary["tools"], json!(["execute_code", "search_docs"]), "no --expose-tools on the server");
+    assert_ne!(summary["wrong_key"], "accepted", "the SDK must not get a session with a wrong key");
+    assert_eq!(summary["wrong_key_status"], 401);
+    assert_eq!(summary["no_key_status"], 401);
+}
+
+/// `wasmagent serve` in a child process, killed on drop.
+struct Served {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Served {
+    fn start(config: &Path, dir: &Path) -> Served {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wasmagent"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(config)
+            .env("WASMAGENT_CACHE_DIR", dir.join("cache"))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = loop {
+            let line = lines.next().expect("serve exited before listening").unwrap();
+            if let Some(url) = line.strip_prefix("wasmagent: serving on ") {
+                break url.to_owned();
+            }
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        Served { child, url }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -11,6 +11,8 @@
 
 mod config;
 pub mod floor;
+#[doc(hidden)]
+pub mod fuzzing;
 mod resolver;
 mod secrets;
 mod session;

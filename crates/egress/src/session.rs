@@ -112,7 +112,7 @@ struct EgressRecordsAndCount {
 }
 
 /// How a request failed: refused by policy (a denial) or failed on the way (network, caps, timeouts).
-enum Failure {
+pub(crate) enum Failure {
     Denied(String),
     Failed(String),
 }
@@ -448,7 +448,7 @@ impl EgressSession {
 }
 
 /// The next hop of a redirect from `from` to `location`: a valid http(s) URL that does not downgrade https.
-fn redirect_target(from: &Target, location: &str) -> Result<Target, (Failure, String)> {
+pub(crate) fn redirect_target(from: &Target, location: &str) -> Result<Target, (Failure, String)> {
     let next = from
         .url
         .join(location)

@@ -38,6 +38,10 @@ impl Target {
             return Err("URLs with credentials (user:password@) are refused; send credentials in a header".into());
         }
         let host = match url.host() {
+            // A name of dots only (`http://./`, `https:/./`) is no name: it would match `*` and go to the resolver.
+            Some(Host::Domain(name)) if name.trim_end_matches('.').is_empty() => {
+                return Err("the URL has no host name".into());
+            }
             Some(Host::Domain(name)) => TargetHost::Name(name.trim_end_matches('.').to_ascii_lowercase()),
             Some(Host::Ipv4(ip)) => TargetHost::Ip(IpAddr::V4(ip)),
             Some(Host::Ipv6(ip)) => TargetHost::Ip(IpAddr::V6(ip)),
@@ -99,6 +103,9 @@ mod tests {
             "file:///etc/passwd",
             "not a url",
             "http://",
+            "http://./",
+            "https:/./x",
+            "http://.../",
         ] {
             assert!(Target::parse(url).is_err(), "{url}");
         }

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 use wasmagent_egress::{EgressRecords, EgressSession, HttpRequest, HttpResponse};
-use wasmagent_kernel_wasi::host::ModuleState;
+use wasmagent_kernel_wasi::host::{ModuleState, guest_bytes};
 use wasmagent_manifest::EffectiveManifest;
 use wasmagent_tools::{MAX_TOOL_ARGS_BYTES, MAX_TOOL_NAME_BYTES, ToolRecords, ToolRegistry, ToolSession};
 use wasmtime::{Caller, Extern, Linker};
@@ -50,17 +50,42 @@ fn memory<T>(caller: &mut Caller<'_, T>) -> Option<wasmtime::Memory> {
 
 /// Copies `len` guest bytes at `ptr`, refusing ranges outside memory or longer than `cap`.
 fn read_guest<T>(caller: &mut Caller<'_, T>, ptr: i32, len: i32, cap: usize, what: &str) -> Result<Vec<u8>, String> {
-    let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
+    let memory = memory(caller).ok_or(NO_MEMORY)?;
+    copy_from_guest(memory.data(&*caller), ptr, len, cap, what)
+}
+
+const NO_MEMORY: &str = "the guest exports no memory";
+
+/// Copies `len` bytes at `ptr` out of the guest memory `memory`, refusing ranges outside it or longer than `cap`.
+pub(crate) fn copy_from_guest(memory: &[u8], ptr: i32, len: i32, cap: usize, what: &str) -> Result<Vec<u8>, String> {
+    let len = len as u32 as usize;
     if len > cap {
         return Err(format!("the {what} is {len} bytes; the largest accepted is {cap}"));
     }
-    let memory = memory(caller).ok_or("the guest exports no memory")?;
-    let end = ptr.checked_add(len).ok_or_else(|| format!("the {what} lies outside guest memory"))?;
-    memory
-        .data(&*caller)
-        .get(ptr..end)
-        .map(<[u8]>::to_vec)
-        .ok_or_else(|| format!("the {what} lies outside guest memory"))
+    guest_bytes(memory, ptr, len).map(<[u8]>::to_vec).ok_or_else(|| format!("the {what} lies outside guest memory"))
+}
+
+/// What a `tool_call` reads from guest memory: the tool name (UTF-8) and the arguments (JSON, parsed later).
+pub(crate) fn tool_call_request(
+    memory: &[u8],
+    (name_ptr, name_len): (i32, i32),
+    (args_ptr, args_len): (i32, i32),
+) -> (Result<String, String>, Result<Vec<u8>, String>) {
+    let name = copy_from_guest(memory, name_ptr, name_len, MAX_TOOL_NAME_BYTES, "tool name")
+        .and_then(|b| String::from_utf8(b).map_err(|_| "the tool name is not UTF-8".to_owned()));
+    let args = copy_from_guest(memory, args_ptr, args_len, MAX_TOOL_ARGS_BYTES, "tool arguments");
+    (name, args)
+}
+
+/// A response the guest collects with `tool_response`: the length `tool_call` or `http_request` returns (negative
+/// for an error message) and the bytes kept pending until then.
+pub(crate) fn pending_response(outcome: Result<Vec<u8>, String>) -> (i32, Vec<u8>) {
+    let (bytes, is_error) = match outcome {
+        Ok(bytes) => (bytes, false),
+        Err(message) => (message.into_bytes(), true),
+    };
+    let len = bytes.len() as i32;
+    (if is_error { -len } else { len }, bytes)
 }
 
 /// Largest `fetch` request description (method, URL, headers as JSON) accepted from the guest.
@@ -107,16 +132,13 @@ pub(crate) fn add_to_linker(linker: &mut Linker<ModuleState<Bridge>>) -> wasmtim
         "wasmagent",
         "tool_call",
         |mut caller: Caller<'_, ModuleState<Bridge>>, name_ptr: i32, name_len: i32, args_ptr: i32, args_len: i32| {
-            let name = read_guest(&mut caller, name_ptr, name_len, MAX_TOOL_NAME_BYTES, "tool name")
-                .and_then(|b| String::from_utf8(b).map_err(|_| "the tool name is not UTF-8".to_owned()));
-            let args = read_guest(&mut caller, args_ptr, args_len, MAX_TOOL_ARGS_BYTES, "tool arguments");
-            let (response, is_error) = match caller.data_mut().ext.tools.call(name, args) {
-                Ok(result) => (result, false),
-                Err(message) => (message.into_bytes(), true),
+            let (name, args) = match memory(&mut caller) {
+                Some(memory) => tool_call_request(memory.data(&caller), (name_ptr, name_len), (args_ptr, args_len)),
+                None => (Err(NO_MEMORY.to_owned()), Err(NO_MEMORY.to_owned())),
             };
-            let len = response.len() as i32;
+            let (len, response) = pending_response(caller.data_mut().ext.tools.call(name, args));
             caller.data_mut().ext.pending = Some(response);
-            if is_error { -len } else { len }
+            len
         },
     )?;
     linker.func_wrap(
@@ -127,13 +149,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<ModuleState<Bridge>>) -> wasmtim
             // The body already lies in guest memory, which the memory limit bounds; the egress session refuses
             // bodies over max_http_request_bytes with a denial.
             let body = read_guest(&mut caller, body_ptr, body_len, usize::MAX, "fetch body");
-            let (response, is_error) = match fetch(&caller.data().ext.egress, meta, body) {
-                Ok(response) => (response, false),
-                Err(message) => (message.into_bytes(), true),
-            };
-            let len = response.len() as i32;
+            let (len, response) = pending_response(fetch(&caller.data().ext.egress, meta, body));
             caller.data_mut().ext.pending = Some(response);
-            if is_error { -len } else { len }
+            len
         },
     )?;
     linker.func_wrap(

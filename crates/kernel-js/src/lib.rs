@@ -11,6 +11,8 @@
 //! It must not decide policy, and must not give scripts anything the manifest does not grant.
 
 mod bridge;
+#[doc(hidden)]
+pub mod fuzzing;
 
 use bridge::Bridge;
 use std::sync::{Arc, OnceLock};

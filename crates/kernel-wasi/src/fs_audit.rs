@@ -7,6 +7,7 @@
 //! guest path and the reason in manifest terms. Paths outside every mount reach the host through the empty
 //! read-only "catch-all" root preopen, so those attempts are seen too.
 
+use crate::host::guest_bytes;
 use std::collections::HashMap;
 use wasmagent_kernel::Denial;
 use wasmagent_manifest::Access;
@@ -210,15 +211,12 @@ fn memory<T>(caller: &mut Caller<'_, T>) -> Option<wasmtime::Memory> {
 
 /// Reads a guest string for reporting. Out-of-bounds or oversized ranges give a placeholder, never a panic.
 fn read_string<T>(caller: &mut Caller<'_, T>, ptr: i32, len: i32) -> String {
-    let (Ok(ptr), Ok(len)) = (usize::try_from(ptr as u32), usize::try_from(len as u32)) else {
-        return "<unreadable path>".into();
-    };
+    let len = len as u32 as usize;
     let Some(mem) = memory(caller) else {
         return "<unreadable path>".into();
     };
-    let data = mem.data(&*caller);
     let shown = len.min(MAX_REPORTED_PATH);
-    match ptr.checked_add(shown).and_then(|end| data.get(ptr..end)) {
+    match guest_bytes(mem.data(&*caller), ptr, shown) {
         Some(bytes) => {
             let mut text = String::from_utf8_lossy(bytes).into_owned();
             if shown < len {
@@ -232,8 +230,7 @@ fn read_string<T>(caller: &mut Caller<'_, T>, ptr: i32, len: i32) -> String {
 
 fn read_i32<T>(caller: &mut Caller<'_, T>, ptr: i32) -> Option<i32> {
     let mem = memory(caller)?;
-    let start = usize::try_from(ptr as u32).ok()?;
-    let bytes = mem.data(&*caller).get(start..start.checked_add(4)?)?;
+    let bytes = guest_bytes(mem.data(&*caller), ptr, 4)?;
     Some(i32::from_le_bytes(bytes.try_into().ok()?))
 }
 

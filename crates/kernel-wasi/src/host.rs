@@ -18,6 +18,14 @@ use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
+/// The `len` bytes at `ptr` in a guest's linear memory `memory`, or `None` unless all of them lie inside it. `ptr` is
+/// a wasm32 address as the guest passed it (an `i32` read as unsigned). Every host import that reads guest memory
+/// goes through here, so a bad pointer or length is an error, never a panic.
+pub fn guest_bytes(memory: &[u8], ptr: i32, len: usize) -> Option<&[u8]> {
+    let start = ptr as u32 as usize;
+    memory.get(start..start.checked_add(len)?)
+}
+
 /// Store state of a preview1 run: WASI, the memory limiter, the filesystem audit, and the kernel's own state `E`.
 pub struct ModuleState<E> {
     wasi: WasiP1Ctx,

@@ -200,6 +200,33 @@ impl HostPattern {
     }
 }
 
+impl HostPattern {
+    /// A few `(scheme, host, port)` requests this pattern matches, for checking `matches` against `covers`.
+    pub(crate) fn example_requests(&self) -> Vec<(&'static str, String, u16)> {
+        let schemes = match self.scheme {
+            Some(s) => vec![s],
+            None => vec![Scheme::Http, Scheme::Https],
+        };
+        let hosts = match &self.host {
+            HostMatch::AnyPublic => vec!["example.com".to_owned(), "93.184.216.34".to_owned()],
+            HostMatch::Exact(h) => vec![h.clone()],
+            HostMatch::SubdomainsOf(d) => vec![format!("a.{d}"), format!("a.b.{d}")],
+        };
+        let mut requests = Vec::new();
+        for scheme in schemes {
+            let ports = match (self.port, self.scheme) {
+                (Some(p), _) => vec![p],
+                (None, Some(s)) => vec![s.default_port()],
+                (None, None) => vec![scheme.default_port(), 8080],
+            };
+            for host in &hosts {
+                requests.extend(ports.iter().map(|&port| (scheme.as_str(), host.clone(), port)));
+            }
+        }
+        requests
+    }
+}
+
 impl Scheme {
     /// The scheme as written in URLs.
     pub fn as_str(self) -> &'static str {

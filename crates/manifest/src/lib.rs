@@ -29,6 +29,8 @@
 
 pub mod defaults;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod host_pattern;
 mod mount;
 mod raw;

@@ -130,7 +130,7 @@ mod tests {
         let hit = serde_json::to_value(&hits[0]).unwrap();
         assert_eq!(hit["name"], "github.search_issues");
         assert_eq!(hit["granted"], true);
-        assert_eq!(hit["javascript"], r#"tools["github.search_issues"](args: { q: string }): any"#);
+        assert_eq!(hit["javascript"], "tools.github.search_issues(args: { q: string }): any");
         assert_eq!(hit["python"], "tools.github.search_issues(*, q: str)");
         assert_eq!(hit["input_schema"]["required"], json!(["q"]));
         assert!(hit["score"].as_f64().unwrap() > 0.0);

@@ -16,11 +16,23 @@
 
 mod bm25;
 mod catalog;
+mod http;
 mod server;
 mod signature;
 
+pub use http::{HttpOptions, http_service};
+pub use server::CodeModeServer;
+
 use std::sync::Arc;
 use wasmagent::{EffectiveManifest, Sandbox, ToolRegistry};
+
+/// How the server presents the host tools.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct McpOptions {
+    /// Also publish every granted host tool as a direct MCP tool, for clients that prefer classic tool calls. Code
+    /// mode (`execute_code`, `search_docs`) is always there.
+    pub expose_tools: bool,
+}
 
 /// The largest `code` `execute_code` accepts, in bytes. Far below rmcp's 16 MiB cap on one stdio message, which
 /// drops longer messages unanswered; larger code is refused with an error result instead.
@@ -53,9 +65,19 @@ pub async fn serve_stdio(
     sandbox: Arc<Sandbox>,
     manifest: EffectiveManifest,
     tools: &ToolRegistry,
+    options: McpOptions,
 ) -> Result<(), McpError> {
+    serve(CodeModeServer::new(sandbox, manifest, tools, options), rmcp::transport::stdio()).await
+}
+
+/// Serves `server` on any rmcp transport (a pipe, an in-memory duplex) until the peer closes it.
+pub async fn serve<T, E, A>(server: CodeModeServer, transport: T) -> Result<(), McpError>
+where
+    T: rmcp::transport::IntoTransport<rmcp::RoleServer, E, A>,
+    E: std::error::Error + Send + Sync + 'static,
+{
     use rmcp::ServiceExt;
-    let service = server::CodeModeServer::new(sandbox, manifest, tools).serve(rmcp::transport::stdio()).await?;
+    let service = server.serve(transport).await?;
     let reason = service.waiting().await?;
     tracing::debug!(?reason, "the MCP session ended");
     Ok(())

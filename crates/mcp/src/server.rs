@@ -1,15 +1,22 @@
 //! The MCP handler: the `execute_code` and `search_docs` tools.
 
 use crate::MAX_CODE_BYTES;
+use crate::McpOptions;
 use crate::catalog::{self, Catalog};
-use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::router::tool::{ToolRoute, ToolRouter};
+use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::model::{
+    CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject, ServerCapabilities, ServerConfig,
+};
 use rmcp::{ServerHandler, tool, tool_handler, tool_router};
 use serde::Deserialize;
+use serde_json::Value;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use wasmagent::{EffectiveManifest, Error, Language, Outcome, RunReport, RunRequest, Sandbox, ToolRegistry};
+use wasmagent::{
+    EffectiveManifest, Error, Language, Outcome, RunReport, RunRequest, Sandbox, ToolRegistry, ToolSession,
+};
 
 /// What `search_docs` returns when the client gives no limit.
 const DEFAULT_SEARCH_LIMIT: usize = 5;
@@ -35,20 +42,78 @@ pub(crate) struct SearchDocs {
     limit: Option<usize>,
 }
 
-/// The code-mode MCP server: one per connection, sharing the sandbox.
+/// The code-mode MCP server. Cheap to clone: every connection (stdio, or each HTTP session) gets a clone sharing
+/// the sandbox, the manifest and the tools.
 #[derive(Clone)]
-pub(crate) struct CodeModeServer {
+pub struct CodeModeServer {
     sandbox: Arc<Sandbox>,
     manifest: Arc<EffectiveManifest>,
+    tools: Arc<ToolRegistry>,
     catalog: Arc<Catalog>,
     tool_router: ToolRouter<Self>,
 }
 
+impl std::fmt::Debug for CodeModeServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodeModeServer").field("tools", &self.catalog.len()).finish_non_exhaustive()
+    }
+}
+
 #[tool_router]
 impl CodeModeServer {
-    pub(crate) fn new(sandbox: Arc<Sandbox>, manifest: EffectiveManifest, tools: &ToolRegistry) -> Self {
+    /// A server running code in `sandbox` under `manifest`, documenting `tools` (the registry `sandbox` was built
+    /// with). With `options.expose_tools`, every tool `manifest` grants is also published as a direct MCP tool.
+    pub fn new(sandbox: Arc<Sandbox>, manifest: EffectiveManifest, tools: &ToolRegistry, options: McpOptions) -> Self {
         let catalog = Arc::new(Catalog::new(tools, &manifest));
-        CodeModeServer { sandbox, manifest: Arc::new(manifest), catalog, tool_router: Self::tool_router() }
+        let mut tool_router = Self::tool_router();
+        if options.expose_tools {
+            for name in tools.granted_names(&manifest) {
+                let Some(tool) = tools.get(&name) else { continue };
+                if tool_router.has_route(&name) {
+                    tracing::warn!(tool = %name, "not exposed: the name is taken by a code-mode tool");
+                    continue;
+                }
+                let schema = match tool.input_schema() {
+                    Value::Object(map) => map.clone(),
+                    _ => JsonObject::from_iter([("type".to_owned(), Value::from("object"))]),
+                };
+                let attr = rmcp::model::Tool::new(name, tool.description().to_owned(), Arc::new(schema));
+                tool_router.add_route(ToolRoute::new_dyn(attr, |context: ToolCallContext<'_, Self>| {
+                    Box::pin(async move {
+                        let result = context.service.call_direct(&context.name, context.arguments).await;
+                        Ok(CallToolResponse::Complete(result))
+                    })
+                }));
+            }
+        }
+        CodeModeServer { sandbox, manifest: Arc::new(manifest), tools: Arc::new(tools.clone()), catalog, tool_router }
+    }
+
+    /// A classic call of an exposed tool, checked and capped like a call from guest code.
+    async fn call_direct(&self, name: &str, arguments: Option<JsonObject>) -> CallToolResult {
+        let (tools, manifest, name) = (self.tools.clone(), self.manifest.clone(), name.to_owned());
+        let args = serde_json::to_vec(&Value::Object(arguments.unwrap_or_default()));
+        // Tool handlers are synchronous (a micro-tool runs a sandbox, an upstream call waits on its server).
+        let outcome = tokio::task::spawn_blocking(move || {
+            let args = args.map_err(|e| format!("the arguments are not JSON: {e}"));
+            ToolSession::new(tools, &manifest).call(Ok(name), args)
+        })
+        .await;
+        match outcome {
+            Ok(Ok(bytes)) => {
+                let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let mut result = CallToolResult::success(vec![ContentBlock::text(value.to_string())]);
+                if value.is_object() {
+                    result.structured_content = Some(value);
+                }
+                result
+            }
+            Ok(Err(message)) => refusal(message),
+            Err(join_error) => {
+                tracing::error!(%join_error, "a direct tool call panicked");
+                refusal("the tool call failed inside wasmagent (see the server's log)".to_owned())
+            }
+        }
     }
 
     /// Runs JavaScript or Python in a fresh WebAssembly sandbox held to this server's capability manifest (no files,

@@ -1,8 +1,8 @@
 //! How to call a host tool from inside `execute_code`, written as a signature in each language and derived from
 //! the tool's JSON Schema (`properties`, `required`, `type`, `enum`, `items`).
 //!
-//! The forms follow the guests exactly: JavaScript's `tools` global holds one function per full tool name
-//! (`tools["github.search_issues"]({...})` for dotted names) taking one arguments object; Python's
+//! The forms follow the guests exactly: JavaScript's `tools` global nests dotted names as namespaces
+//! (`tools.github.search_issues({...})`), each function taking one arguments object; Python's
 //! `from wasmagent import tools` resolves dotted names as attributes and takes keyword arguments only.
 
 use serde_json::{Map, Value};
@@ -12,7 +12,10 @@ const MAX_DEPTH: usize = 4;
 
 /// `tools.NAME(args: { q: string, limit?: number }): any`.
 pub(crate) fn javascript(name: &str, schema: &Value) -> String {
-    let callee = if name.contains('.') { format!("tools[{}]", Value::from(name)) } else { format!("tools.{name}") };
+    // Registered names are identifiers between dots; any other part is still reachable as an index.
+    let callee = name.split('.').fold("tools".to_owned(), |callee, part| {
+        if is_js_identifier(part) { format!("{callee}.{part}") } else { format!("{callee}[{}]", Value::from(part)) }
+    });
     let args = match schema.get("properties").and_then(Value::as_object) {
         None => "args?: object".to_owned(),
         Some(properties) => {
@@ -218,9 +221,10 @@ mod tests {
         );
         assert_eq!(
             javascript("github.search_issues", &json!({"properties": {"q": {"type": "string"}}, "required": ["q"]})),
-            r#"tools["github.search_issues"](args: { q: string }): any"#,
-            "the JavaScript tools object is keyed by the full name"
+            "tools.github.search_issues(args: { q: string }): any",
+            "dotted names are nested namespaces"
         );
+        assert_eq!(javascript("ns.2fa", &json!({})), r#"tools.ns["2fa"](args?: object): any"#);
     }
 
     #[test]

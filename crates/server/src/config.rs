@@ -37,6 +37,34 @@ pub struct ServerConfig {
     pub egress_config: Option<PathBuf>,
     /// Private addresses guests (and webhooks) may reach, as `--allow-private`.
     pub allow_private: Vec<String>,
+    /// Tools file (`tools.toml`): host tools for runs and for MCP code mode, granted per manifest as usual.
+    pub tools: Option<PathBuf>,
+    /// The MCP endpoint (`/mcp`, streamable HTTP).
+    pub mcp: McpConfig,
+}
+
+/// `/mcp`: code mode over streamable HTTP, behind the same authentication (scope `runs:write`) and per-subject
+/// request rate as the run API. Every `execute_code` is held to the maximum manifest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpConfig {
+    /// Serve `/mcp` (default true).
+    pub enabled: bool,
+    /// Also publish every tool the maximum manifest grants as a direct MCP tool.
+    pub expose_tools: bool,
+    /// `Host` header values accepted on `/mcp` (DNS-rebinding protection; default: localhost, 127.0.0.1, ::1).
+    /// List the names clients use, e.g. `mcp.example.com`; an empty list accepts any host.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        McpConfig {
+            enabled: true,
+            expose_tools: false,
+            allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -56,6 +84,8 @@ impl Default for ServerConfig {
             webhooks: WebhookConfig::default(),
             egress_config: None,
             allow_private: Vec::new(),
+            tools: None,
+            mcp: McpConfig::default(),
         }
     }
 }
@@ -190,7 +220,7 @@ impl ServerConfig {
                 fix(path);
             }
         }
-        if let Some(path) = self.egress_config.as_mut() {
+        for path in [self.egress_config.as_mut(), self.tools.as_mut()].into_iter().flatten() {
             fix(path);
         }
     }

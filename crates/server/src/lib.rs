@@ -1,5 +1,5 @@
-//! wasmagent over HTTP (`wasmagent serve`): `POST /v1/runs` (sync or async), `GET /v1/runs/{id}`, `/healthz`,
-//! `/readyz`, `/metrics`, `/openapi.json`.
+//! wasmagent over HTTP (`wasmagent serve`): `POST /v1/runs` (sync or async), `GET /v1/runs/{id}`, `/mcp` (code
+//! mode over streamable HTTP), `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
 //!
 //! It owns the service around the sandbox: configuration (`server.toml`), authentication (JWT, API keys), the
 //! operator's maximum manifest that every request may only narrow, per-subject rate limits (memory or Redis, both
@@ -12,6 +12,9 @@ mod api;
 mod auth;
 pub mod config;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
+mod mcp;
 mod metrics;
 mod policy;
 pub mod ratelimit;
@@ -21,7 +24,7 @@ pub mod webhook;
 
 pub use api::{AsyncAccepted, RunRequestBody, RunStatus, openapi_json};
 pub use auth::{AuthError, Authenticator, Principal, SCOPE_ADMIN, SCOPE_READ, SCOPE_WRITE};
-pub use config::ServerConfig;
+pub use config::{McpConfig, ServerConfig};
 pub use error::ErrorBody;
 pub use state::AppState;
 
@@ -45,7 +48,15 @@ pub fn router(state: Arc<AppState>, cors_allowed_origins: &[String]) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi_json()) }))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .with_state(state);
+        .with_state(state.clone());
+    if let Some((server, options)) = &state.mcp {
+        let service = wasmagent_mcp::http_service(server.clone(), options);
+        router = router.merge(
+            Router::new()
+                .nest_service("/mcp", service)
+                .layer(axum::middleware::from_fn_with_state(state.clone(), mcp::gate)),
+        );
+    }
     let origins: Vec<HeaderValue> = cors_allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
     if !origins.is_empty() {
         // Never a wildcard, never credentials: only the listed origins, with bearer tokens sent explicitly.

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use wasmagent::manifest::Access;
-use wasmagent::{CapabilityManifest, EffectiveManifest, ManifestError, Sandbox};
+use wasmagent::{CapabilityManifest, EffectiveManifest, ManifestCeilings, ManifestError};
 
 /// Why a request's manifest was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,9 +14,9 @@ pub(crate) enum PolicyError {
     Exceeds { field: String, message: String },
 }
 
-/// Resolves a request's manifest under `max` and checks it only narrows `max`.
+/// Resolves a request's manifest against the sandbox's `ceilings`, under `max`, and checks it only narrows `max`.
 pub(crate) fn request_manifest(
-    sandbox: &Sandbox,
+    ceilings: &ManifestCeilings,
     max: &EffectiveManifest,
     mut raw: CapabilityManifest,
 ) -> Result<EffectiveManifest, PolicyError> {
@@ -35,8 +35,8 @@ pub(crate) fn request_manifest(
     if raw.trusted_keys.is_empty() {
         raw.trusted_keys = max.trusted_keys().to_vec();
     }
-    let manifest = sandbox.resolve(&raw, Path::new("/")).map_err(|e| match e {
-        wasmagent::Error::Manifest(ManifestError::AboveCeiling { ref field, .. }) => {
+    let manifest = raw.resolve(Path::new("/"), ceilings).map_err(|e| match e {
+        ManifestError::AboveCeiling { ref field, .. } => {
             PolicyError::Exceeds { field: field.clone(), message: e.to_string() }
         }
         other => PolicyError::Invalid(other.to_string()),

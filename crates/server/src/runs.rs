@@ -17,7 +17,7 @@ use base64::Engine as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::sync::OwnedSemaphorePermit;
-use wasmagent::{EffectiveManifest, Language, RunReport, RunRequest};
+use wasmagent::{EffectiveManifest, Language, ManifestCeilings, RunReport, RunRequest};
 
 /// Runs code, or queues it with `"async": true`.
 #[utoipa::path(post, path = "/v1/runs", request_body = RunRequestBody,
@@ -49,7 +49,7 @@ pub(crate) async fn create_run(
     let request: RunRequestBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid(format!("the request body is not a valid run: {e}")))?;
     let run_async = request.run_async;
-    let (manifest, run) = prepare(&state, request)?;
+    let (manifest, run) = prepare(state.sandbox.ceilings(), &state.max_manifest, request)?;
     let mut response = if run_async {
         let id = state.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(&principal.subject);
         let accepted = AsyncAccepted { id: id.clone(), status: "queued".into(), url: format!("/v1/runs/{id}") };
@@ -92,7 +92,7 @@ pub(crate) async fn dead_letters(State(state): State<Arc<AppState>>, headers: He
 }
 
 /// The per-subject limits: a concurrent-run slot, or 429 / 503.
-async fn admit(state: &AppState, principal: &Principal) -> Result<(RunSlot, WindowState), ApiError> {
+pub(crate) async fn admit(state: &AppState, principal: &Principal) -> Result<(RunSlot, WindowState), ApiError> {
     match state.limiter.admit(&principal.subject, state.limits).await {
         Ok(Admission::Allowed { slot, window }) => Ok((slot, window)),
         Ok(Admission::Limited { reason, window, retry_after_secs }) => {
@@ -115,7 +115,7 @@ async fn admit(state: &AppState, principal: &Principal) -> Result<(RunSlot, Wind
     }
 }
 
-fn rate_headers(window: &WindowState) -> HeaderMap {
+pub(crate) fn rate_headers(window: &WindowState) -> HeaderMap {
     let mut headers = HeaderMap::new();
     for (name, value) in [
         ("ratelimit-limit", window.limit),
@@ -127,10 +127,14 @@ fn rate_headers(window: &WindowState) -> HeaderMap {
     headers
 }
 
-/// The effective manifest and the run request, or why not (400 / 403).
-fn prepare(state: &AppState, request: RunRequestBody) -> Result<(EffectiveManifest, RunRequest), ApiError> {
-    let manifest = policy::request_manifest(&state.sandbox, &state.max_manifest, request.manifest.unwrap_or_default())
-        .map_err(|e| match e {
+/// The effective manifest (resolved against `ceilings`, narrowing `max`) and the run request, or why not (400 / 403).
+pub(crate) fn prepare(
+    ceilings: &ManifestCeilings,
+    max: &EffectiveManifest,
+    request: RunRequestBody,
+) -> Result<(EffectiveManifest, RunRequest), ApiError> {
+    let manifest =
+        policy::request_manifest(ceilings, max, request.manifest.unwrap_or_default()).map_err(|e| match e {
             PolicyError::Invalid(m) => ApiError::invalid(m),
             PolicyError::Exceeds { field, message } => ApiError::exceeds(field, message),
         })?;

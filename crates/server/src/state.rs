@@ -14,11 +14,17 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
-use wasmagent::{EffectiveManifest, EgressConfig, RunReport, Sandbox};
+use wasmagent::{EffectiveManifest, EgressConfig, RunReport, Sandbox, ToolRegistry};
+use wasmagent_mcp::{CodeModeServer, HttpOptions, McpOptions};
+use wasmagent_toolbox::{Toolbox, ToolboxOptions};
 
 /// Shared state of a running server.
 pub struct AppState {
     pub(crate) sandbox: Arc<Sandbox>,
+    /// The MCP server and its transport settings, when `/mcp` is enabled.
+    pub(crate) mcp: Option<(CodeModeServer, HttpOptions)>,
+    /// Keeps upstream MCP connections of the tools file open.
+    _toolbox: Option<Toolbox>,
     pub(crate) max_manifest: EffectiveManifest,
     pub(crate) auth: Authenticator,
     pub(crate) limiter: Box<dyn RateLimiter>,
@@ -41,15 +47,36 @@ impl AppState {
         config.validate()?;
         let egress =
             EgressConfig::load(config.egress_config.as_deref(), &config.allow_private).map_err(|e| e.to_string())?;
-        let sandbox = Sandbox::builder()
-            .ceilings(config.ceilings.clone())
-            .cache_dir(wasmagent::default_cache_dir())
-            .pool_slots(config.pool_slots)
-            .egress(egress.clone())
-            .build()
-            .map_err(|e| format!("cannot start the sandbox: {e}"))?;
+        let toolbox = match &config.tools {
+            Some(path) => {
+                let options = ToolboxOptions {
+                    ceilings: config.ceilings.clone(),
+                    egress: egress.clone(),
+                    cache_dir: wasmagent::default_cache_dir(),
+                };
+                Some(Toolbox::load(path, &options).map_err(|e| format!("tools: {e}"))?)
+            }
+            None => None,
+        };
+        let tools = toolbox.as_ref().map_or_else(ToolRegistry::new, |t| t.registry().clone());
+        let sandbox = Arc::new(
+            Sandbox::builder()
+                .ceilings(config.ceilings.clone())
+                .cache_dir(wasmagent::default_cache_dir())
+                .pool_slots(config.pool_slots)
+                .egress(egress.clone())
+                .tools(tools.clone())
+                .build()
+                .map_err(|e| format!("cannot start the sandbox: {e}"))?,
+        );
         let max_manifest =
             sandbox.resolve(&config.max_manifest, Path::new("/")).map_err(|e| format!("max_manifest: {e}"))?;
+        let mcp = config.mcp.enabled.then(|| {
+            let options = McpOptions { expose_tools: config.mcp.expose_tools };
+            let server = CodeModeServer::new(sandbox.clone(), max_manifest.clone(), &tools, options);
+            let http = HttpOptions { allowed_hosts: config.mcp.allowed_hosts.clone(), ..HttpOptions::default() };
+            (server, http)
+        });
         let auth = Authenticator::new(&config.auth, insecure_no_auth)?;
         let limiter: Box<dyn RateLimiter> = match &config.rate_limit.redis_url {
             Some(url) => Box::new(
@@ -75,7 +102,9 @@ impl AppState {
             Some(Webhooks::new(webhook_config, egress).map_err(|e| format!("webhooks: {e}"))?)
         };
         Ok(AppState {
-            sandbox: Arc::new(sandbox),
+            sandbox,
+            mcp,
+            _toolbox: toolbox,
             max_manifest,
             auth,
             limiter,

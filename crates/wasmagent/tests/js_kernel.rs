@@ -6,7 +6,12 @@ mod common;
 
 use common::{manifest, sandbox};
 use serde_json::json;
-use wasmagent::{EffectiveManifest, ErrorKind, Language, Outcome, RunReport, RunRequest};
+use std::path::Path;
+use std::sync::OnceLock;
+use wasmagent::{
+    CapabilityManifest, EffectiveManifest, ErrorKind, Language, Outcome, RunReport, RunRequest, Sandbox, Tool,
+    ToolRegistry,
+};
 
 fn js(manifest: &EffectiveManifest, code: &str) -> RunReport {
     common::run(manifest, Language::Js, "script.js", code)
@@ -261,6 +266,143 @@ fn a_thousand_tool_calls_run_in_one_run_and_max_host_calls_holds() {
     );
     assert!(report.value.as_str().unwrap().contains("max_host_calls"), "{report:?}");
     assert_eq!(report.denials.iter().filter(|d| d.capability == "host_call").count(), 1);
+}
+
+/// A sandbox whose tools exercise how dotted names nest: a tool that is also a namespace (`a`, `a.b`), two tools in
+/// one namespace, and parts named like the properties prototype pollution goes through. Each tool answers with
+/// the name the host was called with and the arguments it received.
+fn namespaced() -> &'static Sandbox {
+    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
+    SANDBOX.get_or_init(|| {
+        let mut tools = ToolRegistry::new();
+        for name in
+            ["a", "a.b", "github.search_issues", "github.delete_repo", "__proto__", "p.__proto__.x", "p.constructor"]
+        {
+            let tool = Tool::new(name, "Says who was called.", json!({"type": "object"}), move |args| {
+                Ok(json!({"tool": name, "args": args}))
+            });
+            tools.register(tool).unwrap();
+        }
+        Sandbox::builder().pool_slots(4).tools(tools).build().unwrap()
+    })
+}
+
+fn namespaced_js(grants: &[&str], code: &str) -> RunReport {
+    let toml = format!("extra_capabilities = {}", json!(grants));
+    let manifest = namespaced().resolve(&CapabilityManifest::from_toml_str(&toml).unwrap(), Path::new("/")).unwrap();
+    let report = namespaced().run(&manifest, &RunRequest::source("script.js", Language::Js, code)).unwrap();
+    assert_eq!(report.outcome, Outcome::Ok, "{code}: {report:?}");
+    report
+}
+
+fn called(report: &RunReport) -> Vec<&str> {
+    report.tool_calls.iter().map(|c| c.name.as_str()).collect()
+}
+
+#[test]
+fn dotted_tool_names_are_nested_namespaces_called_by_their_full_name() {
+    let m = manifest("extra_capabilities = [\"tool:add\", \"tool:github.*\"]");
+    let report = js(
+        &m,
+        "[tools.github.search_issues({q: 'x'}), tools.add({a: 1, b: 2}), typeof tools['github.search_issues'], \
+         Object.keys(tools).sort(), Object.keys(tools.github)]",
+    );
+    assert_eq!(report.outcome, Outcome::Ok, "{report:?}");
+    assert_eq!(report.value, json!([{"q": "x"}, 3, "undefined", ["add", "github"], ["search_issues"]]));
+    assert_eq!(called(&report), ["github.search_issues", "add"], "the host sees the full name");
+    assert!(report.tool_calls.iter().all(|c| c.outcome == "ok"), "{report:?}");
+}
+
+#[test]
+fn tool_namespaces_are_frozen_and_have_no_prototype() {
+    let m = manifest("extra_capabilities = [\"tool:github.*\"]");
+    let report = js(
+        &m,
+        r#"
+        const strict = (f) => { try { f(); return 'no error'; } catch (e) { return e.constructor.name; } };
+        const ns = tools.github;
+        ns.extra = 1;
+        ns.search_issues = () => 'replaced';
+        delete ns.search_issues;
+        ({
+          frozen: [Object.isFrozen(tools), Object.isFrozen(ns), Object.isFrozen(ns.search_issues)],
+          assigned: typeof ns.extra,
+          kept: ns.search_issues({q: 'still the tool'}),
+          strictAssign: strict(() => { 'use strict'; ns.extra = 1; }),
+          strictDefine: strict(() => Object.defineProperty(ns, 'extra', {value: 1})),
+          reprototype: strict(() => Object.setPrototypeOf(ns, {extra: 1})),
+          prototypes: [Object.getPrototypeOf(tools) === null, Object.getPrototypeOf(ns) === null],
+          inherited: [typeof tools.__proto__, typeof ns.__proto__, typeof ns.constructor, typeof ns.toString, typeof ns.extra],
+        })
+        "#,
+    );
+    assert_eq!(report.outcome, Outcome::Ok, "{report:?}");
+    assert_eq!(
+        report.value,
+        json!({"frozen": [true, true, true], "assigned": "undefined", "kept": {"q": "still the tool"},
+               "strictAssign": "TypeError", "strictDefine": "TypeError", "reprototype": "TypeError",
+               "prototypes": [true, true],
+               "inherited": ["undefined", "undefined", "undefined", "undefined", "undefined"]})
+    );
+}
+
+#[test]
+fn an_ungranted_tool_in_a_granted_namespace_is_absent() {
+    let report = namespaced_js(
+        &["tool:github.search_issues"],
+        "[Object.keys(tools), Object.keys(tools.github), typeof tools.github.delete_repo, \
+         tools.github.search_issues({q: 'x'})]",
+    );
+    assert_eq!(
+        report.value,
+        json!([["github"], ["search_issues"], "undefined", {"tool": "github.search_issues", "args": {"q": "x"}}])
+    );
+    let report = namespaced_js(&["tool:github.*"], "Object.keys(tools.github).sort()");
+    assert_eq!(report.value, json!(["delete_repo", "search_issues"]));
+}
+
+#[test]
+fn parts_named_proto_or_constructor_are_plain_members_and_reach_no_prototype() {
+    let report = namespaced_js(
+        &["tool:__proto__", "tool:p.*"],
+        r#"
+        ({
+          top: tools.__proto__({n: 1}),
+          nested: tools.p.__proto__.x({n: 2}),
+          constructor: tools.p.constructor({n: 3}),
+          prototypes: [tools, tools.p, tools.p.__proto__].map((o) => Object.getPrototypeOf(o) === null),
+          keys: [Object.keys(tools).sort(), Object.keys(tools.p).sort()],
+          clean: [typeof ({}).x, typeof Object.prototype.x, ({}).__proto__ === Object.prototype],
+        })
+        "#,
+    );
+    assert_eq!(
+        report.value,
+        json!({"top": {"tool": "__proto__", "args": {"n": 1}},
+               "nested": {"tool": "p.__proto__.x", "args": {"n": 2}},
+               "constructor": {"tool": "p.constructor", "args": {"n": 3}},
+               "prototypes": [true, true, true],
+               "keys": [["__proto__", "p"], ["__proto__", "constructor"]],
+               "clean": ["undefined", "undefined", true]})
+    );
+    assert_eq!(called(&report), ["__proto__", "p.__proto__.x", "p.constructor"]);
+}
+
+#[test]
+fn a_tool_that_is_also_a_namespace_is_a_function_carrying_its_members() {
+    let report = namespaced_js(
+        &["tool:a", "tool:a.*"],
+        "[tools.a({n: 1}), tools.a.b({n: 2}), typeof tools.a, Object.isFrozen(tools.a), Object.keys(tools.a)]",
+    );
+    assert_eq!(
+        report.value,
+        json!([{"tool": "a", "args": {"n": 1}}, {"tool": "a.b", "args": {"n": 2}}, "function", true, ["b"]])
+    );
+    assert_eq!(called(&report), ["a", "a.b"]);
+    let report = namespaced_js(&["tool:a.b"], "[typeof tools.a, tools.a.b({})]");
+    assert_eq!(report.value, json!(["object", {"tool": "a.b", "args": {}}]), "only the namespace is granted");
+    let report = namespaced_js(&["tool:a"], "[typeof tools.a, typeof tools.a.b]");
+    assert_eq!(report.value, json!(["function", "undefined"]), "only the tool is granted");
 }
 
 #[test]

@@ -6,9 +6,9 @@
 //!
 //! Everything the script can reach is installed here: `console` (WASI stdout/stderr), `env` (the WASI
 //! environment, which the host builds from the manifest and nothing else), `fs` (WASI files, so the host's mounts
-//! and denial reports apply unchanged), `tools` (only the granted names; every call is checked again by the
-//! host) and `fetch` (with `Headers` and `Response`; every request goes through the host's egress policy). There is
-//! no `process`, `require` or module loader.
+//! and denial reports apply unchanged), `tools` (only the granted names, dotted ones as nested namespaces; every
+//! call is checked again by the host) and `fetch` (with `Headers` and `Response`; every request goes through the
+//! host's egress policy). There is no `process`, `require` or module loader.
 
 use rquickjs::context::EvalOptions;
 use rquickjs::prelude::Func;
@@ -66,7 +66,7 @@ const GLUE: &str = r#"
 (function (n) {
   'use strict';
   const stringify = JSON.stringify, parse = JSON.parse, freeze = Object.freeze;
-  const define = Object.defineProperty, String_ = String, Error_ = Error;
+  const define = Object.defineProperty, create = Object.create, String_ = String, Error_ = Error, Map_ = Map;
   const fmt = (v) => {
     if (typeof v === 'string') return v;
     if (v instanceof Error_) return v.stack ? String_(v) + '\n' + v.stack : String_(v);
@@ -155,11 +155,32 @@ const GLUE: &str = r#"
     serialize: (value) => value === undefined ? 'null' : stringify(value, replacer),
     setup: (env, toolNames) => {
       hidden('env', freeze(env));
-      const tools = {};
+      // Dotted names are nested namespaces: `github.search_issues` is `tools.github.search_issues`. Every level
+      // is frozen and gets its members through defineProperty, and `tools` and every namespace have a null
+      // prototype, so a part named `__proto__` or `constructor` is an ordinary own property, never a path to
+      // Object.prototype. A name that is both a tool and a namespace (tools `a` and `a.b`) is the tool's function
+      // carrying the namespace's members (`tools.a()` and `tools.a.b()`). Each function calls the host with the
+      // full name, and the host checks the grant again.
+      const root = { name: null, parts: new Map_() };
       for (const name of toolNames) {
-        tools[name] = (args) => parse(n.toolCall(name, stringify(args === undefined ? {} : args)));
+        let node = root;
+        for (const part of name.split('.')) {
+          if (!node.parts.has(part)) node.parts.set(part, { name: null, parts: new Map_() });
+          node = node.parts.get(part);
+        }
+        node.name = name;
       }
-      hidden('tools', freeze(tools));
+      const build = (node) => {
+        const name = node.name;
+        const target = name === null
+          ? create(null)
+          : (args) => parse(n.toolCall(name, stringify(args === undefined ? {} : args)));
+        for (const [part, child] of node.parts) {
+          define(target, part, { value: build(child), writable: false, enumerable: true, configurable: false });
+        }
+        return freeze(target);
+      };
+      hidden('tools', build(root));
     },
   });
 })

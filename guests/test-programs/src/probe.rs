@@ -4,6 +4,8 @@
 //! Actions: `hello`, `env`, `args`, `stdin`, `cat:PATH`, `write:PATH:TEXT`, `mkdir:PATH`, `rm:PATH`, `ls:PATH`,
 //! `print:N` (N bytes of `x` to stdout), `eprint:N`, `exit:N`, `trap`, `loop`, `alloc:MIB`, `bomb`, `recurse`,
 //! `get:URL` (an HTTP GET through `wasi:http`; components only), `post:N:URL` (a POST of N bytes).
+//! As a micro-tool (JSON in on stdin, JSON out on stdout): `json-echo` prints `{"echo":STDIN,"bytes":N}`;
+//! `json-cat:PATH` prints the file's text as a JSON string, or exits 1 with the error on stderr.
 
 use std::io::{Read, Write};
 
@@ -26,6 +28,18 @@ fn main() {
                 let _ = std::io::stdin().read_to_string(&mut input);
                 println!("STDIN {input}");
             }
+            "json-echo" => {
+                let mut input = String::new();
+                let _ = std::io::stdin().read_to_string(&mut input);
+                println!("{{\"echo\":{},\"bytes\":{}}}", input.trim(), input.len());
+            }
+            "json-cat" => match std::fs::read_to_string(rest) {
+                Ok(text) => println!("{}", json_string(&text)),
+                Err(e) => {
+                    eprintln!("cannot read {rest}: {e}");
+                    std::process::exit(1);
+                }
+            },
             "cat" => match std::fs::read_to_string(rest) {
                 Ok(text) => println!("OK cat {rest} {}", text.trim_end()),
                 Err(e) => println!("ERR cat {rest} {e}"),
@@ -165,4 +179,19 @@ fn http(method: &str, url: &str, body: Vec<u8>) -> Result<(u16, String), String>
 #[cfg(not(all(target_os = "wasi", target_env = "p2")))]
 fn http(_method: &str, _url: &str, _body: Vec<u8>) -> Result<(u16, String), String> {
     Err("modules have no network".into())
+}
+
+/// `text` as a JSON string literal.
+fn json_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }

@@ -1,6 +1,6 @@
 //! A real HTTP server on loopback for egress tests (tiny_http), one thread per request.
 //!
-//! Routes: `/hello`; `/echo` (method, path, headers and body as JSON); `/redirect/N` (a chain of N redirects);
+//! Routes: `/hello`; `/echo` (method, path, query, headers and body as JSON); `/redirect/N` (a chain of N redirects);
 //! `/to?u=URL` (one redirect to URL); `/big?n=BYTES`; `/slow` (answers after 3 s); `/reflect-auth` (the
 //! Authorization header, in the body and in `x-auth`). It counts the requests it received.
 
@@ -67,7 +67,7 @@ fn handle(mut request: tiny_http::Request) {
                 .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().into()))
                 .collect();
             let echo = serde_json::json!({
-                "method": request.method().as_str(), "path": path, "headers": headers, "body": body,
+                "method": request.method().as_str(), "path": path, "query": query, "headers": headers, "body": body,
             });
             Response::from_string(echo.to_string()).with_header(header("content-type", "application/json"))
         }

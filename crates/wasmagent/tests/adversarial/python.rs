@@ -1,0 +1,272 @@
+//! Python (CPython compiled to a WebAssembly component) trying to reach the host or wear it down.
+//!
+//! Proven in `python_kernel.rs` and not repeated: plain `import` of `js`, `pyodide`, `ctypes`, `subprocess`,
+//! `socket`, `multiprocessing`; `os.fork` missing and `os.system`/`os.execv` not running anything; `while True`
+//! (`cpu_ms`, `fuel`); regular-expression backtracking; `'x' * 10**9`, string-list growth and `bytearray(1 << 30)`
+//! (`memory_limit_bytes`); plain deep recursion; `open()` on `/etc/passwd`, `..` and a symlink out of a mount;
+//! `os.environ` holding exactly the manifest's `env`; `sys.exit` and `os._exit(0)`; a `print` flood.
+
+use crate::common::{self, manifest};
+use crate::{message, still_serves};
+use serde_json::json;
+use wasmagent::{EffectiveManifest, ErrorKind, Language, Outcome, RunReport};
+
+fn py(manifest: &EffectiveManifest, code: &str) -> RunReport {
+    common::run(manifest, Language::Python, "attack.py", code)
+}
+
+/// Going around the import refusal (the import machinery itself, references other modules kept, the built-in
+/// importer, which hands out `_socket`) reaches at most the standard library's wrappers, and what they would need
+/// the host never grants: no process or thread starts, no native code loads, no socket connects or listens, no
+/// name resolves.
+#[test]
+fn escape_hatches_reached_around_the_import_refusal_still_reach_nothing() {
+    let out = tempfile::tempdir().unwrap();
+    let marker = out.path().join("pwned");
+    let m = manifest(&format!("allowed_write_paths = [\"{}:/out\"]", out.path().display()));
+    let report = py(
+        &m,
+        &format!(
+            r#"
+import sys, importlib, importlib.machinery, importlib.util, os
+def attempt(f):
+    try:
+        return "ran: " + repr(f())[:80]
+    except BaseException as e:
+        return type(e).__name__ + ": " + str(e)
+def builtin(name):
+    spec = importlib.machinery.BuiltinImporter.find_spec(name)
+    if spec is None:
+        raise ModuleNotFoundError(name + " is not built in")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+_socket = builtin("_socket")
+import asyncio.base_events, asyncio.subprocess
+socket = asyncio.base_events.socket
+subprocess = asyncio.subprocess.subprocess
+def connect(address):
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+    s.connect(address)
+    return s
+def listen():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("0.0.0.0", 8080))
+    s.listen()
+    return s
+def datagram():
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    return s.sendto(b"x", ("8.8.8.8", 53))
+results = {{
+    "import_module": attempt(lambda: importlib.import_module("ctypes")),
+    "dunder_import": attempt(lambda: __import__("subprocess")),
+    "find_spec": attempt(lambda: importlib.util.find_spec("_socket")),
+    "builtin_ctypes": attempt(lambda: builtin("_ctypes")),
+    "popen": attempt(lambda: subprocess.Popen(["touch", {marker:?}])),
+    "run_shell": attempt(lambda: subprocess.run("echo pwned > /out/pwned", shell=True)),
+    "connect": attempt(lambda: connect(("1.1.1.1", 53))),
+    "connect_loopback": attempt(lambda: connect(("127.0.0.1", 22))),
+    "listen": attempt(listen),
+    "udp": attempt(datagram),
+    "resolve": attempt(lambda: socket.getaddrinfo("example.org", 80)),
+    "resolve_raw": attempt(lambda: _socket.getaddrinfo(b"example.org", 80)),
+    "thread": attempt(lambda: __import__("threading").Thread(target=print).start()),
+    "raw_thread": attempt(lambda: builtin("_thread").start_new_thread(print, ())),
+    "system": attempt(lambda: os.system("id")),
+    "spawn": attempt(lambda: os.posix_spawn("/bin/sh", ["sh"], {{}})),
+    "kill": attempt(lambda: os.kill(1, 9)),
+}}
+sys.meta_path.clear()
+results["no_finders"] = attempt(lambda: __import__("ctypes"))
+results
+"#
+        ),
+    );
+    assert_eq!(report.outcome, Outcome::Ok, "{report:?}");
+    let results = report.value.as_object().unwrap();
+    for (what, outcome) in results {
+        let outcome = outcome.as_str().unwrap();
+        assert!(!outcome.starts_with("ran") && outcome.to_lowercase().contains("error"), "{what}: {outcome}");
+    }
+    for what in ["connect", "connect_loopback", "listen", "udp"] {
+        assert!(results[what].as_str().unwrap().starts_with("PermissionError"), "{what}: {results:?}");
+    }
+    assert!(results["popen"].as_str().unwrap().contains("does not support processes"), "{results:?}");
+    assert!(!marker.exists(), "no process ran: {results:?}");
+    assert!(!out.path().join("pwned").exists());
+    still_serves(Language::Python);
+}
+
+/// The sockets refused above leave no trace in the report: wasmtime-wasi's TCP and UDP are switched off (its
+/// default), so a connect fails before the address check that records `net.connect` and `net.bind` denials runs.
+#[test]
+#[ignore = "reporting gap: refused socket connects and binds are not in denials"]
+fn refused_socket_connects_and_binds_are_reported_as_denials() {
+    let report = py(
+        &manifest(""),
+        r#"
+import importlib.machinery, importlib.util
+spec = importlib.machinery.BuiltinImporter.find_spec("_socket")
+_socket = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(_socket)
+for address in [("1.1.1.1", 53), ("127.0.0.1", 22)]:
+    try:
+        _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM).connect(address)
+    except OSError:
+        pass
+"#,
+    );
+    assert_eq!(report.outcome, Outcome::Ok, "{report:?}");
+    let connects: Vec<&str> =
+        report.denials.iter().filter(|d| d.capability == "net.connect").map(|d| d.target.as_str()).collect();
+    assert!(connects.iter().any(|t| t.starts_with("1.1.1.1")), "{:?}", report.denials);
+    assert!(connects.iter().any(|t| t.starts_with("127.0.0.1")), "{:?}", report.denials);
+}
+
+/// With the recursion limit raised out of the way, recursion (in Python code, in `repr`, and in the JSON encoder
+/// turning the result into JSON) ends at the memory limit (Python frames live in linear memory), at the engine's
+/// stack (a trap the report explains in Python's terms) or as a `RecursionError`: never in the host.
+#[test]
+fn recursion_past_a_raised_limit_ends_at_a_limit_the_report_names() {
+    let m = manifest("memory_limit_bytes = \"48MiB\"");
+    for code in [
+        "import sys\nsys.setrecursionlimit(10**6)\ndef f(n):\n    return f(n + 1) + 1\nf(0)",
+        "import sys\nsys.setrecursionlimit(10**6)\nclass A:\n    def __repr__(self):\n        return repr(self)\nrepr(A())",
+        "import sys\nsys.setrecursionlimit(10**6)\na = []\nfor _ in range(10**6):\n    a = [a]\na",
+    ] {
+        let report = py(&m, code);
+        assert!(report.outcome == Outcome::Error || report.outcome == Outcome::MemoryLimit, "{code}: {report:?}");
+        let error = report.error.as_ref().unwrap();
+        let named = match error.kind {
+            ErrorKind::MemoryLimit => error.message.contains("memory_limit_bytes"),
+            ErrorKind::Trap => error.message.starts_with("stack overflow: the interpreter's stack is exhausted"),
+            ErrorKind::Exception | ErrorKind::Serialization => error.message.contains("RecursionError"),
+            _ => false,
+        };
+        assert!(named, "{code}: {error:?}");
+    }
+    still_serves(Language::Python);
+}
+
+/// Allocations far past the limit (more than 32-bit WebAssembly can address, or more than the manifest allows),
+/// at once or by growth, end at the limit or as an ordinary Python error; host memory stays within the limit.
+///
+/// Enforces: python.memory_limit_bytes
+#[test]
+fn ten_gigabyte_requests_and_unbounded_growth_end_at_the_memory_limit() {
+    let m = manifest("memory_limit_bytes = \"64MiB\"");
+    for code in [
+        "'x' * 10**10",
+        "b'x' * 10**10",
+        "[0] * 10**10",
+        "bytearray(10**10)",
+        "list(range(10**9))",
+        "a = []\nwhile True:\n    a.append(len(a))",
+        "d = {}\nwhile True:\n    d[len(d)] = str(len(d))",
+        "s = 'x'\nwhile True:\n    s = s + s",
+    ] {
+        let report = py(&m, code);
+        let contained = report.outcome == Outcome::MemoryLimit
+            || ["MemoryError", "OverflowError"].iter().any(|e| message(&report).contains(e));
+        assert!(contained, "{code}: {report:?}");
+        assert!(report.usage.memory_peak_bytes <= 64 << 20, "{code}: {}", report.usage.memory_peak_bytes);
+        if report.outcome == Outcome::MemoryLimit {
+            assert!(message(&report).contains("memory_limit_bytes"), "{code}: {report:?}");
+        }
+    }
+    still_serves(Language::Python);
+}
+
+/// Nothing of the host's environment reaches the guest by any route: not `os.environ` or `os.environb`, not
+/// `/proc/self/environ`, not the working directory or `sys` paths.
+///
+/// Enforces: python.env
+#[test]
+fn the_host_environment_is_invisible_by_every_route() {
+    let host_values: Vec<String> = std::env::vars().map(|(_, v)| v).filter(|v| v.len() >= 8).collect();
+    assert!(!host_values.is_empty(), "the test process has environment values to look for");
+    let report = py(
+        &manifest("env = { ONLY = \"granted\" }"),
+        r#"
+import os, sys
+def attempt(f):
+    try:
+        return repr(f())
+    except OSError as e:
+        return "denied: " + type(e).__name__
+blob = [
+    repr(dict(os.environ)), repr(dict(os.environb)), os.getcwd(), repr(sys.argv), repr(sys.path),
+    repr(sys.executable), repr(sys.prefix), repr(os.listdir("/")),
+    attempt(lambda: open("/proc/self/environ", "rb").read()),
+    attempt(lambda: open("/proc/1/environ", "rb").read()),
+]
+{"env": dict(os.environ), "blob": "\n".join(blob), "path": os.getenv("PATH"), "home": os.getenv("HOME")}
+"#,
+    );
+    assert_eq!(report.outcome, Outcome::Ok, "{report:?}");
+    assert_eq!(report.value["env"], json!({"ONLY": "granted"}));
+    assert_eq!((&report.value["path"], &report.value["home"]), (&json!(null), &json!(null)));
+    let blob = report.value["blob"].as_str().unwrap();
+    for value in &host_values {
+        assert!(!blob.contains(value.as_str()), "host value {value:?} is visible to the guest: {blob}");
+    }
+    assert!(blob.contains("denied"), "{blob}");
+    let targets: Vec<&str> = report.denials.iter().map(|d| d.target.as_str()).collect();
+    assert!(targets.contains(&"/proc/self/environ"), "{:?}", report.denials);
+    still_serves(Language::Python);
+}
+
+/// Every way of ending the process ends only the run, with an outcome and status that say how.
+#[test]
+fn exits_aborts_and_signals_end_only_the_run() {
+    let m = manifest("");
+    for (code, outcome, exit_code) in [
+        ("import os\nprint('before', flush=True)\nos._exit(7)", Outcome::Exit, Some(1)),
+        ("raise SystemExit('goodbye')", Outcome::Exit, Some(1)),
+        ("import sys\nsys.exit(2**40)", Outcome::Exit, Some(1)),
+        ("import os\nos.abort()", Outcome::Error, None),
+        ("raise KeyboardInterrupt", Outcome::Error, None),
+    ] {
+        let report = py(&m, code);
+        assert_eq!((report.outcome, report.exit_code), (outcome, exit_code), "{code}: {report:?}");
+        if outcome == Outcome::Error {
+            assert!(!message(&report).is_empty(), "{code}: {report:?}");
+        }
+    }
+    let report = py(&m, "raise SystemExit('goodbye')");
+    assert_eq!(report.stderr, "goodbye\n");
+    still_serves(Language::Python);
+}
+
+/// Output written around `print` (a single huge write, `os.write` on the descriptor, the original `sys.__stdout__`,
+/// stderr) is capped the same way.
+///
+/// Enforces: python.max_output_bytes
+#[test]
+fn output_written_around_print_ends_at_max_output_bytes() {
+    let m = manifest("max_output_bytes = 1000");
+    for (code, stream) in [
+        ("print('x' * 10**7)", "stdout"),
+        ("import os\nos.write(1, b'x' * 10**6)", "stdout"),
+        ("import os\nwhile True:\n    os.write(2, b'y' * 4096)", "stderr"),
+        ("import sys\nsys.stdout = None\nwhile True:\n    sys.__stdout__.write('z' * 4096)", "stdout"),
+        ("import sys\nwhile True:\n    sys.stderr.buffer.write(b'w' * 4096)", "stderr"),
+    ] {
+        let report = py(&m, code);
+        assert_eq!(report.outcome, Outcome::OutputLimit, "{code}: {report:?}");
+        assert!(message(&report).contains("max_output_bytes"), "{code}: {report:?}");
+        let captured = if stream == "stdout" { &report.stdout } else { &report.stderr };
+        assert_eq!(captured.len(), 1000, "{code}: {report:?}");
+    }
+    still_serves(Language::Python);
+}
+
+/// `time.sleep` blocks in the host (WASI `poll_oneoff` / `wasi:clocks` with blocking allowed), where the epoch
+/// deadline cannot interrupt it: a run asking to sleep past `cpu_ms` overruns its deadline by the whole sleep.
+#[test]
+#[ignore = "containment gap: a blocking sleep is not interrupted at cpu_ms"]
+fn sleeping_past_cpu_ms_ends_at_cpu_ms() {
+    let report = py(&manifest("cpu_ms = 300"), "import time\ntime.sleep(3)");
+    assert_eq!(report.outcome, Outcome::Timeout, "{report:?}");
+    assert!(report.usage.wall_ms < 1000.0, "the run took {} ms", report.usage.wall_ms);
+}
