@@ -10,6 +10,8 @@ use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 use wasmagent_kernel::KernelError;
 use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
@@ -57,8 +59,45 @@ impl CacheSource {
     }
 }
 
+/// How long compiling one module may take before it is refused (`None`: no limit, for the engines wasmagent ships).
+pub(crate) type CompileLimit = Option<Duration>;
+
+/// Compilations that may run at once, including ones whose caller gave up waiting: wasmtime cannot stop a
+/// compilation, so this is what bounds the CPU a stream of slow-to-compile modules can take.
+const MAX_CONCURRENT_COMPILES: usize = 2;
+
 pub(crate) struct CodeCache {
     dir: Option<PathBuf>,
+    compiles: Arc<CompileSlots>,
+}
+
+/// Counts compilations in flight.
+#[derive(Default)]
+struct CompileSlots {
+    busy: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl CompileSlots {
+    /// Takes a slot, waiting until `deadline` at most.
+    fn acquire(self: &Arc<Self>, deadline: Instant) -> Option<CompileSlot> {
+        let mut busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        while *busy >= MAX_CONCURRENT_COMPILES {
+            let wait = deadline.checked_duration_since(Instant::now()).filter(|w| !w.is_zero())?;
+            busy = self.freed.wait_timeout(busy, wait).unwrap_or_else(PoisonError::into_inner).0;
+        }
+        *busy += 1;
+        Some(CompileSlot(self.clone()))
+    }
+}
+
+struct CompileSlot(Arc<CompileSlots>);
+
+impl Drop for CompileSlot {
+    fn drop(&mut self) {
+        *self.0.busy.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
+        self.0.freed.notify_one();
+    }
 }
 
 impl CodeCache {
@@ -75,7 +114,7 @@ impl CodeCache {
                 }
             }
         });
-        CodeCache { dir }
+        CodeCache { dir, compiles: Arc::default() }
     }
 
     pub(crate) fn load(
@@ -85,6 +124,7 @@ impl CodeCache {
         digest: &str,
         transform: Option<&ModuleTransform<'_>>,
         on_compile: Option<&dyn Fn()>,
+        limit: CompileLimit,
     ) -> Result<(CompiledCode, CacheSource), KernelError> {
         let mut binary = to_binary(wasm)?;
         let component = wasmparser::Parser::is_component(&binary);
@@ -111,19 +151,74 @@ impl CodeCache {
         {
             binary = std::borrow::Cow::Owned(rewritten);
         }
-        let code = if component {
-            Component::new(engine, &*binary).map(CompiledCode::Component)
-        } else {
-            Module::new(engine, &*binary).map(CompiledCode::Module)
-        }
-        .map_err(|e| KernelError::InvalidCode(format!("{e:#}")))?;
-        if let Some(path) = path
-            && let Err(e) = store(&code, &path)
-        {
-            tracing::warn!("cannot write cache entry {}: {e:#}", path.display());
-        }
+        let code = match limit {
+            None => compile_and_keep(engine, &binary, component, path.as_deref())?,
+            Some(limit) => self.compile_within(engine, binary.into_owned(), component, path, limit)?,
+        };
         Ok((code, CacheSource::Compiled))
     }
+
+    /// Compiles on a thread of its own and waits at most `limit` for it (counting the wait for a compile slot).
+    /// A compilation that outlives its caller still finishes (wasmtime cannot stop one) and is kept in the disk
+    /// cache, but it holds its slot until then.
+    fn compile_within(
+        &self,
+        engine: &Engine,
+        binary: Vec<u8>,
+        component: bool,
+        path: Option<PathBuf>,
+        limit: Duration,
+    ) -> Result<CompiledCode, KernelError> {
+        let refused = || {
+            KernelError::InvalidCode(format!(
+                "compiling the code took longer than the engine's compile limit ({} ms): it was refused",
+                limit.as_millis()
+            ))
+        };
+        let deadline = Instant::now() + limit;
+        let slot = self.compiles.acquire(deadline).ok_or_else(|| {
+            KernelError::Unavailable(format!(
+                "{MAX_CONCURRENT_COMPILES} other compilations are in progress; none finished within the compile \
+                 limit ({} ms)",
+                limit.as_millis()
+            ))
+        })?;
+        let (send, receive) = std::sync::mpsc::sync_channel(1);
+        let engine = engine.clone();
+        std::thread::Builder::new()
+            .name("wasmagent-compile".into())
+            .spawn(move || {
+                let _slot = slot;
+                let _ = send.send(compile_and_keep(&engine, &binary, component, path.as_deref()));
+            })
+            .map_err(|e| KernelError::Unavailable(format!("cannot start a compilation thread: {e}")))?;
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match receive.recv_timeout(wait) {
+            Ok(result) => result,
+            Err(_) => Err(refused()),
+        }
+    }
+}
+
+/// Compiles `binary` and writes it to the disk cache at `path`, if given.
+fn compile_and_keep(
+    engine: &Engine,
+    binary: &[u8],
+    component: bool,
+    path: Option<&Path>,
+) -> Result<CompiledCode, KernelError> {
+    let code = if component {
+        Component::new(engine, binary).map(CompiledCode::Component)
+    } else {
+        Module::new(engine, binary).map(CompiledCode::Module)
+    }
+    .map_err(|e| KernelError::InvalidCode(format!("{e:#}")))?;
+    if let Some(path) = path
+        && let Err(e) = store(&code, path)
+    {
+        tracing::warn!("cannot write cache entry {}: {e:#}", path.display());
+    }
+    Ok(code)
 }
 
 fn to_binary(wasm: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, KernelError> {

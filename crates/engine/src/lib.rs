@@ -22,7 +22,7 @@ pub use epoch::ActiveRun;
 pub use limiter::{GuestLimiter, LimitExceeded};
 pub use output::{CappedOutput, CapturedOutput};
 pub use report::ReportParts;
-pub use termination::Termination;
+pub use termination::{MAX_OPEN_HANDLES, Termination};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,6 +45,9 @@ pub struct EngineOptions {
     pub max_code_bytes: usize,
     /// Largest number of elements one table may hold. Default 1 000 000.
     pub max_table_elements: usize,
+    /// Longest time compiling one guest module or component may take, in milliseconds; past it the code is
+    /// refused. Default 20 000. The engines wasmagent ships (JavaScript, Python) are not held to it.
+    pub max_compile_ms: u64,
 }
 
 impl Default for EngineOptions {
@@ -55,8 +58,18 @@ impl Default for EngineOptions {
             cache_dir: None,
             max_code_bytes: 64 * 1024 * 1024,
             max_table_elements: 1_000_000,
+            max_compile_ms: 20_000,
         }
     }
+}
+
+/// Who wrote the code being compiled, which decides whether [`EngineOptions::max_compile_ms`] applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeTrust {
+    /// Code from a run request: held to the compile limit.
+    Guest,
+    /// An engine shipped with wasmagent (the JavaScript and Python interpreters), compiled once per machine.
+    Shipped,
 }
 
 /// Whether a run counts fuel. Fuel metering costs 20–50% on CPU-bound code, so it is compiled in only for runs
@@ -126,8 +139,9 @@ impl SandboxEngine {
     }
 
     /// Compiles (or loads from the disk cache) a module or component. `wasm` may be binary or text format; a
-    /// core module is first passed through `transform` when one is given. `on_compile` is called just before a real compilation starts, so front ends can tell the user why the
-    /// first run is slow.
+    /// core module is first passed through `transform` when one is given. `on_compile` is called just before a
+    /// real compilation starts, so front ends can tell the user why the first run is slow. [`CodeTrust::Guest`]
+    /// code is refused when compiling it takes longer than [`EngineOptions::max_compile_ms`].
     pub fn load(
         &self,
         metering: Metering,
@@ -135,6 +149,7 @@ impl SandboxEngine {
         digest: &str,
         transform: Option<&ModuleTransform<'_>>,
         on_compile: Option<&dyn Fn()>,
+        trust: CodeTrust,
     ) -> Result<(CompiledCode, CacheSource), KernelError> {
         if wasm.len() > self.inner.options.max_code_bytes {
             return Err(KernelError::InvalidCode(format!(
@@ -144,7 +159,11 @@ impl SandboxEngine {
             )));
         }
         let i = metering.index();
-        self.inner.caches[i].load(&self.inner.engines[i], wasm, digest, transform, on_compile)
+        let limit = match trust {
+            CodeTrust::Guest => Some(Duration::from_millis(self.inner.options.max_compile_ms)),
+            CodeTrust::Shipped => None,
+        };
+        self.inner.caches[i].load(&self.inner.engines[i], wasm, digest, transform, on_compile, limit)
     }
 
     /// Marks a run as started: the epoch ticker runs while at least one run is active. Keep the guard alive for

@@ -3,7 +3,13 @@ use crate::output::CappedOutput;
 use wasmagent_kernel::{Denial, ErrorInfo, ErrorKind, Outcome};
 use wasmagent_manifest::EffectiveManifest;
 use wasmtime::Trap;
+use wasmtime::component::ResourceTableError;
 use wasmtime_wasi::I32Exit;
+
+/// Most WASI handles (open files and directories, streams, pollables) one run may hold at once. Every open file is
+/// a host file descriptor, so without a cap one run could take all of the process's and starve every other run.
+/// A run that goes past it ends with an error and a `handles` denial.
+pub const MAX_OPEN_HANDLES: usize = 1024;
 
 /// How a guest call ended, in report terms.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +75,22 @@ impl Termination {
                 format!("memory limit: refused to {target}: {reason}"),
             );
             t.denial = Some(Denial { capability: "memory".into(), target, reason });
+            return t;
+        }
+        let table_full = |e: &(dyn std::error::Error + 'static)| {
+            matches!(e.downcast_ref::<ResourceTableError>(), Some(ResourceTableError::Full))
+        };
+        if error.downcast_ref::<ResourceTableError>().is_some_and(|e| matches!(e, ResourceTableError::Full))
+            || error.chain().any(table_full)
+        {
+            let target = format!("hold more than {MAX_OPEN_HANDLES} open files, directories or streams at once");
+            let reason = format!("exceeds the per-run handle limit ({MAX_OPEN_HANDLES})");
+            let mut t = Termination::failed(
+                Outcome::Error,
+                ErrorKind::Trap,
+                format!("handle limit: refused to {target}: {reason}"),
+            );
+            t.denial = Some(Denial { capability: "handles".into(), target, reason });
             return t;
         }
         if let Some(exit) = error.downcast_ref::<I32Exit>() {

@@ -17,7 +17,7 @@ pub mod fuzzing;
 use bridge::Bridge;
 use std::sync::{Arc, OnceLock};
 use wasmagent_egress::Egress;
-use wasmagent_engine::{CacheSource, Metering, SandboxEngine, Termination};
+use wasmagent_engine::{CacheSource, CodeTrust, Metering, SandboxEngine, Termination};
 use wasmagent_kernel::{Code, ErrorKind, Kernel, KernelError, Language, Outcome, RunReport, RunRequest};
 use wasmagent_kernel_wasi::host::{EmptyRoot, GuestIo, ModuleState, Verdict, module_linker, run_module};
 use wasmagent_kernel_wasi::script;
@@ -78,7 +78,14 @@ impl JsKernel {
             let on_compile = self.on_compile.as_deref().map(|f| f as &dyn Fn());
             let (code, source) = self
                 .engine
-                .load(metering, ENGINE_WASM, &digest, Some(&wasmagent_kernel_wasi::instrument::FS_AUDIT), on_compile)
+                .load(
+                    metering,
+                    ENGINE_WASM,
+                    &digest,
+                    Some(&wasmagent_kernel_wasi::instrument::FS_AUDIT),
+                    on_compile,
+                    CodeTrust::Shipped,
+                )
                 .map_err(|e| e.to_string())?;
             let wasmagent_engine::CompiledCode::Module(module) = code else {
                 return Err("the JavaScript engine is not a core module".to_owned());

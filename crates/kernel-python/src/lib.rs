@@ -18,7 +18,7 @@ mod bridge;
 use bridge::Bridge;
 use std::sync::{Arc, OnceLock};
 use wasmagent_egress::Egress;
-use wasmagent_engine::{CacheSource, CompiledCode, Metering, SandboxEngine, Termination};
+use wasmagent_engine::{CacheSource, CodeTrust, CompiledCode, Metering, SandboxEngine, Termination};
 use wasmagent_kernel::{Code, ErrorKind, Kernel, KernelError, Language, Outcome, RunReport, RunRequest};
 use wasmagent_kernel_wasi::component_host::{ComponentState, component_linker, run_component};
 use wasmagent_kernel_wasi::host::{EmptyRoot, GuestIo, Verdict};
@@ -73,8 +73,10 @@ impl PythonKernel {
         let prepared = self.prepared[metering.index()].get_or_init(|| {
             let digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(ENGINE_WASM)));
             let on_compile = self.on_compile.as_deref().map(|f| f as &dyn Fn());
-            let (code, source) =
-                self.engine.load(metering, ENGINE_WASM, &digest, None, on_compile).map_err(|e| e.to_string())?;
+            let (code, source) = self
+                .engine
+                .load(metering, ENGINE_WASM, &digest, None, on_compile, CodeTrust::Shipped)
+                .map_err(|e| e.to_string())?;
             let CompiledCode::Component(component) = code else {
                 return Err("the Python engine is not a component".to_owned());
             };

@@ -2,16 +2,19 @@
 //! limit armed, and what came out. The wasi kernel runs `wasi:cli/run` through it; the python kernel runs its
 //! engine component's `run` export through it with its own imports.
 
+use crate::clock::{self, ComponentClock, HasRunClock, RunClock};
 use crate::fs_audit::FsAudit;
 use crate::fs_audit_p2::{self, AuditedFilesystem};
 use crate::host::{EmptyRoot, GuestIo, ModuleRun, WasiEnvironment};
 use crate::http_hooks::EgressHooks;
+use crate::sockets_audit::{self, HasNetDenials, NetDenials};
 use wasmagent_egress::EgressSession;
-use wasmagent_engine::{GuestLimiter, Metering, SandboxEngine};
+use wasmagent_engine::{GuestLimiter, MAX_OPEN_HANDLES, Metering, SandboxEngine};
 use wasmagent_kernel::KernelError;
 use wasmagent_manifest::EffectiveManifest;
 use wasmtime::Store;
 use wasmtime::component::{Linker, ResourceTable};
+use wasmtime_wasi::clocks::WasiClocksCtxView;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -23,6 +26,8 @@ pub struct ComponentState<E> {
     audit: FsAudit,
     http: WasiHttpCtx,
     hooks: EgressHooks,
+    clock: RunClock,
+    net_denials: NetDenials,
     /// The embedding kernel's per-run state (its host functions reach it through the store).
     pub ext: E,
 }
@@ -30,6 +35,24 @@ pub struct ComponentState<E> {
 impl<E: Send + 'static> AuditedFilesystem for ComponentState<E> {
     fn audit(&mut self) -> &mut FsAudit {
         &mut self.audit
+    }
+}
+
+impl<E: Send + 'static> HasRunClock for ComponentState<E> {
+    fn run_clock(&self) -> RunClock {
+        self.clock
+    }
+}
+
+impl<E: Send + 'static> HasNetDenials for ComponentState<E> {
+    fn net_denials(&self) -> &NetDenials {
+        &self.net_denials
+    }
+}
+
+impl<E: Send + 'static> ComponentClock for ComponentState<E> {
+    fn clocks(&mut self) -> WasiClocksCtxView<'_> {
+        WasiClocksCtxView { ctx: self.ctx.clocks(), table: &mut self.table }
     }
 }
 
@@ -52,7 +75,16 @@ pub fn component_linker<E: Send + 'static>(engine: &wasmtime::Engine) -> wasmtim
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
     fs_audit_p2::add_audit_wrappers(&mut linker)?;
+    clock::add_clock_wrappers(&mut linker)?;
+    sockets_audit::add_socket_wrappers(&mut linker)?;
     Ok(linker)
+}
+
+/// A resource table that holds at most [`MAX_OPEN_HANDLES`] entries.
+fn handle_table() -> ResourceTable {
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(MAX_OPEN_HANDLES);
+    table
 }
 
 /// Creates a fresh store held to `manifest` (on the engine its metering needs) and calls `entry` once, which
@@ -70,11 +102,13 @@ pub fn run_component<E: Send + 'static>(
     let mut env = WasiEnvironment::new(root, manifest, io)?;
     let state = ComponentState {
         ctx: env.builder.build(),
-        table: ResourceTable::new(),
+        table: handle_table(),
         limiter: engine.limiter(manifest),
         audit: FsAudit::new(std::mem::take(&mut env.preopens)),
         http: WasiHttpCtx::new(),
         hooks: EgressHooks { session: egress },
+        clock: env.clock,
+        net_denials: env.net_denials.clone(),
         ext,
     };
     let active = engine.start_run();

@@ -5,8 +5,10 @@
 //! *observes*: [`crate::instrument`] makes each path-taking preview1 call report its result to an audit import
 //! defined here, and when the result is a permission-class errno the attempt is recorded as a [`Denial`] with the
 //! guest path and the reason in manifest terms. Paths outside every mount reach the host through the empty
-//! read-only "catch-all" root preopen, so those attempts are seen too.
+//! read-only "catch-all" root preopen, so those attempts are seen too. The same import module carries the guard
+//! that stops `poll_oneoff` from sleeping past `cpu_ms` ([`crate::clock`]).
 
+use crate::clock::{HasRunClock, guard_poll_oneoff};
 use crate::host::guest_bytes;
 use std::collections::HashMap;
 use wasmagent_kernel::Denial;
@@ -31,6 +33,10 @@ const FDFLAGS_APPEND: i32 = 1;
 /// Longest path read back from guest memory for a report.
 const MAX_REPORTED_PATH: usize = 4096;
 
+/// Most refused filesystem accesses one run's report lists; the rest are counted in one closing denial, so a guest
+/// looping on refused opens cannot grow the report (or host memory) until `cpu_ms`.
+pub(crate) const MAX_LISTED_FS_DENIALS: usize = 100;
+
 /// What the host knows about one guest directory descriptor.
 #[derive(Debug, Clone)]
 pub(crate) struct DirInfo {
@@ -46,7 +52,9 @@ pub(crate) struct DirInfo {
 pub(crate) struct FsAudit {
     preopens: Vec<DirInfo>,
     dirs: HashMap<u32, DirInfo>,
-    pub(crate) denials: Vec<Denial>,
+    denials: Vec<Denial>,
+    /// Refusals past [`MAX_LISTED_FS_DENIALS`], counted but not listed.
+    unlisted: u64,
 }
 
 /// Whether a refused call read or wrote.
@@ -61,7 +69,7 @@ impl FsAudit {
     /// them out through `get-directories`, reported with [`FsAudit::preopened`].
     pub(crate) fn new(preopens: Vec<DirInfo>) -> Self {
         let dirs = preopens.iter().cloned().enumerate().map(|(i, info)| (3 + i as u32, info)).collect();
-        FsAudit { preopens, dirs, denials: Vec::new() }
+        FsAudit { preopens, dirs, denials: Vec::new(), unlisted: 0 }
     }
 
     /// A preview2 preopen was handed to the guest as `handle`.
@@ -106,12 +114,34 @@ impl FsAudit {
                 format!("the path resolves outside mount {mount} (through a symlink or an absolute link)")
             }
         };
-        self.denials.push(Denial { capability: capability.into(), target, reason });
+        let denial = Denial { capability: capability.into(), target, reason };
+        if self.denials.contains(&denial) {
+            return;
+        }
+        if self.denials.len() < MAX_LISTED_FS_DENIALS {
+            self.denials.push(denial);
+        } else {
+            self.unlisted += 1;
+        }
+    }
+
+    /// The refusals for the report: each distinct one once, at most [`MAX_LISTED_FS_DENIALS`] of them, then one
+    /// denial that counts the rest.
+    pub(crate) fn into_denials(self) -> Vec<Denial> {
+        let mut denials = self.denials;
+        if self.unlisted > 0 {
+            denials.push(Denial {
+                capability: "fs".into(),
+                target: format!("{} more refused filesystem accesses", self.unlisted),
+                reason: format!("a report lists at most {MAX_LISTED_FS_DENIALS} distinct refused filesystem accesses"),
+            });
+        }
+        denials
     }
 }
 
-/// Store state that carries an [`FsAudit`].
-pub(crate) trait HasFsAudit {
+/// Store state that carries an [`FsAudit`] and its run's clock.
+pub(crate) trait HasFsAudit: HasRunClock {
     fn fs_audit(&mut self) -> &mut FsAudit;
 }
 
@@ -202,6 +232,19 @@ pub(crate) fn add_audit_functions<T: HasFsAudit + Send + 'static>(linker: &mut L
         fd,
         read_string(&mut caller, np, nl)
     ));
+
+    // Called before the real `poll_oneoff`, not after: a sleep past `cpu_ms` ends the run at the deadline.
+    linker.func_wrap(
+        AUDIT_MODULE,
+        "poll_oneoff",
+        |mut caller: Caller<'_, T>, subs: i32, _events: i32, count: i32, _returned: i32| {
+            let clock = caller.data().run_clock();
+            let Some(mem) = memory(&mut caller) else {
+                return Ok(());
+            };
+            guard_poll_oneoff(mem.data(&caller), subs, count, &clock)
+        },
+    )?;
     Ok(())
 }
 

@@ -2,12 +2,14 @@
 //! armed, and what came out. The wasi kernel runs `_start` through it; script kernels (js, python) run their
 //! engine module through it with their own imports, so a script is held to the manifest exactly as a module is.
 
+use crate::clock::{HasRunClock, RunClock};
 use crate::fs_audit::{self, DirInfo, FsAudit, HasFsAudit};
+use crate::sockets_audit::{NetDenials, SOCKETS_REFUSED, record};
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::PoisonError;
 use wasmagent_egress::EgressRecords;
 use wasmagent_engine::{
-    CacheSource, CappedOutput, CapturedOutput, GuestLimiter, ReportParts, SandboxEngine, Termination,
+    CacheSource, CappedOutput, CapturedOutput, GuestLimiter, MAX_OPEN_HANDLES, ReportParts, SandboxEngine, Termination,
 };
 use wasmagent_kernel::{Denial, KernelError, RunReport};
 use wasmagent_manifest::{Access, EffectiveManifest};
@@ -16,7 +18,7 @@ use wasmtime::{Instance, InstancePre, Linker, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::sockets::SocketAddrUse;
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder, WasiView};
 
 /// The `len` bytes at `ptr` in a guest's linear memory `memory`, or `None` unless all of them lie inside it. `ptr` is
 /// a wasm32 address as the guest passed it (an `i32` read as unsigned). Every host import that reads guest memory
@@ -31,8 +33,15 @@ pub struct ModuleState<E> {
     wasi: WasiP1Ctx,
     limiter: GuestLimiter,
     audit: FsAudit,
+    clock: RunClock,
     /// The embedding kernel's per-run state (its host functions reach it through `Caller::data_mut`).
     pub ext: E,
+}
+
+impl<E> HasRunClock for ModuleState<E> {
+    fn run_clock(&self) -> RunClock {
+        self.clock
+    }
 }
 
 impl<E> HasFsAudit for ModuleState<E> {
@@ -153,15 +162,18 @@ pub(crate) struct WasiEnvironment {
     pub(crate) preopens: Vec<DirInfo>,
     pub(crate) stdout: CappedOutput,
     pub(crate) stderr: CappedOutput,
-    pub(crate) net_denials: Arc<Mutex<Vec<Denial>>>,
+    pub(crate) net_denials: NetDenials,
+    pub(crate) clock: RunClock,
 }
 
 impl WasiEnvironment {
     pub(crate) fn new(root: &EmptyRoot, manifest: &EffectiveManifest, io: GuestIo<'_>) -> Result<Self, KernelError> {
         let stdout = CappedOutput::new(manifest.max_output_bytes());
         let stderr = CappedOutput::new(manifest.max_output_bytes());
+        let clock = RunClock::start(manifest.cpu_ms());
         let mut builder = WasiCtxBuilder::new();
         builder
+            .monotonic_clock(clock.guest_clock())
             .arg(io.name)
             .args(io.args)
             .stdin(MemoryInputPipe::new(io.stdin.to_vec()))
@@ -192,22 +204,19 @@ impl WasiEnvironment {
             preopens.push(DirInfo { guest_path: "/".into(), mount: None });
         }
 
-        // Components may create sockets, but no address is ever allowed; each attempt is reported.
-        let net_denials = Arc::new(Mutex::new(Vec::new()));
+        // Sockets stay off (the default; see crate::sockets_audit), and behind that no address is ever allowed.
+        let net_denials = NetDenials::default();
         let denials = net_denials.clone();
         builder.socket_addr_check(move |addr, use_| {
             let capability = match use_ {
                 SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => "net.bind",
                 _ => "net.connect",
             };
-            denials.lock().unwrap_or_else(PoisonError::into_inner).push(Denial {
-                capability: capability.into(),
-                target: addr.to_string(),
-                reason: "WASI sockets are never granted; network access goes through allowed_hosts".into(),
-            });
+            let reason = SOCKETS_REFUSED.into();
+            record(&denials, Denial { capability: capability.into(), target: addr.to_string(), reason });
             Box::pin(async { false })
         });
-        Ok(WasiEnvironment { builder, preopens, stdout, stderr, net_denials })
+        Ok(WasiEnvironment { builder, preopens, stdout, stderr, net_denials, clock })
     }
 
     /// Gathers what a finished guest call left behind into a [`ModuleRun`]. A run that could not get an instance
@@ -233,7 +242,7 @@ impl WasiEnvironment {
             Ok(()) => Termination::finished(),
             Err(error) => Termination::from_error(error, limiter, [&self.stdout, &self.stderr], manifest),
         };
-        let mut denials = audit.denials;
+        let mut denials = audit.into_denials();
         denials.append(&mut self.net_denials.lock().unwrap_or_else(PoisonError::into_inner));
         Ok(ModuleRun {
             termination,
@@ -259,10 +268,13 @@ pub fn run_module<E: Send + 'static>(
     entry: impl FnOnce(&mut Store<ModuleState<E>>, Instance) -> wasmtime::Result<()>,
 ) -> Result<ModuleRun<E>, KernelError> {
     let mut env = WasiEnvironment::new(root, manifest, io)?;
+    let mut wasi = env.builder.build_p1();
+    wasi.ctx().table.set_max_capacity(MAX_OPEN_HANDLES);
     let state = ModuleState {
-        wasi: env.builder.build_p1(),
+        wasi,
         limiter: engine.limiter(manifest),
         audit: FsAudit::new(std::mem::take(&mut env.preopens)),
+        clock: env.clock,
         ext,
     };
     let active = engine.start_run();

@@ -1,4 +1,5 @@
-//! Rewrites a preview1 module so every path-taking WASI call also reports its result to the host.
+//! Rewrites a preview1 module so every path-taking WASI call also reports its result to the host, and every
+//! `poll_oneoff` first asks the host whether it may sleep that long.
 //!
 //! For each imported function such as `wasi_snapshot_preview1::path_open`, a small wrapper function is appended to
 //! the module: it calls the real import with the same arguments, then calls
@@ -15,7 +16,7 @@ use wasm_encoder::{CodeSection, Function, FunctionSection, ImportSection, Instru
 use wasmparser::{Parser, Payload, TypeRef};
 
 /// Tag of this rewrite in the compiled-code cache; change it whenever the rewrite changes.
-pub(crate) const CACHE_TAG: &str = "fs-audit-1";
+pub(crate) const CACHE_TAG: &str = "fs-audit-2";
 
 /// The rewrite as an engine [`ModuleTransform`](wasmagent_engine::ModuleTransform), for every kernel that runs a
 /// preview1 module through [`crate::host`].
@@ -25,8 +26,10 @@ pub const FS_AUDIT: wasmagent_engine::ModuleTransform<'static> =
 const I32: ValType = ValType::I32;
 const I64: ValType = ValType::I64;
 
-/// The audited preview1 functions and their parameter types; each returns an `i32` errno.
+/// The preview1 functions called through a wrapper, and their parameter types; each returns an `i32` errno.
+/// `poll_oneoff` is guarded rather than audited: its wrapper calls the guard before the real call.
 const AUDITED: &[(&str, &[ValType])] = &[
+    ("poll_oneoff", &[I32, I32, I32, I32]),
     ("path_open", &[I32, I32, I32, I32, I32, I64, I64, I32, I32]),
     ("path_create_directory", &[I32, I32, I32]),
     ("path_remove_directory", &[I32, I32, I32]),
@@ -38,6 +41,9 @@ const AUDITED: &[(&str, &[ValType])] = &[
     ("path_link", &[I32, I32, I32, I32, I32, I32, I32]),
     ("path_symlink", &[I32, I32, I32, I32, I32]),
 ];
+
+/// The functions whose wrapper calls the host before the real call, with the same arguments and no errno.
+const GUARDED_BEFORE: &[&str] = &["poll_oneoff"];
 
 struct Audited {
     name: &'static str,
@@ -53,6 +59,12 @@ struct Rewriter {
     audited: Vec<Audited>,
     /// While re-encoding the names section, indices are shifted but not redirected, so the import keeps its name.
     in_names: bool,
+}
+
+impl Audited {
+    fn guarded_before(&self) -> bool {
+        GUARDED_BEFORE.contains(&self.name)
+    }
 }
 
 impl Rewriter {
@@ -86,7 +98,8 @@ impl Reencode for Rewriter {
     ) -> Result<(), wasm_encoder::reencode::Error<Self::Error>> {
         wasm_encoder::reencode::utils::parse_type_section(self, types, section)?;
         for audited in &self.audited {
-            let params: Vec<ValType> = std::iter::once(I32).chain(audited.params.iter().copied()).collect();
+            let errno = (!audited.guarded_before()).then_some(I32);
+            let params: Vec<ValType> = errno.into_iter().chain(audited.params.iter().copied()).collect();
             types.ty().function(params, []);
         }
         Ok(())
@@ -126,6 +139,19 @@ impl Reencode for Rewriter {
             let params = audited.params.len() as u32;
             let errno = params; // the one extra local
             let mut body = Function::new([(1, I32)]);
+            if audited.guarded_before() {
+                for p in 0..params {
+                    body.instruction(&Instruction::LocalGet(p));
+                }
+                body.instruction(&Instruction::Call(self.audit_import_index(j)));
+                for p in 0..params {
+                    body.instruction(&Instruction::LocalGet(p));
+                }
+                body.instruction(&Instruction::Call(audited.import_index));
+                body.instruction(&Instruction::End);
+                code.function(&body);
+                continue;
+            }
             for p in 0..params {
                 body.instruction(&Instruction::LocalGet(p));
             }

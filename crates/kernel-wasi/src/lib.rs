@@ -13,6 +13,7 @@
 //! Guests see an empty read-only directory at `/` unless a mount is placed there, so that an access outside every
 //! mount reaches the host and is reported in `denials` instead of failing silently inside the guest's libc.
 
+mod clock;
 pub mod component_host;
 mod fs_audit;
 mod fs_audit_p2;
@@ -22,6 +23,7 @@ pub mod instrument;
 mod prepared;
 mod runner;
 pub mod script;
+mod sockets_audit;
 
 use std::sync::{Arc, Mutex};
 use wasmagent_egress::Egress;

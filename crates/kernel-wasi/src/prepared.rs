@@ -1,7 +1,7 @@
 //! Instantiation-ready code kept in memory, so a repeated run skips compilation and import resolution.
 
 use std::collections::{HashMap, VecDeque};
-use wasmagent_engine::{CacheSource, CompiledCode, Metering};
+use wasmagent_engine::{CacheSource, CodeTrust, CompiledCode, Metering};
 use wasmagent_kernel::KernelError;
 use wasmtime::InstancePre;
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
@@ -60,8 +60,14 @@ impl WasiKernel {
         }
         let slot = metering.index();
         let on_compile = self.on_compile.as_deref().map(|f| f as &dyn Fn());
-        let (code, source) =
-            self.engine.load(metering, bytes, digest, Some(&crate::instrument::FS_AUDIT), on_compile)?;
+        let (code, source) = self.engine.load(
+            metering,
+            bytes,
+            digest,
+            Some(&crate::instrument::FS_AUDIT),
+            on_compile,
+            CodeTrust::Guest,
+        )?;
         let prepared = match code {
             CompiledCode::Module(module) => {
                 if module.get_export("_start").is_none() {

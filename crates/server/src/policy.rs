@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use wasmagent::manifest::Access;
-use wasmagent::{CapabilityManifest, EffectiveManifest, ManifestCeilings, ManifestError};
+use wasmagent::{CapabilityManifest, EffectiveManifest, ManifestCeilings, ManifestError, capability_covers};
 
 /// Why a request's manifest was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +85,7 @@ pub(crate) fn narrows(max: &EffectiveManifest, request: &EffectiveManifest) -> R
         }
     }
     for (i, grant) in request.extra_capabilities().iter().enumerate() {
-        if !max.extra_capabilities().iter().any(|m| grant_covers(m, grant)) {
+        if !max.extra_capabilities().iter().any(|m| capability_covers(m, grant)) {
             return Err(exceeds(&format!("extra_capabilities[{i}]"), format!("{grant} is not granted by the server")));
         }
     }
@@ -98,11 +98,6 @@ pub(crate) fn narrows(max: &EffectiveManifest, request: &EffectiveManifest) -> R
         return Err(exceeds("require_signature", "the server requires signed modules".into()));
     }
     Ok(())
-}
-
-/// `tool:*` covers every tool, `tool:github.*` every `github.` tool, anything else only itself.
-fn grant_covers(max: &str, grant: &str) -> bool {
-    max == grant || max.strip_suffix('*').is_some_and(|prefix| grant.starts_with(prefix))
 }
 
 #[cfg(test)]
@@ -143,6 +138,11 @@ mod tests {
         assert_eq!(
             field("cpu_ms = 100", "cpu_ms = 100\nmemory_limit_bytes = \"1GiB\"").as_deref(),
             Some("memory_limit_bytes")
+        );
+        assert_eq!(
+            field("extra_capabilities = [\"tool:github*\"]", "extra_capabilities = [\"tool:github.*\"]").as_deref(),
+            Some("extra_capabilities[0]"),
+            "`tool:github*` grants no tool, so it cannot cover `tool:github.*`"
         );
         assert_eq!(field("fuel = 10", "fuel = 11").as_deref(), Some("fuel"));
         assert_eq!(field("fuel = 10", "").as_deref(), Some("fuel"), "no fuel at all is more than a fuel budget");

@@ -71,11 +71,16 @@ impl Tool {
         &self.input_schema
     }
 
-    /// Calls the handler. A panic in the handler is turned into an error rather than unwinding into the kernel.
+    /// Calls the handler. A panic in the handler is turned into an error rather than unwinding into the kernel, and
+    /// an empty error message into one that names the tool (guests must be able to tell an error from an empty
+    /// result, and a blank message tells nobody anything).
     pub fn call(&self, args: Value) -> ToolResult {
         let handler = self.handler.clone();
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(args)))
-            .unwrap_or_else(|_| Err(format!("tool {} failed internally", self.name)))
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(args))) {
+            Ok(Err(message)) if message.is_empty() => Err(format!("tool {} failed without saying why", self.name)),
+            Ok(result) => result,
+            Err(_) => Err(format!("tool {} failed internally", self.name)),
+        }
     }
 }
 
@@ -133,12 +138,28 @@ impl ToolRegistry {
 /// Whether `manifest` grants the tool `name`: `tool:NAME`, `tool:PREFIX.*` (names under `PREFIX.`) or `tool:*`.
 pub fn is_granted(manifest: &EffectiveManifest, name: &str) -> bool {
     manifest.extra_capabilities().iter().filter_map(|c| c.strip_prefix("tool:")).any(|grant| {
-        grant == name
-            || grant == "*"
-            || grant
-                .strip_suffix(".*")
-                .is_some_and(|prefix| name.strip_prefix(prefix).is_some_and(|r| r.starts_with('.')))
+        grant == name || grant == "*" || grant.strip_suffix(".*").is_some_and(|prefix| is_under(name, prefix))
     })
+}
+
+/// Whether the capability `wider` grants every tool the capability `narrower` grants, by the rule of
+/// [`is_granted`]: how a server checks that a request's `extra_capabilities` only narrow its maximum's. A capability
+/// of another kind covers only itself.
+pub fn capability_covers(wider: &str, narrower: &str) -> bool {
+    if wider == narrower {
+        return true;
+    }
+    match (wider.strip_prefix("tool:"), narrower.strip_prefix("tool:")) {
+        (Some("*"), Some(_)) => true,
+        // Whatever `narrower` grants (its name, or the names under it) lies under `prefix.` exactly when it does.
+        (Some(wider), Some(narrower)) => wider.strip_suffix(".*").is_some_and(|prefix| is_under(narrower, prefix)),
+        _ => false,
+    }
+}
+
+/// Whether `name` lies under the namespace `prefix` (`github.search` under `github`, not `githubx` or `github`).
+fn is_under(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.'))
 }
 
 fn valid_name(name: &str) -> bool {
@@ -174,6 +195,20 @@ mod tests {
     }
 
     #[test]
+    fn a_capability_covers_only_what_it_grants() {
+        assert!(capability_covers("tool:github.*", "tool:github.search"));
+        assert!(capability_covers("tool:github.*", "tool:github.repos.*"));
+        assert!(capability_covers("tool:*", "tool:github.*"));
+        assert!(capability_covers("net:x", "net:x"));
+        assert!(!capability_covers("tool:github.*", "tool:github"));
+        assert!(!capability_covers("tool:github.*", "tool:githubx.*"));
+        assert!(!capability_covers("tool:github.*", "tool:*"));
+        // `tool:github*` grants no tool at all (only `.*` is a wildcard), so it covers no other grant.
+        assert!(!capability_covers("tool:github*", "tool:github.*"));
+        assert!(!capability_covers("tool:git*", "tool:github.search"));
+    }
+
+    #[test]
     fn names_are_validated_and_unique() {
         let mut registry = ToolRegistry::new();
         let tool = |name: &str| Tool::new(name, "", Value::Null, |_| Ok(Value::Null));
@@ -189,5 +224,11 @@ mod tests {
     fn a_panicking_handler_becomes_an_error() {
         let tool = Tool::new("boom", "", Value::Null, |_| panic!("handler bug"));
         assert!(tool.call(Value::Null).unwrap_err().contains("failed internally"));
+    }
+
+    #[test]
+    fn an_empty_error_message_is_replaced() {
+        let tool = Tool::new("quiet", "", Value::Null, |_| Err(String::new()));
+        assert_eq!(tool.call(Value::Null).unwrap_err(), "tool quiet failed without saying why");
     }
 }

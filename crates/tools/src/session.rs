@@ -29,7 +29,7 @@ pub struct ToolSession {
 /// What a run's tool calls left for its report.
 #[derive(Debug, Default)]
 pub struct ToolRecords {
-    /// Every call, in order.
+    /// Every call, in order, up to the first one refused past `max_host_calls`.
     pub calls: Vec<ToolCall>,
     /// Calls counted against `max_host_calls`, refused ones included.
     pub host_calls: u64,
@@ -66,6 +66,11 @@ impl ToolSession {
         let name_text = name.clone().unwrap_or_else(|e| e);
         self.host_calls += 1;
         if let Some((capability, reason)) = self.refusal(&name) {
+            // Past `max_host_calls`, only the first refused call is recorded; the rest are counted in `host_calls`,
+            // so a guest looping on refused calls cannot grow the report (or host memory) until `cpu_ms`.
+            if self.host_calls > self.max_host_calls.saturating_add(1) {
+                return Err(reason);
+            }
             // One denial per distinct refusal, so a loop of refused calls cannot flood the report.
             if !self.denials.iter().any(|d| d.capability == capability && d.target == name_text) {
                 self.denials.push(Denial {
@@ -190,6 +195,12 @@ mod tests {
         assert!(session.call(Ok("echo".into()), Ok(b"2".to_vec())).is_ok());
         let refused = session.call(Ok("echo".into()), Ok(b"3".to_vec())).unwrap_err();
         assert!(refused.contains("max_host_calls (2)"), "{refused}");
-        assert_eq!(session.into_records().denials[0].capability, "host_call");
+        for _ in 0..100 {
+            session.call(Ok("echo".into()), Ok(b"4".to_vec())).unwrap_err();
+        }
+        let records = session.into_records();
+        assert_eq!(records.denials[0].capability, "host_call");
+        assert_eq!(records.host_calls, 103, "every attempt is counted");
+        assert_eq!(records.calls.len(), 3, "only the first refused call past the cap is recorded");
     }
 }

@@ -41,7 +41,7 @@ pub use wasmagent_manifest::{
     self as manifest, CapabilityManifest, EffectiveManifest, ManifestCeilings, ManifestError,
 };
 pub use wasmagent_signing as signing;
-pub use wasmagent_tools::{Tool, ToolRegistry, ToolResult, ToolSession, is_granted};
+pub use wasmagent_tools::{Tool, ToolRegistry, ToolResult, ToolSession, capability_covers, is_granted};
 
 /// Why a run could not start. Nothing ran when one of these is returned; everything that happens once a guest
 /// starts is in the [`RunReport`].
@@ -91,6 +91,19 @@ impl SandboxBuilder {
     /// How many guest instances may be alive at once. Default 128.
     pub fn pool_slots(mut self, slots: u32) -> Self {
         self.options.pool_slots = slots;
+        self
+    }
+
+    /// Largest module or component accepted, in bytes. Default 64 MiB.
+    pub fn max_code_bytes(mut self, bytes: usize) -> Self {
+        self.options.max_code_bytes = bytes;
+        self
+    }
+
+    /// Longest time compiling one module or component from a request may take; past it the run is refused with
+    /// [`KernelError::InvalidCode`]. Default 20 s. The JavaScript and Python engines are not held to it.
+    pub fn max_compile_ms(mut self, ms: u64) -> Self {
+        self.options.max_compile_ms = ms;
         self
     }
 

@@ -461,7 +461,6 @@ fn ten_thousand_host_calls_run_and_the_next_one_is_refused() {
 /// Calls past `max_host_calls` are refused, but each still adds a record to `tool_calls` on the host, so a loop of
 /// refused calls grows host memory and the report without bound until `cpu_ms`.
 #[test]
-#[ignore = "containment gap: tool_calls records every call refused past max_host_calls, unbounded"]
 fn refused_calls_past_max_host_calls_do_not_grow_the_report_without_bound() {
     let m = manifest("extra_capabilities = [\"tool:add\"]\nmax_host_calls = 10\ncpu_ms = 1000");
     let report = js(&m, "for (;;) { try { tools.add({a: 1, b: 1}); } catch (e) {} }");

@@ -8,7 +8,8 @@
 
 use crate::common::{manifest, sandbox};
 use crate::{message, still_serves, wasm};
-use wasmagent::{Error, ErrorKind, KernelError, Language, Outcome, RunReport, RunRequest};
+use std::path::Path;
+use wasmagent::{CapabilityManifest, Error, ErrorKind, KernelError, Language, Outcome, RunReport, RunRequest, Sandbox};
 use wasmagent_test_guests::{PROBE_COMPONENT, PROBE_MODULE};
 
 fn run_wasm(toml: &str, bytes: Vec<u8>) -> RunReport {
@@ -68,32 +69,36 @@ fn descriptor_hoarder(limit: u32, spin: bool) -> Vec<u8> {
     ))
 }
 
+/// Held by the tests that count this process's descriptors, so they do not count each other's.
+static DESCRIPTOR_COUNT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// How many descriptors this process holds, or `None` when it cannot open one more to find out.
 fn open_descriptors() -> Option<usize> {
     std::fs::read_dir("/proc/self/fd").ok().map(Iterator::count)
 }
 
-/// A run that opens two thousand files and never closes them gives every host descriptor back when it ends.
+/// A run that opens a thousand files and never closes them gives every host descriptor back when it ends.
 #[test]
 fn descriptors_a_run_leaves_open_are_released_when_it_ends() {
+    let _counting = DESCRIPTOR_COUNT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("f"), "x").unwrap();
     let toml = format!("allowed_read_paths = [\"{}:/data\"]", dir.path().display());
     let before = open_descriptors().unwrap();
-    let report = run_wasm(&toml, descriptor_hoarder(2000, false));
+    let report = run_wasm(&toml, descriptor_hoarder(1000, false));
     assert_eq!(report.outcome, Outcome::Ok, "{report:?}");
-    assert_eq!(report.stdout, "2000\n0\n", "{report:?}");
-    // Other tests run in parallel and hold a few descriptors each; a leak would be two thousand.
+    assert_eq!(report.stdout, "1000\n0\n", "{report:?}");
+    // Other tests run in parallel and hold a few descriptors each; a leak would be a thousand.
     let after = open_descriptors().unwrap();
     assert!(after < before + 200, "{before} host descriptors before the run, {after} after");
     still_serves(Language::Wasm);
 }
 
-/// Every open file of a run is a host descriptor, and nothing limits how many one run holds: a run that opens files
-/// until it fails takes all of the process's descriptors, and until it ends other runs cannot open their mounts.
+/// Every open file of a run is a host descriptor; a run may hold at most 1,024 handles at once, so a run that opens
+/// files without end stops there, with an error and a `handles` denial, and other runs still open their mounts.
 #[test]
-#[ignore = "containment gap: one run can hold every file descriptor of the host process"]
 fn a_run_hoarding_descriptors_does_not_starve_other_runs() {
+    let _counting = DESCRIPTOR_COUNT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("f"), "x").unwrap();
     let toml = format!("allowed_read_paths = [\"{}:/data\"]\ncpu_ms = 3000", dir.path().display());
@@ -115,7 +120,9 @@ fn a_run_hoarding_descriptors_does_not_starve_other_runs() {
     let held = last.map_or("every".to_owned(), |n| n.to_string());
     let other = other.unwrap_or_else(|e| panic!("another run failed while {held} descriptors were held: {e}"));
     assert_eq!(other.outcome, Outcome::Ok, "{other:?}");
-    assert_eq!(hoarded.outcome, Outcome::Timeout, "{hoarded:?}");
+    assert_eq!(hoarded.outcome, Outcome::Error, "{hoarded:?}");
+    assert!(message(&hoarded).contains("handle limit"), "{hoarded:?}");
+    assert!(hoarded.denials.iter().any(|d| d.capability == "handles" && d.reason.contains("1024")), "{hoarded:?}");
 }
 
 /// Growing a table past the engine's table limit, or declaring one or a memory larger than allowed, ends the run
@@ -186,21 +193,24 @@ fn code_over_the_size_cap_is_refused_before_compilation() {
     still_serves(Language::Wasm);
 }
 
-/// Compilation happens before `cpu_ms` starts and nothing else bounds it: only the 64 MiB size cap limits how long
-/// a module may keep host cores compiling. This module (about 2.4 MB: 2,000 functions of 200 additions each) takes
-/// tens of seconds in a debug build; at the size cap the same shape takes minutes.
+/// Compilation happens before `cpu_ms` starts; the engine's compile limit (`max_compile_ms`) bounds it. This module
+/// (about 600 kB: 1,000 functions of 100 additions each) takes seconds to compile in a debug build, so a sandbox with
+/// a 200 ms compile limit refuses it then, with an error naming the limit, and does not wait for the compiler.
 #[test]
-#[ignore = "containment gap: compile time is bounded only by the code size cap"]
 fn a_module_that_is_slow_to_compile_is_stopped_with_a_clear_error() {
+    let strict = Sandbox::builder().pool_slots(2).max_compile_ms(200).build().unwrap();
+    let m = strict.resolve(&CapabilityManifest::from_toml_str("cpu_ms = 1000").unwrap(), Path::new("/")).unwrap();
     let started = std::time::Instant::now();
-    let result = sandbox().run(&manifest("cpu_ms = 1000"), &RunRequest::wasm("slow.wasm", slow_to_compile(2000, 200)));
+    let result = strict.run(&m, &RunRequest::wasm("slow.wasm", slow_to_compile(1000, 100)));
     let elapsed = started.elapsed();
-    assert!(elapsed.as_secs() < 5, "the run took {elapsed:?} with cpu_ms = 1000");
+    assert!(elapsed.as_millis() < 1500, "the refusal took {elapsed:?} with a 200 ms compile limit");
     match result {
-        Err(Error::Kernel(KernelError::InvalidCode(message))) => assert!(!message.is_empty()),
-        Ok(report) => assert_ne!(report.outcome, Outcome::Ok, "{report:?}"),
-        Err(other) => panic!("{other:?}"),
+        Err(Error::Kernel(KernelError::InvalidCode(message))) => {
+            assert!(message.contains("compile limit (200 ms)"), "{message}")
+        }
+        other => panic!("expected a refusal naming the compile limit, got {other:?}"),
     }
+    still_serves(Language::Wasm);
 }
 
 /// A module of `functions` functions `(param i32) (result i32)`, each adding `additions` constants to its argument,
@@ -353,10 +363,12 @@ fn malformed_binaries_are_refused_with_a_message_before_anything_runs() {
     still_serves(Language::Wasm);
 }
 
-/// `poll_oneoff` with a clock subscription blocks in the host (blocking is allowed on the run's thread), where the
-/// epoch deadline cannot interrupt it: a module asking to sleep past `cpu_ms` overruns its deadline by the sleep.
+/// `poll_oneoff` with a clock subscription blocks in the host, where the epoch deadline cannot interrupt it; a
+/// guard runs first, so a module asking to sleep past `cpu_ms` ends at `cpu_ms` as `timeout`. A short sleep still
+/// sleeps.
+///
+/// Enforces: wasi.cpu_ms
 #[test]
-#[ignore = "containment gap: a blocking sleep is not interrupted at cpu_ms"]
 fn sleeping_in_poll_oneoff_ends_at_cpu_ms() {
     let sleeper = wasm(
         r#"(module
@@ -370,7 +382,10 @@ fn sleeping_in_poll_oneoff_ends_at_cpu_ms() {
             (i64.store (i32.const 24) (i64.const 3000000000))
             (drop (call $poll (i32.const 0) (i32.const 128) (i32.const 1) (i32.const 256)))))"#,
     );
-    let report = run_wasm("cpu_ms = 300", sleeper);
+    let report = run_wasm("cpu_ms = 300", sleeper.clone());
     assert_eq!(report.outcome, Outcome::Timeout, "{report:?}");
     assert!(report.usage.wall_ms < 1000.0, "the run took {} ms", report.usage.wall_ms);
+    let report = run_wasm("cpu_ms = 5000", sleeper);
+    assert_eq!(report.outcome, Outcome::Ok, "{report:?}");
+    assert!(report.usage.wall_ms >= 3000.0, "a sleep within cpu_ms sleeps: {} ms", report.usage.wall_ms);
 }
