@@ -73,7 +73,7 @@ pub(crate) struct CodeCache {
 
 /// Counts compilations in flight.
 #[derive(Default)]
-struct CompileSlots {
+pub(crate) struct CompileSlots {
     busy: Mutex<usize>,
     freed: Condvar,
 }
@@ -101,7 +101,8 @@ impl Drop for CompileSlot {
 }
 
 impl CodeCache {
-    pub(crate) fn new(engine: &Engine, base: Option<PathBuf>) -> Self {
+    /// A cache for `engine`'s code under `base`; `compiles` is shared by every cache of one sandbox engine.
+    pub(crate) fn new(engine: &Engine, base: Option<PathBuf>, compiles: Arc<CompileSlots>) -> Self {
         let dir = base.and_then(|base| {
             let mut hasher = DefaultHasher::new();
             engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -114,7 +115,7 @@ impl CodeCache {
                 }
             }
         });
-        CodeCache { dir, compiles: Arc::default() }
+        CodeCache { dir, compiles }
     }
 
     pub(crate) fn load(
