@@ -214,6 +214,17 @@ const MEMORIES_PER_COMPONENT: u32 = 2;
 /// Tables one component may define (the Python engine defines 2).
 const TABLES_PER_COMPONENT: u32 = 4;
 
+/// Whether to reset memory slots with `PAGEMAP_SCAN`, given the text of `/proc/swaps` (`None`: unreadable).
+///
+/// wasmtime 48's scan resets only dirty pages that are *present*: a page a run wrote that the kernel then swapped
+/// out is neither reset nor decommitted, so the next run in the slot would read it back (the cross-run leak described
+/// in wasmtime PR #14357). So the scan is used only when the host has no swap at all; otherwise (or when that cannot
+/// be told) slots are reset the slower way, which resets every page that may have been written.
+fn pagemap_scan_setting(proc_swaps: Option<&str>) -> Enabled {
+    let no_swap = proc_swaps.is_some_and(|text| text.lines().skip(1).all(|line| line.trim().is_empty()));
+    if no_swap { Enabled::Auto } else { Enabled::No }
+}
+
 fn engine_config(options: &EngineOptions, metering: Metering) -> Config {
     let mut pool = PoolingAllocationConfig::default();
     let slots = options.pool_slots.max(1);
@@ -234,14 +245,20 @@ fn engine_config(options: &EngineOptions, metering: Metering) -> Config {
         .max_component_instance_size(4 << 20)
         .max_memories_per_module(1)
         .max_tables_per_module(1)
-        .max_unused_warm_slots(slots / 4)
-        // Reset up to 32 MiB of a reused memory slot in place instead of discarding it: a pre-initialised engine
-        // touches hundreds of pages of its snapshot per run, and re-faulting them cost more than half of a
-        // JavaScript run. With PAGEMAP_SCAN (Linux 6.7+) only the pages a run dirtied are reset, so the whole
-        // snapshot of the Python engine can stay resident (measured in one benchmark run, 4 MiB without the scan →
-        // 32 MiB with it: JavaScript `1+1` 129 µs → 33 µs, Python `1+1` 2.67 ms → 2.08 ms).
-        .linear_memory_keep_resident(32 << 20)
-        .pagemap_scan(Enabled::Auto);
+        .max_unused_warm_slots(slots / 4);
+    // Reset a reused memory slot in place instead of discarding it: a pre-initialised engine touches hundreds of
+    // pages of its snapshot per run, and re-faulting them cost more than half of a JavaScript run. With
+    // PAGEMAP_SCAN (Linux 6.7+) only the pages a run dirtied are reset, so up to 32 MiB (the whole snapshot of the
+    // Python engine) can stay resident; without it every kept byte is reset on every run, so only 4 MiB are kept
+    // (measured in one benchmark run, 4 MiB without the scan → 32 MiB with it: JavaScript `1+1` 129 µs → 33 µs,
+    // Python `1+1` 2.67 ms → 2.08 ms).
+    let scan = pagemap_scan_setting(std::fs::read_to_string("/proc/swaps").ok().as_deref());
+    let scanning = scan == Enabled::Auto && PoolingAllocationConfig::is_pagemap_scan_available();
+    pool.pagemap_scan(if scanning { Enabled::Yes } else { Enabled::No }).linear_memory_keep_resident(if scanning {
+        32 << 20
+    } else {
+        4 << 20
+    });
 
     // Shared memories and threads are not compiled into this build (wasmtime's `threads` feature is off), so a
     // guest can never spawn host threads or share memory across runs.
@@ -255,4 +272,18 @@ fn engine_config(options: &EngineOptions, metering: Metering) -> Config {
         .wasm_component_model(true)
         .max_wasm_stack(1 << 20);
     config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pagemap_scan_is_used_only_on_hosts_without_swap() {
+        let header = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
+        assert_eq!(pagemap_scan_setting(Some(header)), Enabled::Auto);
+        let with_swap = format!("{header}/dev/zram0                              partition\t8388604\t\t0\t\t100\n");
+        assert_eq!(pagemap_scan_setting(Some(&with_swap)), Enabled::No);
+        assert_eq!(pagemap_scan_setting(None), Enabled::No, "unknown: assume swap");
+    }
 }
