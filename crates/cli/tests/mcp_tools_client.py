@@ -12,47 +12,10 @@ server tests/upstream_server.py of the toolbox crate as namespace `up`; the mani
 
 import asyncio
 import json
-import os
 import sys
-import time
-from contextlib import asynccontextmanager
 
-from mcp import ClientSession, StdioServerParameters, stdio_client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
-
-CALL_TIMEOUT_SECONDS = 300.0
-
-
-@asynccontextmanager
-async def stdio_session(binary, *args):
-    env = {"WASMAGENT_CACHE_DIR": os.environ["WASMAGENT_CACHE_DIR"], "PATH": os.environ.get("PATH", "")}
-    params = StdioServerParameters(command=binary, args=["mcp", *args], env=env)
-    async with stdio_client(params) as (read, write):
-        async with ClientSession(read, write) as session:
-            init = await session.initialize()
-            yield session, init
-
-
-@asynccontextmanager
-async def http_session(url, api_key):
-    async with create_mcp_http_client(headers={"x-api-key": api_key}) as client:
-        async with streamable_http_client(url, http_client=client) as streams:
-            read, write = streams[0], streams[1]
-            async with ClientSession(read, write) as session:
-                init = await session.initialize()
-                yield session, init
-
-
-async def call(session, name, arguments):
-    started = time.monotonic()
-    result = await session.call_tool(name, arguments, read_timeout_seconds=CALL_TIMEOUT_SECONDS)
-    return {
-        "is_error": result.is_error,
-        "text": "\n".join(block.text for block in result.content if block.type == "text"),
-        "structured": result.structured_content,
-        "seconds": round(time.monotonic() - started, 3),
-    }
+from mcp_sessions import call, http_session, stdio_session
 
 
 def js(code):
@@ -90,7 +53,9 @@ async def main(mode, *args):
     summary = {}
     if mode == "stdio":
         binary, tools_toml, manifest = args
-        async with stdio_session(binary, "--tools", tools_toml, "--manifest", manifest, "--expose-tools") as opened:
+        async with stdio_session(
+            binary, "--tools", tools_toml, "--manifest", manifest, "--expose-tools", inherit_path=True
+        ) as opened:
             await exercise(*opened, summary, upstream=True)
     else:
         url, api_key = args

@@ -118,8 +118,9 @@ impl SandboxEngine {
     /// Builds the engine. Fails only if wasmtime rejects the configuration (for example a pool too large for the
     /// address space).
     pub fn new(options: EngineOptions) -> Result<Self, KernelError> {
+        let scanning = pagemap_scan_is_safe();
         let build = |metering| {
-            Engine::new(&engine_config(&options, metering))
+            Engine::new(&engine_config(&options, metering, scanning))
                 .map_err(|e| KernelError::Unavailable(format!("cannot configure the WebAssembly engine: {e:#}")))
         };
         let engines = [build(Metering::Fuel)?, build(Metering::Off)?];
@@ -214,18 +215,24 @@ const MEMORIES_PER_COMPONENT: u32 = 2;
 /// Tables one component may define (the Python engine defines 2).
 const TABLES_PER_COMPONENT: u32 = 4;
 
-/// Whether to reset memory slots with `PAGEMAP_SCAN`, given the text of `/proc/swaps` (`None`: unreadable).
+/// Whether memory slots may be reset with `PAGEMAP_SCAN`: the kernel supports it and the host has no swap.
 ///
 /// wasmtime 48's scan resets only dirty pages that are *present*: a page a run wrote that the kernel then swapped
 /// out is neither reset nor decommitted, so the next run in the slot would read it back (the cross-run leak described
 /// in wasmtime PR #14357). So the scan is used only when the host has no swap at all; otherwise (or when that cannot
 /// be told) slots are reset the slower way, which resets every page that may have been written.
-fn pagemap_scan_setting(proc_swaps: Option<&str>) -> Enabled {
-    let no_swap = proc_swaps.is_some_and(|text| text.lines().skip(1).all(|line| line.trim().is_empty()));
-    if no_swap { Enabled::Auto } else { Enabled::No }
+fn pagemap_scan_is_safe() -> bool {
+    no_swap(std::fs::read_to_string("/proc/swaps").ok().as_deref())
+        && PoolingAllocationConfig::is_pagemap_scan_available()
 }
 
-fn engine_config(options: &EngineOptions, metering: Metering) -> Config {
+/// Whether `/proc/swaps` (its text, `None` when unreadable) lists no swap device.
+fn no_swap(proc_swaps: Option<&str>) -> bool {
+    proc_swaps.is_some_and(|text| text.lines().skip(1).all(|line| line.trim().is_empty()))
+}
+
+/// `scanning`: whether memory slots are reset with `PAGEMAP_SCAN` ([`pagemap_scan_is_safe`]).
+fn engine_config(options: &EngineOptions, metering: Metering, scanning: bool) -> Config {
     let mut pool = PoolingAllocationConfig::default();
     let slots = options.pool_slots.max(1);
     let memory_ceiling = usize::try_from(options.ceilings.memory_limit_bytes).unwrap_or(usize::MAX);
@@ -252,8 +259,6 @@ fn engine_config(options: &EngineOptions, metering: Metering) -> Config {
     // Python engine) can stay resident; without it every kept byte is reset on every run, so only 4 MiB are kept
     // (measured in one benchmark run, 4 MiB without the scan → 32 MiB with it: JavaScript `1+1` 129 µs → 33 µs,
     // Python `1+1` 2.67 ms → 2.08 ms).
-    let scan = pagemap_scan_setting(std::fs::read_to_string("/proc/swaps").ok().as_deref());
-    let scanning = scan == Enabled::Auto && PoolingAllocationConfig::is_pagemap_scan_available();
     pool.pagemap_scan(if scanning { Enabled::Yes } else { Enabled::No }).linear_memory_keep_resident(if scanning {
         32 << 20
     } else {
@@ -281,9 +286,9 @@ mod tests {
     #[test]
     fn the_pagemap_scan_is_used_only_on_hosts_without_swap() {
         let header = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
-        assert_eq!(pagemap_scan_setting(Some(header)), Enabled::Auto);
+        assert!(no_swap(Some(header)));
         let with_swap = format!("{header}/dev/zram0                              partition\t8388604\t\t0\t\t100\n");
-        assert_eq!(pagemap_scan_setting(Some(&with_swap)), Enabled::No);
-        assert_eq!(pagemap_scan_setting(None), Enabled::No, "unknown: assume swap");
+        assert!(!no_swap(Some(&with_swap)));
+        assert!(!no_swap(None), "unknown: assume swap");
     }
 }

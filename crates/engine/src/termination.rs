@@ -80,9 +80,7 @@ impl Termination {
         let table_full = |e: &(dyn std::error::Error + 'static)| {
             matches!(e.downcast_ref::<ResourceTableError>(), Some(ResourceTableError::Full))
         };
-        if error.downcast_ref::<ResourceTableError>().is_some_and(|e| matches!(e, ResourceTableError::Full))
-            || error.chain().any(table_full)
-        {
+        if error.chain().any(table_full) {
             let target = format!("hold more than {MAX_OPEN_HANDLES} open files, directories or streams at once");
             let reason = format!("exceeds the per-run handle limit ({MAX_OPEN_HANDLES})");
             let mut t = Termination::failed(

@@ -45,8 +45,12 @@ impl RunClock {
 
     /// The guest's monotonic time now, in nanoseconds.
     fn guest_now(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        nanos_since(self.origin)
     }
+}
+
+fn nanos_since(origin: Instant) -> u64 {
+    u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 struct GuestMonotonicClock {
@@ -59,7 +63,7 @@ impl HostMonotonicClock for GuestMonotonicClock {
     }
 
     fn now(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        nanos_since(self.origin)
     }
 }
 

@@ -138,31 +138,30 @@ impl Reencode for Rewriter {
         for (j, audited) in self.audited.iter().enumerate() {
             let params = audited.params.len() as u32;
             let errno = params; // the one extra local
+            let pass_arguments = |body: &mut Function| {
+                for p in 0..params {
+                    body.instruction(&Instruction::LocalGet(p));
+                }
+            };
+            let (import, audit) =
+                (Instruction::Call(audited.import_index), Instruction::Call(self.audit_import_index(j)));
             let mut body = Function::new([(1, I32)]);
             if audited.guarded_before() {
-                for p in 0..params {
-                    body.instruction(&Instruction::LocalGet(p));
-                }
-                body.instruction(&Instruction::Call(self.audit_import_index(j)));
-                for p in 0..params {
-                    body.instruction(&Instruction::LocalGet(p));
-                }
-                body.instruction(&Instruction::Call(audited.import_index));
-                body.instruction(&Instruction::End);
-                code.function(&body);
-                continue;
+                // guard(arguments); return import(arguments)
+                pass_arguments(&mut body);
+                body.instruction(&audit);
+                pass_arguments(&mut body);
+                body.instruction(&import);
+            } else {
+                // errno = import(arguments); audit(errno, arguments); return errno
+                pass_arguments(&mut body);
+                body.instruction(&import);
+                body.instruction(&Instruction::LocalSet(errno));
+                body.instruction(&Instruction::LocalGet(errno));
+                pass_arguments(&mut body);
+                body.instruction(&audit);
+                body.instruction(&Instruction::LocalGet(errno));
             }
-            for p in 0..params {
-                body.instruction(&Instruction::LocalGet(p));
-            }
-            body.instruction(&Instruction::Call(audited.import_index));
-            body.instruction(&Instruction::LocalSet(errno));
-            body.instruction(&Instruction::LocalGet(errno));
-            for p in 0..params {
-                body.instruction(&Instruction::LocalGet(p));
-            }
-            body.instruction(&Instruction::Call(self.audit_import_index(j)));
-            body.instruction(&Instruction::LocalGet(errno));
             body.instruction(&Instruction::End);
             code.function(&body);
         }

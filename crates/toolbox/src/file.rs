@@ -5,8 +5,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use wasmagent::CapabilityManifest;
 use wasmagent::manifest::ByteSize;
+use wasmagent::{CapabilityManifest, is_valid_tool_name};
 
 /// Longest per-tool timeout a file may declare (10 minutes): every tool call must end.
 pub const MAX_TIMEOUT_MS: u64 = 600_000;
@@ -151,7 +151,7 @@ impl ToolsFile {
             .chain(self.http.iter().map(|t| ("http", t.name.as_str(), t.timeout_ms)));
         for (kind, name, timeout) in declared {
             let at = format!("[[{kind}]] {name:?}");
-            if !valid_tool_name(name) {
+            if !is_valid_tool_name(name) {
                 return Err(ToolboxError::new(format!(
                     "{at}: invalid name: use letters, digits and `_`, with `.` between namespace parts"
                 )));
@@ -175,7 +175,7 @@ impl ToolsFile {
         let mut seen_namespaces = BTreeSet::new();
         for upstream in &self.mcp {
             let at = format!("[[mcp]] {:?}", upstream.namespace);
-            if !valid_tool_name(&upstream.namespace) || upstream.namespace.contains('.') {
+            if !is_valid_tool_name(&upstream.namespace) || upstream.namespace.contains('.') {
                 return Err(ToolboxError::new(format!(
                     "{at}: invalid namespace: use letters, digits and `_`, starting with a letter or `_`"
                 )));
@@ -242,16 +242,6 @@ fn check_timeout(at: &str, timeout: Option<u64>) -> Result<(), ToolboxError> {
 pub(crate) fn is_digest(text: &str) -> bool {
     text.strip_prefix("sha256:")
         .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-}
-
-/// The registry's rule: letters, digits and `_` in each `.`-separated part, not starting with a digit.
-pub(crate) fn valid_tool_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name.split('.').all(|part| {
-            part.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        })
 }
 
 #[cfg(test)]

@@ -57,7 +57,7 @@ impl UrlTemplate {
                 format!("{template:?}: a placeholder is not closed (write {{name}}, e.g. /items/{{id}})")
             })?;
             let name = &text[open + 1..close];
-            if !crate::file::valid_tool_name(name) || name.contains('.') {
+            if !wasmagent::is_valid_tool_name(name) || name.contains('.') {
                 return Err(format!("{template:?}: {{{name}}} is not a placeholder name (letters, digits, `_`)"));
             }
             parts.push(Ok(text[..open].to_owned()));

@@ -109,7 +109,7 @@ impl ToolRegistry {
 
     /// Adds a tool.
     pub fn register(&mut self, tool: Tool) -> Result<(), RegistryError> {
-        if !valid_name(&tool.name) {
+        if !is_valid_tool_name(&tool.name) {
             return Err(RegistryError::InvalidName(tool.name));
         }
         if self.tools.contains_key(&tool.name) {
@@ -162,7 +162,9 @@ fn is_under(name: &str, prefix: &str) -> bool {
     name.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.'))
 }
 
-fn valid_name(name: &str) -> bool {
+/// Whether `name` is a valid tool name: at most 128 bytes of `.`-separated parts, each of letters, digits and `_`
+/// and not starting with a digit.
+pub fn is_valid_tool_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && name.split('.').all(|part| {

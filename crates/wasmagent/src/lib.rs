@@ -41,7 +41,9 @@ pub use wasmagent_manifest::{
     self as manifest, CapabilityManifest, EffectiveManifest, ManifestCeilings, ManifestError,
 };
 pub use wasmagent_signing as signing;
-pub use wasmagent_tools::{Tool, ToolRegistry, ToolResult, ToolSession, capability_covers, is_granted};
+pub use wasmagent_tools::{
+    Tool, ToolRegistry, ToolResult, ToolSession, capability_covers, is_granted, is_valid_tool_name,
+};
 
 /// Why a run could not start. Nothing ran when one of these is returned; everything that happens once a guest
 /// starts is in the [`RunReport`].
