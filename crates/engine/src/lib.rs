@@ -119,6 +119,14 @@ impl SandboxEngine {
     /// address space).
     pub fn new(options: EngineOptions) -> Result<Self, KernelError> {
         let scanning = pagemap_scan_is_safe();
+        // Operators explaining per-run latency need to know which reset a host got (`WASMAGENT_LOG=info`).
+        if scanning {
+            tracing::info!("memory slots reset with PAGEMAP_SCAN: only pages a run dirtied, 32 MiB kept resident");
+        } else {
+            tracing::info!(
+                "memory slots reset without PAGEMAP_SCAN (swap present, or the kernel lacks it): 4 MiB kept resident"
+            );
+        }
         let build = |metering| {
             Engine::new(&engine_config(&options, metering, scanning))
                 .map_err(|e| KernelError::Unavailable(format!("cannot configure the WebAssembly engine: {e:#}")))
