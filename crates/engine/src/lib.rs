@@ -120,11 +120,14 @@ impl SandboxEngine {
     pub fn new(options: EngineOptions) -> Result<Self, KernelError> {
         let scanning = pagemap_scan_is_safe();
         // Operators explaining per-run latency need to know which reset a host got (`WASMAGENT_LOG=info`).
+        let kept_mib = keep_resident_bytes(scanning) >> 20;
         if scanning {
-            tracing::info!("memory slots reset with PAGEMAP_SCAN: only pages a run dirtied, 32 MiB kept resident");
+            tracing::info!(
+                "memory slots reset with PAGEMAP_SCAN: only pages a run dirtied, {kept_mib} MiB kept resident"
+            );
         } else {
             tracing::info!(
-                "memory slots reset without PAGEMAP_SCAN (swap present, or the kernel lacks it): 4 MiB kept resident"
+                "memory slots reset without PAGEMAP_SCAN (swap, or no kernel support): {kept_mib} MiB kept resident"
             );
         }
         let build = |metering| {
@@ -239,6 +242,12 @@ fn no_swap(proc_swaps: Option<&str>) -> bool {
     proc_swaps.is_some_and(|text| text.lines().skip(1).all(|line| line.trim().is_empty()))
 }
 
+/// How much of a reused memory slot is reset in place rather than decommitted: up to 32 MiB when only the pages a
+/// run dirtied are reset (`scanning`), else 4 MiB, since without the scan every kept byte is reset on every run.
+fn keep_resident_bytes(scanning: bool) -> usize {
+    if scanning { 32 << 20 } else { 4 << 20 }
+}
+
 /// `scanning`: whether memory slots are reset with `PAGEMAP_SCAN` ([`pagemap_scan_is_safe`]).
 fn engine_config(options: &EngineOptions, metering: Metering, scanning: bool) -> Config {
     let mut pool = PoolingAllocationConfig::default();
@@ -267,11 +276,8 @@ fn engine_config(options: &EngineOptions, metering: Metering, scanning: bool) ->
     // Python engine) can stay resident; without it every kept byte is reset on every run, so only 4 MiB are kept
     // (measured in one benchmark run, 4 MiB without the scan → 32 MiB with it: JavaScript `1+1` 129 µs → 33 µs,
     // Python `1+1` 2.67 ms → 2.08 ms).
-    pool.pagemap_scan(if scanning { Enabled::Yes } else { Enabled::No }).linear_memory_keep_resident(if scanning {
-        32 << 20
-    } else {
-        4 << 20
-    });
+    pool.pagemap_scan(if scanning { Enabled::Yes } else { Enabled::No })
+        .linear_memory_keep_resident(keep_resident_bytes(scanning));
 
     // Shared memories and threads are not compiled into this build (wasmtime's `threads` feature is off), so a
     // guest can never spawn host threads or share memory across runs.
