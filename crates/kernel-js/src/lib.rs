@@ -31,6 +31,9 @@ pub const KERNEL_NAME: &str = "js";
 /// The pre-initialised QuickJS engine module (see `guests/dist/js.provenance.json`).
 pub const ENGINE_WASM: &[u8] = include_bytes!("../../../guests/dist/js.wasm");
 
+/// `sha256:<hex>` of [`ENGINE_WASM`], computed by the build script: the key of its compiled code in the cache.
+pub const ENGINE_WASM_DIGEST: &str = env!("ENGINE_WASM_DIGEST");
+
 /// Memory kept outside QuickJS's own heap limit for the engine's snapshot, stack and bookkeeping, so an allocation
 /// bomb in JavaScript meets QuickJS's catchable out-of-memory error before the WebAssembly memory limit.
 const ENGINE_RESERVE_BYTES: u64 = 6 * 1024 * 1024;
@@ -74,14 +77,13 @@ impl JsKernel {
     fn prepared(&self, metering: Metering) -> Result<(&EnginePre, CacheSource), KernelError> {
         let slot = metering.index();
         let prepared = self.prepared[slot].get_or_init(|| {
-            let digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(ENGINE_WASM)));
             let on_compile = self.on_compile.as_deref().map(|f| f as &dyn Fn());
             let (code, source) = self
                 .engine
                 .load(
                     metering,
                     ENGINE_WASM,
-                    &digest,
+                    ENGINE_WASM_DIGEST,
                     Some(&wasmagent_kernel_wasi::instrument::FS_AUDIT),
                     on_compile,
                     CodeTrust::Shipped,

@@ -33,6 +33,9 @@ pub const KERNEL_NAME: &str = "python";
 /// The pre-initialised CPython component (see `guests/dist/python.provenance.json`).
 pub const ENGINE_WASM: &[u8] = include_bytes!("../../../guests/dist/python.wasm");
 
+/// `sha256:<hex>` of [`ENGINE_WASM`], computed by the build script: the key of its compiled code in the cache.
+pub const ENGINE_WASM_DIGEST: &str = env!("ENGINE_WASM_DIGEST");
+
 /// The engine component, linked and ready to instantiate.
 type EnginePre = InstancePre<ComponentState<Bridge>>;
 
@@ -71,11 +74,10 @@ impl PythonKernel {
     /// The engine component, compiled (or loaded from the cache) and linked on first use.
     fn prepared(&self, metering: Metering) -> Result<(&EnginePre, CacheSource), KernelError> {
         let prepared = self.prepared[metering.index()].get_or_init(|| {
-            let digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(ENGINE_WASM)));
             let on_compile = self.on_compile.as_deref().map(|f| f as &dyn Fn());
             let (code, source) = self
                 .engine
-                .load(metering, ENGINE_WASM, &digest, None, on_compile, CodeTrust::Shipped)
+                .load(metering, ENGINE_WASM, ENGINE_WASM_DIGEST, None, on_compile, CodeTrust::Shipped)
                 .map_err(|e| e.to_string())?;
             let CompiledCode::Component(component) = code else {
                 return Err("the Python engine is not a component".to_owned());

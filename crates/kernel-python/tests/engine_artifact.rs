@@ -29,4 +29,6 @@ fn the_committed_engine_was_built_from_the_current_sources() {
 fn the_embedded_engine_is_the_recorded_artifact() {
     let digest = format!("sha256:{}", hex::encode(Sha256::digest(wasmagent_kernel_python::ENGINE_WASM)));
     assert_eq!(provenance()["artifact_digest"], digest);
+    // The build script's digest is the compiled-code cache key: a stale one would load another engine's code.
+    assert_eq!(wasmagent_kernel_python::ENGINE_WASM_DIGEST, digest);
 }

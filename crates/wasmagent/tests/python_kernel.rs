@@ -220,6 +220,11 @@ fn no_state_is_carried_between_runs() {
     let a = py(&m, "import random\nrandom.random()").value;
     let b = py(&m, "import random\nrandom.random()").value;
     assert_ne!(a, b, "each run reseeds random");
+    // The engine's build ran warm-up programs before its snapshot was taken: none of them is visible to a run.
+    assert_eq!(
+        ok("import linecache, sys\n[sorted(linecache.cache), hasattr(sys, 'last_exc'), 'x' in globals()]"),
+        json!([["script.py"], false, false])
+    );
 }
 
 /// Enforces: python.allowed_read_paths, python.allowed_write_paths
