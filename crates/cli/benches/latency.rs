@@ -6,8 +6,9 @@
 //! script (fib(25) plus summing 1e6 numbers); fresh JavaScript sandboxes per second on every core; and
 //! `wasmagent run -e '1+1'` end to end; then the same for Python (`1+1` in a fresh sandbox, the CPU-bound script,
 //! `wasmagent run --lang python -e '1+1'`). When `node` is installed and `npm ci` has been run in
-//! `crates/cli/benches/node`, quickjs-emscripten and Pyodide in Node are measured beside them. `BENCH_RUNS` sets the
-//! in-process run count.
+//! `crates/cli/benches/node`, quickjs-emscripten and Pyodide in Node are measured beside them, and so is the python
+//! kernel's own engine run by V8 (jco), which splits the CPU-bound gap to Pyodide into runtime and CPython build.
+//! `BENCH_RUNS` sets the in-process run count.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark harness")]
 
@@ -144,6 +145,17 @@ fn pyodide_reference() -> Option<serde_json::Value> {
     Some(value)
 }
 
+/// wasmagent's own Python engine in Node (V8), transpiled by jco: the kernel's CPython build on another runtime.
+fn python_engine_in_node() -> Option<serde_json::Value> {
+    let value = node_reference("@bytecodealliance/jco-transpile", "python-engine.mjs", CPU_BOUND_PY)?;
+    println!(
+        "{:<44} p50 {:>8.1} ms   (the kernel's engine, jco + V8)",
+        "node: python.wasm fib(25) + sum(1e6)",
+        value["cpu_p50_ms"].as_f64()?
+    );
+    Some(value)
+}
+
 fn main() {
     // `cargo bench` passes --bench; a filter argument is not supported.
     let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
@@ -195,5 +207,13 @@ fn main() {
             py_p50.as_secs_f64() * 1000.0 / node_load,
             py_cpu_p50.as_secs_f64() * 1000.0 / node_cpu
         );
+        if let Some(engine) = python_engine_in_node() {
+            let engine_cpu = engine["cpu_p50_ms"].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "ratios: CPU-bound, same engine: wasmtime / V8 = {:.2}x (runtime); same V8: python.wasm / Pyodide = {:.2}x (CPython build)",
+                py_cpu_p50.as_secs_f64() * 1000.0 / engine_cpu,
+                engine_cpu / node_cpu
+            );
+        }
     }
 }
