@@ -5,7 +5,7 @@
 //! `wasmagent` binary end to end with a warm disk cache; JavaScript `1+1` in a fresh sandbox per run; a CPU-bound
 //! script (fib(25) plus summing 1e6 numbers); fresh JavaScript sandboxes per second on every core; and
 //! `wasmagent run -e '1+1'` end to end; then the same for Python (`1+1` in a fresh sandbox, the CPU-bound script,
-//! `wasmagent run --lang python -e '1+1'`). When `node` is installed and `npm ci` has been run in
+//! `wasmagent run --lang python -e '1+1'`) and a small data script (records to JSON, then a regular expression). When `node` is installed and `npm ci` has been run in
 //! `crates/cli/benches/node`, quickjs-emscripten and Pyodide in Node are measured beside them, and so is the python
 //! kernel's own engine run by V8 (jco), which splits the CPU-bound gap to Pyodide into runtime and CPython build.
 //! `BENCH_RUNS` sets the in-process run count.
@@ -19,6 +19,8 @@ use wasmagent::{CapabilityManifest, Language, Outcome, RunRequest, Sandbox};
 
 const TRIVIAL: &str = r#"(module (memory (export "memory") 1) (func (export "_start")))"#;
 const CPU_BOUND_JS: &str = "function fib(n) { return n < 2 ? n : fib(n - 1) + fib(n - 2) } let s = 0; for (let i = 0; i < 1e6; i++) s += i; fib(25) + s";
+/// Everyday data work: build 2,000 records, serialise them to JSON, scan the text with a regular expression.
+const DATA_SCRIPT_PY: &str = "import json, re\ndata = [{\"id\": i, \"name\": f\"user{i}\"} for i in range(2000)]\ntext = json.dumps(data)\nlen(re.findall(r\"user\\d+\", text))";
 const CPU_BOUND_PY: &str = "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\ns = 0\nfor i in range(1000000):\n    s += i\nfib(25) + s";
 
 fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration, Duration) {
@@ -198,6 +200,8 @@ fn main() {
     let py_p50 = in_process("python: `1+1`, fresh sandbox per run", &sandbox, &py_one, runs / 10);
     let py_cpu = RunRequest::source("bench.py", Language::Python, CPU_BOUND_PY);
     let py_cpu_p50 = in_process("python: fib(25) + sum(1e6), fresh sandbox", &sandbox, &py_cpu, 10);
+    let py_data = RunRequest::source("bench.py", Language::Python, DATA_SCRIPT_PY);
+    in_process("python: 2,000 records to JSON + regex, fresh", &sandbox, &py_data, runs / 10);
     cli_end_to_end("cli: `wasmagent run --lang python -e '1+1'`", &["run", "--lang", "python", "-e", "1+1"], 50);
     if let Some(node) = pyodide_reference() {
         let node_load = node["load_ms"].as_f64().unwrap_or(f64::NAN);
