@@ -5,10 +5,10 @@
 //! `wasmagent` binary end to end with a warm disk cache; JavaScript `1+1` in a fresh sandbox per run; a CPU-bound
 //! script (fib(25) plus summing 1e6 numbers); fresh JavaScript sandboxes per second on every core; and
 //! `wasmagent run -e '1+1'` end to end; then the same for Python (`1+1` in a fresh sandbox, the CPU-bound script,
-//! `wasmagent run --lang python -e '1+1'`) and a small data script (records to JSON, then a regular expression). When `node` is installed and `npm ci` has been run in
-//! `crates/cli/benches/node`, quickjs-emscripten and Pyodide in Node are measured beside them, and so is the python
-//! kernel's own engine run by V8 (jco), which splits the CPU-bound gap to Pyodide into runtime and CPython build.
-//! `BENCH_RUNS` sets the in-process run count.
+//! `wasmagent run --lang python -e '1+1'`) and a small data script (records to JSON, then a regular expression).
+//! When `node` is installed and `npm ci` has been run in `crates/cli/benches/node`, quickjs-emscripten and Pyodide in
+//! Node are measured beside them, and so is the python kernel's own engine run by V8 (jco), which splits the
+//! CPU-bound gap to Pyodide into runtime and CPython build. `BENCH_RUNS` sets the in-process run count.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark harness")]
 
