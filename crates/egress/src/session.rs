@@ -85,6 +85,10 @@ pub struct EgressRecords {
     pub exchanges: Vec<HttpExchange>,
     /// One denial per distinct refusal.
     pub denials: Vec<Denial>,
+    /// Requests counted but not listed (past the report bound).
+    pub unlisted_exchanges: u64,
+    /// Denials counted but not listed (past the report bound).
+    pub unlisted_denials: u64,
 }
 
 /// The HTTP requests of one run. Cheap to clone; clones share the run's counters and records.

@@ -1,7 +1,7 @@
 use crate::cache::CacheSource;
 use crate::output::CapturedOutput;
 use crate::termination::Termination;
-use wasmagent_kernel::{Denial, HttpExchange, RunReport, SCHEMA, ToolCall, Usage};
+use wasmagent_kernel::{Denial, HttpExchange, RunReport, SCHEMA, ToolCall, Unlisted, Usage};
 use wasmagent_manifest::EffectiveManifest;
 
 /// Everything a wasmtime kernel gathered about one run, to be turned into the [`RunReport`].
@@ -22,6 +22,8 @@ pub struct ReportParts<'a> {
     pub tool_calls: Vec<ToolCall>,
     /// HTTP requests through the egress path.
     pub http_requests: Vec<HttpExchange>,
+    /// Records the sessions counted but did not keep.
+    pub unlisted: Unlisted,
     /// Wall-clock time of instantiation and execution.
     pub wall_ms: f64,
     /// Fuel consumed.
@@ -39,11 +41,11 @@ pub struct ReportParts<'a> {
 }
 
 impl ReportParts<'_> {
-    /// Assembles the report.
+    /// Assembles the report, within the report bounds ([`RunReport::enforce_bounds`]).
     pub fn into_report(self) -> RunReport {
         let mut denials = self.denials;
         denials.extend(self.termination.denial);
-        RunReport {
+        let mut report = RunReport {
             schema: SCHEMA.into(),
             kernel: self.kernel.into(),
             outcome: self.termination.outcome,
@@ -55,6 +57,7 @@ impl ReportParts<'_> {
             denials,
             tool_calls: self.tool_calls,
             http_requests: self.http_requests,
+            unlisted: self.unlisted,
             usage: Usage {
                 wall_ms: (self.wall_ms * 1000.0).round() / 1000.0,
                 fuel_consumed: self.fuel_consumed,
@@ -68,6 +71,8 @@ impl ReportParts<'_> {
             manifest_digest: self.manifest.digest().into(),
             code_digest: self.code_digest,
             signer_key_id: None,
-        }
+        };
+        report.enforce_bounds();
+        report
     }
 }

@@ -11,7 +11,7 @@ use wasmagent_egress::EgressRecords;
 use wasmagent_engine::{
     CacheSource, CappedOutput, CapturedOutput, GuestLimiter, MAX_OPEN_HANDLES, ReportParts, SandboxEngine, Termination,
 };
-use wasmagent_kernel::{Denial, KernelError, RunReport};
+use wasmagent_kernel::{Denial, KernelError, RunReport, Unlisted};
 use wasmagent_manifest::{Access, EffectiveManifest};
 use wasmagent_tools::ToolRecords;
 use wasmtime::{Instance, InstancePre, Linker, Store};
@@ -144,6 +144,11 @@ impl<E> ModuleRun<E> {
             denials,
             tool_calls: tools.calls,
             http_requests: egress.exchanges,
+            unlisted: Unlisted {
+                denials: tools.unlisted_denials + egress.unlisted_denials,
+                tool_calls: tools.unlisted_calls,
+                http_requests: egress.unlisted_exchanges,
+            },
             wall_ms: self.wall_ms,
             fuel_consumed: self.fuel_consumed,
             memory_peak_bytes: self.memory_peak_bytes,

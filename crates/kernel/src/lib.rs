@@ -5,12 +5,13 @@
 //! or any engine: kernels live in their own crates (`wasmagent-kernel-wasi`, ...), and the `wasmagent` facade
 //! picks one per request. Policy types come from `wasmagent-manifest`; this crate never interprets policy itself.
 
+pub mod bounds;
 mod error;
 mod report;
 mod request;
 
 pub use error::KernelError;
-pub use report::{Denial, ErrorInfo, ErrorKind, HttpExchange, Outcome, RunReport, SCHEMA, ToolCall, Usage};
+pub use report::{Denial, ErrorInfo, ErrorKind, HttpExchange, Outcome, RunReport, SCHEMA, ToolCall, Unlisted, Usage};
 pub use request::{Code, Language, RunRequest};
 pub use wasmagent_manifest as manifest;
 

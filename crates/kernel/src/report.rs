@@ -34,6 +34,9 @@ pub struct RunReport {
     /// Every HTTP request the guest made through the egress path, in order (refused ones included).
     #[serde(default)]
     pub http_requests: Vec<HttpExchange>,
+    /// Records past the report's per-list bound (`REPORT_LISTED_RECORDS`): counted, not listed.
+    #[serde(default, skip_serializing_if = "Unlisted::is_empty")]
+    pub unlisted: Unlisted,
     /// Resources used.
     pub usage: Usage,
     /// The effective manifest the run was held to.
@@ -46,6 +49,25 @@ pub struct RunReport {
     /// Key id of the trusted key whose signature on the module verified, or null.
     #[serde(default)]
     pub signer_key_id: Option<String>,
+}
+
+/// How many records of each list a report counted but did not list (SECURITY.md, "Bounds of one run").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct Unlisted {
+    /// Refused accesses not listed in `denials`.
+    pub denials: u64,
+    /// Tool calls not listed in `tool_calls`.
+    pub tool_calls: u64,
+    /// HTTP requests not listed in `http_requests`.
+    pub http_requests: u64,
+}
+
+impl Unlisted {
+    /// Whether every list was complete.
+    pub fn is_empty(&self) -> bool {
+        *self == Unlisted::default()
+    }
 }
 
 /// How a run ended.
@@ -218,6 +240,7 @@ impl RunReport {
             denials: Vec::new(),
             tool_calls: Vec::new(),
             http_requests: Vec::new(),
+            unlisted: Unlisted::default(),
             usage: Usage { code_cache: "none".into(), ..Usage::default() },
             manifest: serde_json::to_value(manifest).unwrap_or(serde_json::Value::Null),
             manifest_digest: manifest.digest().into(),

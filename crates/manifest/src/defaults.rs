@@ -70,3 +70,13 @@ impl Default for ManifestCeilings {
         }
     }
 }
+
+/// Most entries a run report lists per record list (`denials`, `tool_calls`, `http_requests`); later entries are
+/// counted in the report's `unlisted` field instead. Together with [`REPORT_TEXT_BYTES`] this bounds what a guest
+/// that loops on refused actions can make the host hold.
+pub const REPORT_LISTED_RECORDS: usize = 256;
+/// Longest text a report keeps in one field of a record (a denial's target or reason, a tool name, a URL, an
+/// error the guest received); longer text is cut and marked with its original length.
+pub const REPORT_TEXT_BYTES: usize = 2 * 1024;
+/// Longest `error.message` a report keeps (a trap's backtrace, an exception's message and stack).
+pub const REPORT_ERROR_BYTES: usize = 64 * 1024;

@@ -35,6 +35,10 @@ pub struct ToolRecords {
     pub host_calls: u64,
     /// One denial per distinct refusal.
     pub denials: Vec<Denial>,
+    /// Calls counted but not listed (past the report bound).
+    pub unlisted_calls: u64,
+    /// Denials counted but not listed (past the report bound).
+    pub unlisted_denials: u64,
 }
 
 impl ToolSession {
@@ -147,7 +151,7 @@ impl ToolSession {
 
     /// The calls, the host-call count and the denials, for the report.
     pub fn into_records(self) -> ToolRecords {
-        ToolRecords { calls: self.calls, host_calls: self.host_calls, denials: self.denials }
+        ToolRecords { calls: self.calls, host_calls: self.host_calls, denials: self.denials, ..ToolRecords::default() }
     }
 }
 

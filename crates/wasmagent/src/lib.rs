@@ -219,6 +219,7 @@ impl Sandbox {
             Ok(signer) => {
                 let mut report = kernel.run(manifest, request)?;
                 report.signer_key_id = signer;
+                report.enforce_bounds();
                 report
             }
         };
