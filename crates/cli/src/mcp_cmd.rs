@@ -4,7 +4,10 @@ use crate::args::{McpArgs, OperatorArgs};
 use anyhow::Context;
 use std::path::Path;
 use std::sync::Arc;
-use wasmagent::{CapabilityManifest, EgressConfig, ManifestCeilings, Sandbox, ToolRegistry, default_cache_dir};
+use wasmagent::{
+    CapabilityManifest, EgressConfig, ManifestCeilings, Sandbox, ToolRegistry, default_cache_dir,
+    default_max_cache_bytes,
+};
 use wasmagent_mcp::McpOptions;
 use wasmagent_toolbox::{Toolbox, ToolboxOptions};
 
@@ -20,6 +23,7 @@ pub(crate) fn mcp(args: &McpArgs) -> anyhow::Result<u8> {
     let tools = toolbox.as_ref().map_or_else(ToolRegistry::new, |t| t.registry().clone());
     let sandbox = Sandbox::builder()
         .cache_dir(default_cache_dir())
+        .max_cache_bytes(default_max_cache_bytes()?)
         .on_compile(|| {
             eprintln!("wasmagent: compiling an engine (once per machine; later runs load it from the cache)…")
         })

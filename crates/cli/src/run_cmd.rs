@@ -6,7 +6,7 @@ use wasmagent::signing::keys::SecretKey;
 use wasmagent::signing::record::AuditLog;
 use wasmagent::{
     CapabilityManifest, Code, EgressConfig, Error, ErrorKind, Language, ManifestCeilings, Outcome, RunReport,
-    RunRequest, Sandbox, default_cache_dir,
+    RunRequest, Sandbox, default_cache_dir, default_max_cache_bytes,
 };
 
 /// Largest module read from standard input; the engine refuses anything larger anyway.
@@ -27,11 +27,14 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
         Language::Js => "the JavaScript engine".to_owned(),
         Language::Python => "the Python engine".to_owned(),
     };
-    let mut builder = Sandbox::builder().cache_dir(default_cache_dir()).on_compile(move || {
-        if show_compile {
-            eprintln!("wasmagent: compiling {compile_name} (once per machine; later runs load it from the cache)…");
-        }
-    });
+    let mut builder = Sandbox::builder()
+        .cache_dir(default_cache_dir())
+        .max_cache_bytes(default_max_cache_bytes()?)
+        .on_compile(move || {
+            if show_compile {
+                eprintln!("wasmagent: compiling {compile_name} (once per machine; later runs load it from the cache)…");
+            }
+        });
     if let (Some(record), Some(key)) = (&args.record, &args.record_key) {
         builder = builder.audit_log(AuditLog::new(record, SecretKey::from_file(key)?));
     }

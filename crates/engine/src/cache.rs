@@ -4,6 +4,14 @@
 //! an engine with different settings or a different wasmtime never loads another's artifacts. Loading an artifact
 //! maps native code into the process, so the directory must be private to the current user (mode 0700, owned by
 //! us); if it is not, the disk cache is not used and a warning is logged.
+//!
+//! Only code its caller accepted (linked against the kernel's imports) is written, so a request whose code is refused
+//! after compilation leaves nothing behind. The whole directory (every engine's entries) is held to
+//! [`EngineOptions::max_cache_bytes`](crate::EngineOptions::max_cache_bytes), [`DEFAULT_MAX_CACHE_BYTES`] unless the
+//! operator sets it: before an entry is written, the least recently used entries (by modification time, which a
+//! load refreshes) are removed until the new one fits. Several processes may share the directory: entries appear by
+//! rename, a reader whose entry vanishes compiles again, and removing a file another process has mapped leaves its
+//! mapping intact.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -11,7 +19,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use wasmagent_kernel::KernelError;
 use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
@@ -59,6 +67,11 @@ impl CacheSource {
     }
 }
 
+/// The default cap on the disk cache, 1 GiB: all entries under the cache directory together, every engine version
+/// and setting included. About 1,000 entries of a typical tool module, or 10 of the Python engine (about 100 MiB
+/// compiled).
+pub const DEFAULT_MAX_CACHE_BYTES: u64 = 1 << 30;
+
 /// How long compiling one module may take before it is refused (`None`: no limit, for the engines wasmagent ships).
 pub(crate) type CompileLimit = Option<Duration>;
 
@@ -67,7 +80,11 @@ pub(crate) type CompileLimit = Option<Duration>;
 const MAX_CONCURRENT_COMPILES: usize = 2;
 
 pub(crate) struct CodeCache {
+    /// `<base>/wasmtime-<version>-<engine hash>`, when the disk cache is usable.
     dir: Option<PathBuf>,
+    /// The directory [`Self::max_bytes`] applies to: every engine's entries.
+    base: PathBuf,
+    max_bytes: u64,
     compiles: Arc<CompileSlots>,
 }
 
@@ -101,13 +118,14 @@ impl Drop for CompileSlot {
 }
 
 impl CodeCache {
-    /// A cache for `engine`'s code under `base`; `compiles` is shared by every cache of one sandbox engine.
-    pub(crate) fn new(engine: &Engine, base: Option<PathBuf>, compiles: Arc<CompileSlots>) -> Self {
-        let dir = base.and_then(|base| {
+    /// A cache for `engine`'s code under `base`, holding `base` to `max_bytes`; `compiles` is shared by every cache
+    /// of one sandbox engine.
+    pub(crate) fn new(engine: &Engine, base: Option<PathBuf>, max_bytes: u64, compiles: Arc<CompileSlots>) -> Self {
+        let dir = base.as_ref().and_then(|base| {
             let mut hasher = DefaultHasher::new();
             engine.precompile_compatibility_hash().hash(&mut hasher);
             let dir = base.join(format!("wasmtime-48.0.8-{:016x}", hasher.finish()));
-            match private_dir(&base).and_then(|()| private_dir(&dir)) {
+            match private_dir(base).and_then(|()| private_dir(&dir)) {
                 Ok(()) => Some(dir),
                 Err(reason) => {
                     tracing::warn!("compiled-code cache disabled: {reason}");
@@ -115,10 +133,13 @@ impl CodeCache {
                 }
             }
         });
-        CodeCache { dir, compiles }
+        CodeCache { dir, base: base.unwrap_or_default(), max_bytes, compiles }
     }
 
-    pub(crate) fn load(
+    /// Loads `wasm` from the disk cache or compiles it, then hands it to `accept`. Compiled code is written to the
+    /// disk cache only when `accept` succeeds; a cached entry `accept` refuses is removed.
+    #[allow(clippy::too_many_arguments, reason = "internal; SandboxEngine::load is the interface")]
+    pub(crate) fn load<T>(
         &self,
         engine: &Engine,
         wasm: &[u8],
@@ -126,7 +147,8 @@ impl CodeCache {
         transform: Option<&ModuleTransform<'_>>,
         on_compile: Option<&dyn Fn()>,
         limit: CompileLimit,
-    ) -> Result<(CompiledCode, CacheSource), KernelError> {
+        accept: impl FnOnce(&CompiledCode) -> Result<T, KernelError>,
+    ) -> Result<(T, CacheSource), KernelError> {
         let mut binary = to_binary(wasm)?;
         let component = wasmparser::Parser::is_component(&binary);
         let key = digest.strip_prefix("sha256:").unwrap_or(digest);
@@ -137,10 +159,16 @@ impl CodeCache {
         let path = self.dir.as_ref().map(|d| d.join(file_name));
         if let Some(path) = path.as_deref().filter(|p| p.is_file()) {
             match deserialize(engine, path, component) {
-                Ok(code) => return Ok((code, CacheSource::Disk)),
+                Ok(code) => {
+                    let accepted = accept(&code).inspect_err(|_| discard(path));
+                    if accepted.is_ok() {
+                        touch(path);
+                    }
+                    return accepted.map(|t| (t, CacheSource::Disk));
+                }
                 Err(e) => {
                     tracing::warn!("ignoring unusable cache entry {}: {e:#}", path.display());
-                    let _ = std::fs::remove_file(path);
+                    discard(path);
                 }
             }
         }
@@ -153,21 +181,26 @@ impl CodeCache {
             binary = std::borrow::Cow::Owned(rewritten);
         }
         let code = match limit {
-            None => compile_and_keep(engine, &binary, component, path.as_deref())?,
-            Some(limit) => self.compile_within(engine, binary.into_owned(), component, path, limit)?,
+            None => compile(engine, &binary, component)?,
+            Some(limit) => self.compile_within(engine, binary.into_owned(), component, limit)?,
         };
-        Ok((code, CacheSource::Compiled))
+        let accepted = accept(&code)?;
+        if let Some(path) = path
+            && let Err(e) = self.keep(&code, &path)
+        {
+            tracing::warn!("cannot write cache entry {}: {e:#}", path.display());
+        }
+        Ok((accepted, CacheSource::Compiled))
     }
 
     /// Compiles on a thread of its own and waits at most `limit` for it (counting the wait for a compile slot).
-    /// A compilation that outlives its caller still finishes (wasmtime cannot stop one) and is kept in the disk
-    /// cache, but it holds its slot until then.
+    /// A compilation that outlives its caller still finishes (wasmtime cannot stop one) and holds its slot until
+    /// then; its code is dropped, never cached.
     fn compile_within(
         &self,
         engine: &Engine,
         binary: Vec<u8>,
         component: bool,
-        path: Option<PathBuf>,
         limit: Duration,
     ) -> Result<CompiledCode, KernelError> {
         let refused = || {
@@ -190,7 +223,7 @@ impl CodeCache {
             .name("wasmagent-compile".into())
             .spawn(move || {
                 let _slot = slot;
-                let _ = send.send(compile_and_keep(&engine, &binary, component, path.as_deref()));
+                let _ = send.send(compile(&engine, &binary, component));
             })
             .map_err(|e| KernelError::Unavailable(format!("cannot start a compilation thread: {e}")))?;
         let wait = deadline.saturating_duration_since(Instant::now());
@@ -199,27 +232,121 @@ impl CodeCache {
             Err(_) => Err(refused()),
         }
     }
+
+    /// Writes `code` to `path`, first removing the least recently used entries until it fits under the cap. An
+    /// entry larger than the whole cap is not written.
+    fn keep(&self, code: &CompiledCode, path: &Path) -> wasmtime::Result<()> {
+        let bytes = match code {
+            CompiledCode::Module(m) => m.serialize()?,
+            CompiledCode::Component(c) => c.serialize()?,
+        };
+        let size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        let Some(room) = self.max_bytes.checked_sub(size) else {
+            tracing::debug!(
+                "not caching {}: {size} bytes compiled, more than the whole cache cap ({} bytes)",
+                path.display(),
+                self.max_bytes
+            );
+            return Ok(());
+        };
+        evict(&self.base, room);
+        let dir = path.parent().ok_or_else(|| wasmtime::format_err!("cache path has no parent"))?;
+        // Write then rename, so a reader never sees a half-written artifact.
+        let mut file = tempfile::NamedTempFile::new_in(dir)?;
+        file.write_all(&bytes)?;
+        // The clock's own precision, not the file system's coarser one, so entries written in a burst keep their order.
+        file.as_file().set_modified(SystemTime::now())?;
+        file.as_file().sync_all()?;
+        file.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    }
 }
 
-/// Compiles `binary` and writes it to the disk cache at `path`, if given.
-fn compile_and_keep(
-    engine: &Engine,
-    binary: &[u8],
-    component: bool,
-    path: Option<&Path>,
-) -> Result<CompiledCode, KernelError> {
-    let code = if component {
+/// One file that counts against the cache cap.
+struct Entry {
+    path: PathBuf,
+    size: u64,
+    used: SystemTime,
+}
+
+/// Removes the least recently used entries under `base` until they total at most `budget` bytes. Entries are the
+/// compiled files and unfinished temporary files in `base/wasmtime-*/`; nothing else is touched, and nothing is
+/// followed through a symbolic link.
+fn evict(base: &Path, budget: u64) {
+    let mut entries = cache_entries(base);
+    let mut total: u64 = entries.iter().map(|e| e.size).sum();
+    if total <= budget {
+        return;
+    }
+    entries.sort_by_key(|e| e.used);
+    for entry in entries {
+        if total <= budget {
+            break;
+        }
+        match std::fs::remove_file(&entry.path) {
+            Ok(()) => tracing::debug!("evicted cache entry {} ({} bytes)", entry.path.display(), entry.size),
+            // Another process evicted it first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!("cannot evict cache entry {}: {e}", entry.path.display());
+                continue;
+            }
+        }
+        total = total.saturating_sub(entry.size);
+    }
+}
+
+/// Every file under `base` that counts against the cap; unreadable directories and files are skipped.
+fn cache_entries(base: &Path) -> Vec<Entry> {
+    let is_cache_dir = |name: &str| name.starts_with("wasmtime-");
+    let is_entry = |name: &str| name.ends_with(".cwasm") || name.ends_with(".ccwasm") || name.starts_with(".tmp");
+    let mut entries = Vec::new();
+    for dir in read_dir(base) {
+        let is_dir = dir.file_type().is_ok_and(|t| t.is_dir());
+        if !is_dir || !dir.file_name().to_str().is_some_and(is_cache_dir) {
+            continue;
+        }
+        for file in read_dir(&dir.path()) {
+            if !file.file_name().to_str().is_some_and(is_entry) {
+                continue;
+            }
+            let Ok(meta) = file.metadata() else { continue };
+            if meta.is_file() {
+                let used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                entries.push(Entry { path: file.path(), size: meta.len(), used });
+            }
+        }
+    }
+    entries
+}
+
+fn read_dir(dir: &Path) -> impl Iterator<Item = std::fs::DirEntry> {
+    std::fs::read_dir(dir).into_iter().flatten().filter_map(Result::ok)
+}
+
+/// Marks an entry as just used, so eviction keeps it longest.
+fn touch(path: &Path) {
+    if let Err(e) = std::fs::File::open(path).and_then(|f| f.set_modified(SystemTime::now())) {
+        tracing::debug!("cannot refresh cache entry {}: {e}", path.display());
+    }
+}
+
+/// Removes an entry that is unusable or whose code was refused.
+fn discard(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!("cannot remove cache entry {}: {e}", path.display());
+    }
+}
+
+fn compile(engine: &Engine, binary: &[u8], component: bool) -> Result<CompiledCode, KernelError> {
+    if component {
         Component::new(engine, binary).map(CompiledCode::Component)
     } else {
         Module::new(engine, binary).map(CompiledCode::Module)
     }
-    .map_err(|e| KernelError::InvalidCode(format!("{e:#}")))?;
-    if let Some(path) = path
-        && let Err(e) = store(&code, path)
-    {
-        tracing::warn!("cannot write cache entry {}: {e:#}", path.display());
-    }
-    Ok(code)
+    .map_err(|e| KernelError::InvalidCode(format!("{e:#}")))
 }
 
 fn to_binary(wasm: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, KernelError> {
@@ -238,7 +365,7 @@ fn to_binary(wasm: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, KernelError> {
     reason = "loading precompiled code is unsafe by nature; see the module docs for why it is safe here"
 )]
 fn deserialize(engine: &Engine, path: &Path, component: bool) -> wasmtime::Result<CompiledCode> {
-    // SAFETY: the file was written by `store` below into a directory that only the current user can write
+    // SAFETY: the file was written by `CodeCache::keep` into a directory that only the current user can write
     // (checked by `private_dir`), and wasmtime checks the artifact's header against this engine's configuration.
     unsafe {
         if component {
@@ -247,20 +374,6 @@ fn deserialize(engine: &Engine, path: &Path, component: bool) -> wasmtime::Resul
             Module::deserialize_file(engine, path).map(CompiledCode::Module)
         }
     }
-}
-
-fn store(code: &CompiledCode, path: &Path) -> wasmtime::Result<()> {
-    let bytes = match code {
-        CompiledCode::Module(m) => m.serialize()?,
-        CompiledCode::Component(c) => c.serialize()?,
-    };
-    let dir = path.parent().ok_or_else(|| wasmtime::format_err!("cache path has no parent"))?;
-    // Write then rename, so a reader never sees a half-written artifact.
-    let mut file = tempfile::NamedTempFile::new_in(dir)?;
-    file.write_all(&bytes)?;
-    file.as_file().sync_all()?;
-    file.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 fn private_dir(dir: &Path) -> Result<(), String> {
@@ -282,4 +395,115 @@ fn private_dir(dir: &Path) -> Result<(), String> {
         return Err(format!("{} is writable by other users", dir.display()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file under the cache's engine directories: (name, size).
+    fn files(base: &Path) -> Vec<(String, u64)> {
+        let mut found = Vec::new();
+        for dir in std::fs::read_dir(base).unwrap() {
+            for file in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+                let file = file.unwrap();
+                found.push((file.file_name().to_string_lossy().into_owned(), file.metadata().unwrap().len()));
+            }
+        }
+        found.sort();
+        found
+    }
+
+    /// A distinct module per `n`, and its digest.
+    fn module(n: usize) -> (Vec<u8>, String) {
+        let wat = format!("(module (func (export \"f\") (result i32) i32.const {n}))");
+        (wat.into_bytes(), format!("sha256:{n:064x}"))
+    }
+
+    fn load(cache: &CodeCache, engine: &Engine, n: usize) -> CacheSource {
+        let (wasm, digest) = module(n);
+        cache.load(engine, &wasm, &digest, None, None, None, |_| Ok(())).unwrap().1
+    }
+
+    fn cached(base: &Path, n: usize) -> bool {
+        let name = format!("{}.cwasm", &module(n).1["sha256:".len()..]);
+        files(base).iter().any(|(file, _)| *file == name)
+    }
+
+    #[test]
+    fn the_disk_cache_stays_under_its_cap_and_keeps_the_most_recently_used_entries() {
+        let base = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        // One entry's size, to set the cap to three and a half entries.
+        let probe = tempfile::tempdir().unwrap();
+        let probe_cache = CodeCache::new(&engine, Some(probe.path().into()), u64::MAX, Arc::default());
+        load(&probe_cache, &engine, 1_000);
+        let entry = files(probe.path())[0].1;
+        let cap = entry * 7 / 2;
+
+        let cache = CodeCache::new(&engine, Some(base.path().into()), cap, Arc::default());
+        for n in 0..3 {
+            assert_eq!(load(&cache, &engine, n), CacheSource::Compiled);
+        }
+        // Using entry 0 again makes entry 1 the least recently used.
+        assert_eq!(load(&cache, &engine, 0), CacheSource::Disk);
+        assert_eq!(load(&cache, &engine, 3), CacheSource::Compiled);
+        assert!(cached(base.path(), 0) && !cached(base.path(), 1), "{:?}", files(base.path()));
+        for n in 4..12 {
+            assert_eq!(load(&cache, &engine, n), CacheSource::Compiled);
+            let total: u64 = files(base.path()).iter().map(|(_, size)| size).sum();
+            assert!(total <= cap, "{total} bytes cached after module {n}, cap {cap}: {:?}", files(base.path()));
+        }
+        let kept: Vec<usize> = (0..12).filter(|&n| cached(base.path(), n)).collect();
+        assert_eq!(kept, [9, 10, 11]);
+    }
+
+    #[test]
+    fn an_entry_larger_than_the_whole_cap_is_not_written_and_evicts_nothing() {
+        let base = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let cache = CodeCache::new(&engine, Some(base.path().into()), u64::MAX, Arc::default());
+        load(&cache, &engine, 0);
+        let small = CodeCache::new(&engine, Some(base.path().into()), 16, Arc::default());
+        assert_eq!(load(&small, &engine, 1), CacheSource::Compiled);
+        assert!(cached(base.path(), 0) && !cached(base.path(), 1), "{:?}", files(base.path()));
+    }
+
+    #[test]
+    fn code_its_caller_refuses_leaves_no_entry_and_a_refused_entry_is_removed() {
+        let base = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let cache = CodeCache::new(&engine, Some(base.path().into()), u64::MAX, Arc::default());
+        let (wasm, digest) = module(0);
+        let refuse = |_: &CompiledCode| Err::<(), _>(KernelError::InvalidCode("cannot link the module".into()));
+        let refused = cache.load(&engine, &wasm, &digest, None, None, None, refuse);
+        assert!(matches!(refused, Err(KernelError::InvalidCode(_))), "{:?}", refused.err());
+        assert_eq!(files(base.path()), []);
+
+        // An entry written before (by an accepting caller, or an older version) goes once its code is refused.
+        load(&cache, &engine, 0);
+        assert!(cached(base.path(), 0));
+        let refused = cache.load(&engine, &wasm, &digest, None, None, None, refuse);
+        assert!(refused.is_err());
+        assert_eq!(files(base.path()), []);
+    }
+
+    #[test]
+    fn code_refused_by_the_compile_limit_is_not_cached_when_its_compilation_finishes() {
+        let base = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let slots = Arc::new(CompileSlots::default());
+        let cache = CodeCache::new(&engine, Some(base.path().into()), u64::MAX, slots.clone());
+        let (wasm, digest) = module(0);
+        let refused = cache.load(&engine, &wasm, &digest, None, None, Some(Duration::ZERO), |_| Ok(()));
+        let Err(KernelError::InvalidCode(message)) = refused else { panic!("not refused: {:?}", refused.err()) };
+        assert!(message.contains("compile limit (0 ms)"), "{message}");
+        // The compilation goes on in the background; it gives its slot back when it ends.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while *slots.busy.lock().unwrap() > 0 {
+            assert!(Instant::now() < deadline, "the compilation did not end");
+            std::thread::yield_now();
+        }
+        assert_eq!(files(base.path()), []);
+    }
 }

@@ -17,7 +17,7 @@ mod output;
 mod report;
 mod termination;
 
-pub use cache::{CacheSource, CompiledCode, ModuleTransform, RewriteFn};
+pub use cache::{CacheSource, CompiledCode, DEFAULT_MAX_CACHE_BYTES, ModuleTransform, RewriteFn};
 pub use epoch::ActiveRun;
 pub use limiter::{GuestLimiter, LimitExceeded};
 pub use output::{CappedOutput, CapturedOutput};
@@ -41,6 +41,10 @@ pub struct EngineOptions {
     pub pool_slots: u32,
     /// Where compiled code is kept between processes. `None` keeps it in memory only.
     pub cache_dir: Option<PathBuf>,
+    /// Most bytes of compiled code kept under `cache_dir`, all entries together; the least recently used go first.
+    /// Default [`DEFAULT_MAX_CACHE_BYTES`] (1 GiB). Writers running at once can each pass it by the entry they
+    /// write. 0 writes nothing new.
+    pub max_cache_bytes: u64,
     /// Largest module or component accepted, in bytes. Default 64 MiB.
     pub max_code_bytes: usize,
     /// Largest number of elements one table may hold. Default 1 000 000.
@@ -56,6 +60,7 @@ impl Default for EngineOptions {
             ceilings: ManifestCeilings::default(),
             pool_slots: 128,
             cache_dir: None,
+            max_cache_bytes: DEFAULT_MAX_CACHE_BYTES,
             max_code_bytes: 64 * 1024 * 1024,
             max_table_elements: 1_000_000,
             max_compile_ms: 20_000,
@@ -136,8 +141,9 @@ impl SandboxEngine {
         };
         let engines = [build(Metering::Fuel)?, build(Metering::Off)?];
         let compiles = Arc::new(cache::CompileSlots::default());
-        let caches =
-            engines.clone().map(|engine| cache::CodeCache::new(&engine, options.cache_dir.clone(), compiles.clone()));
+        let caches = engines.clone().map(|engine| {
+            cache::CodeCache::new(&engine, options.cache_dir.clone(), options.max_cache_bytes, compiles.clone())
+        });
         let ticker = epoch::EpochTicker::start(engines.to_vec());
         Ok(SandboxEngine { inner: Arc::new(Inner { engines, caches, ticker, options }) })
     }
@@ -152,11 +158,16 @@ impl SandboxEngine {
         &self.inner.options
     }
 
-    /// Compiles (or loads from the disk cache) a module or component. `wasm` may be binary or text format; a
-    /// core module is first passed through `transform` when one is given. `on_compile` is called just before a
-    /// real compilation starts, so front ends can tell the user why the first run is slow. [`CodeTrust::Guest`]
-    /// code is refused when compiling it takes longer than [`EngineOptions::max_compile_ms`].
-    pub fn load(
+    /// Compiles (or loads from the disk cache) a module or component and passes it to `accept`, which links it (or
+    /// otherwise decides whether the kernel can run it) and returns what the kernel keeps. `wasm` may be binary or
+    /// text format; a core module is first passed through `transform` when one is given. `on_compile` is called
+    /// just before a real compilation starts, so front ends can tell the user why the first run is slow.
+    /// [`CodeTrust::Guest`] code is refused when compiling it takes longer than [`EngineOptions::max_compile_ms`].
+    ///
+    /// Compiled code reaches the disk cache only once `accept` returns `Ok`, so refused code leaves no entry (and
+    /// a cached entry `accept` refuses is removed).
+    #[allow(clippy::too_many_arguments, reason = "each argument is one decision of the caller's")]
+    pub fn load<T>(
         &self,
         metering: Metering,
         wasm: &[u8],
@@ -164,7 +175,8 @@ impl SandboxEngine {
         transform: Option<&ModuleTransform<'_>>,
         on_compile: Option<&dyn Fn()>,
         trust: CodeTrust,
-    ) -> Result<(CompiledCode, CacheSource), KernelError> {
+        accept: impl FnOnce(&CompiledCode) -> Result<T, KernelError>,
+    ) -> Result<(T, CacheSource), KernelError> {
         if wasm.len() > self.inner.options.max_code_bytes {
             return Err(KernelError::InvalidCode(format!(
                 "the code is {} bytes; the largest accepted is {} bytes",
@@ -177,7 +189,7 @@ impl SandboxEngine {
             CodeTrust::Guest => Some(Duration::from_millis(self.inner.options.max_compile_ms)),
             CodeTrust::Shipped => None,
         };
-        self.inner.caches[i].load(&self.inner.engines[i], wasm, digest, transform, on_compile, limit)
+        self.inner.caches[i].load(&self.inner.engines[i], wasm, digest, transform, on_compile, limit, accept)
     }
 
     /// Marks a run as started: the epoch ticker runs while at least one run is active. Keep the guard alive for

@@ -87,6 +87,7 @@ impl JsKernel {
                     Some(&wasmagent_kernel_wasi::instrument::FS_AUDIT),
                     on_compile,
                     CodeTrust::Shipped,
+                    |code| Ok(code.clone()),
                 )
                 .map_err(|e| e.to_string())?;
             let wasmagent_engine::CompiledCode::Module(module) = code else {

@@ -77,7 +77,9 @@ impl PythonKernel {
             let on_compile = self.on_compile.as_deref().map(|f| f as &dyn Fn());
             let (code, source) = self
                 .engine
-                .load(metering, ENGINE_WASM, ENGINE_WASM_DIGEST, None, on_compile, CodeTrust::Shipped)
+                .load(metering, ENGINE_WASM, ENGINE_WASM_DIGEST, None, on_compile, CodeTrust::Shipped, |code| {
+                    Ok(code.clone())
+                })
                 .map_err(|e| e.to_string())?;
             let CompiledCode::Component(component) = code else {
                 return Err("the Python engine is not a component".to_owned());

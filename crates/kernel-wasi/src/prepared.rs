@@ -60,15 +60,23 @@ impl WasiKernel {
         }
         let slot = metering.index();
         let on_compile = self.on_compile.as_deref().map(|f| f as &dyn Fn());
-        let (code, source) = self.engine.load(
+        // Linking happens inside `load`, so code refused here never reaches the disk cache.
+        let (prepared, source) = self.engine.load(
             metering,
             bytes,
             digest,
             Some(&crate::instrument::FS_AUDIT),
             on_compile,
             CodeTrust::Guest,
+            |code| self.link(code, slot),
         )?;
-        let prepared = match code {
+        self.lock_prepared().insert(key, prepared.clone());
+        Ok((prepared, source))
+    }
+
+    /// Links `code` against this kernel's WASI for the engine in `slot`; refuses code that is not a command.
+    fn link(&self, code: &CompiledCode, slot: usize) -> Result<Prepared, KernelError> {
+        match code {
             CompiledCode::Module(module) => {
                 if module.get_export("_start").is_none() {
                     return Err(KernelError::InvalidCode(
@@ -76,23 +84,20 @@ impl WasiKernel {
                     ));
                 }
                 let pre = self.module_linkers[slot]
-                    .instantiate_pre(&module)
+                    .instantiate_pre(module)
                     .map_err(|e| KernelError::InvalidCode(format!("cannot link the module: {e:#}")))?;
-                Prepared::Module(pre)
+                Ok(Prepared::Module(pre))
             }
             CompiledCode::Component(component) => {
-                let pre = self.component_linkers[slot].instantiate_pre(&component).and_then(CommandPre::new).map_err(
-                    |e| {
+                let pre =
+                    self.component_linkers[slot].instantiate_pre(component).and_then(CommandPre::new).map_err(|e| {
                         KernelError::InvalidCode(format!(
                             "cannot link the component (only wasi:cli/command components can be run): {e:#}"
                         ))
-                    },
-                )?;
-                Prepared::Component(pre)
+                    })?;
+                Ok(Prepared::Component(pre))
             }
-        };
-        self.lock_prepared().insert(key, prepared.clone());
-        Ok((prepared, source))
+        }
     }
 
     fn lock_prepared(&self) -> std::sync::MutexGuard<'_, PreparedCache> {

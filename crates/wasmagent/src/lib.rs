@@ -34,6 +34,7 @@ use wasmagent_signing::keys::PublicKey;
 use wasmagent_signing::record::AuditLog;
 
 pub use wasmagent_egress::{self as egress, EgressConfig, Resolve, StaticResolver};
+pub use wasmagent_engine::DEFAULT_MAX_CACHE_BYTES;
 pub use wasmagent_kernel::{
     Code, Denial, ErrorInfo, ErrorKind, Kernel, KernelError, Language, Outcome, RunReport, RunRequest, SCHEMA,
     Unlisted, Usage, bounds,
@@ -88,6 +89,13 @@ impl SandboxBuilder {
     /// Where compiled code is cached between processes. Default: none (memory only); see [`default_cache_dir`].
     pub fn cache_dir(mut self, dir: Option<PathBuf>) -> Self {
         self.options.cache_dir = dir;
+        self
+    }
+
+    /// Most bytes of compiled code kept in the cache directory; past it the least recently used entries are
+    /// removed. Default [`DEFAULT_MAX_CACHE_BYTES`] (1 GiB); see [`default_max_cache_bytes`].
+    pub fn max_cache_bytes(mut self, bytes: u64) -> Self {
+        self.options.max_cache_bytes = bytes;
         self
     }
 
@@ -289,4 +297,24 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     var("WASMAGENT_CACHE_DIR")
         .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("wasmagent")))
         .or_else(|| var("HOME").map(|d| d.join(".cache/wasmagent")))
+}
+
+/// The cap on the compiled-code cache set by the operator: `$WASMAGENT_CACHE_MAX_BYTES` (a whole number of bytes;
+/// 0 writes nothing new), else [`DEFAULT_MAX_CACHE_BYTES`] (1 GiB).
+pub fn default_max_cache_bytes() -> Result<u64, InvalidCacheCap> {
+    match std::env::var_os("WASMAGENT_CACHE_MAX_BYTES").filter(|v| !v.is_empty()) {
+        None => Ok(DEFAULT_MAX_CACHE_BYTES),
+        Some(value) => value
+            .to_str()
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| InvalidCacheCap { value: value.to_string_lossy().into_owned() }),
+    }
+}
+
+/// `$WASMAGENT_CACHE_MAX_BYTES` is not a number of bytes.
+#[derive(Debug, thiserror::Error)]
+#[error("WASMAGENT_CACHE_MAX_BYTES is {value:?}: expected a whole number of bytes")]
+pub struct InvalidCacheCap {
+    /// The value found.
+    pub value: String,
 }

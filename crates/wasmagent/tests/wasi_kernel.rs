@@ -211,6 +211,38 @@ fn compiled_code_is_reused_from_memory_and_from_the_disk_cache() {
     );
 }
 
+/// Every file under `dir`, at any depth.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() { found.extend(files_under(&path)) } else { found.push(path) }
+    }
+    found
+}
+
+#[test]
+fn code_refused_after_compilation_leaves_nothing_in_the_disk_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let sandbox = Sandbox::builder().pool_slots(4).cache_dir(Some(cache.path().into())).build().unwrap();
+    let m = manifest(&sandbox, "");
+    for (what, code) in [
+        ("an import the host does not provide", "(module (import \"env\" \"f\" (func)) (func (export \"_start\")))"),
+        ("no _start", "(module (func (export \"f\")))"),
+        (
+            "a component that is not a command",
+            "(component (core module $m (func (export \"f\"))) (core instance (instantiate $m)))",
+        ),
+    ] {
+        let result = sandbox.run(&m, &RunRequest::wasm("refused.wasm", code.as_bytes().to_vec()));
+        assert!(matches!(result, Err(Error::Kernel(KernelError::InvalidCode(_)))), "{what}: {result:?}");
+        assert_eq!(files_under(cache.path()), Vec::<std::path::PathBuf>::new(), "after {what}");
+    }
+    // The same cache keeps code that runs.
+    assert_eq!(probe(&sandbox, &m, PROBE_MODULE, &["hello"]).usage.code_cache, "compiled");
+    assert_eq!(files_under(cache.path()).len(), 1);
+}
+
 /// Resident set size of this process, from /proc.
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
