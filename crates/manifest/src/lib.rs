@@ -42,5 +42,5 @@ pub use error::{Format, ManifestError};
 pub use host_pattern::{HostPattern, HostPatternError, Scheme};
 pub use mount::{Access, Mount};
 pub use raw::CapabilityManifest;
-pub use resolve::EffectiveManifest;
+pub use resolve::{CAPABILITY_KINDS, EffectiveManifest};
 pub use size::{ByteSize, ByteSizeError};

@@ -31,6 +31,15 @@ impl Mount {
         if host == self.guest { host } else { format!("{host}:{}", self.guest) }
     }
 
+    /// The host path an `allowed_*_paths` entry names, joined to `base` as written: no lookup, no normalisation.
+    /// A caller that must check an entry against its own grants before [`CapabilityManifest::resolve`] touches the
+    /// filesystem starts from this.
+    ///
+    /// [`CapabilityManifest::resolve`]: crate::CapabilityManifest::resolve
+    pub fn written_host(spec: &str, base: &Path) -> PathBuf {
+        base.join(split_spec(spec).0)
+    }
+
     /// Resolves one `allowed_*_paths` entry. `field` names it in errors; relative host paths are taken from `base`.
     pub(crate) fn resolve(spec: &str, access: Access, field: &str, base: &Path) -> Result<Mount, ManifestError> {
         let invalid = |message: String| ManifestError::invalid(field, message);
@@ -38,7 +47,7 @@ impl Mount {
         if host_text.is_empty() {
             return Err(invalid(format!("{spec:?} has an empty host path")));
         }
-        let written = base.join(host_text);
+        let written = Self::written_host(spec, base);
         let lexical = normalize_lexically(&written);
         let metadata = std::fs::metadata(&written)
             .map_err(|e| invalid(format!("host path {} cannot be used: {e}", written.display())))?;
@@ -125,6 +134,8 @@ mod tests {
         assert_eq!(split_spec("/data:/mnt"), ("/data", Some("/mnt")));
         assert_eq!(split_spec("./rel:/g/h"), ("./rel", Some("/g/h")));
         assert_eq!(split_spec("/odd:name"), ("/odd:name", None));
+        assert_eq!(Mount::written_host("./rel:/g", Path::new("/base")), Path::new("/base/./rel"));
+        assert_eq!(Mount::written_host("/abs", Path::new("/base")), Path::new("/abs"));
     }
 
     #[test]

@@ -198,10 +198,20 @@ fn limit(field: &str, value: Option<u64>, default: u64, min: u64, ceiling: u64) 
     Ok(value)
 }
 
+/// The kinds of grant `extra_capabilities` may hold (`KIND:NAME`). Anything else is refused when the manifest is
+/// resolved, so that a misspelt or unsupported grant is an error rather than a grant that silently does nothing.
+pub const CAPABILITY_KINDS: &[&str] = &["tool"];
+
 fn validate_capability(grant: &str) -> Result<(), String> {
     let Some((kind, name)) = grant.split_once(':') else {
         return Err(format!("{grant:?} must be written KIND:NAME, for example tool:web_search"));
     };
+    if !CAPABILITY_KINDS.contains(&kind) {
+        return Err(format!(
+            "{grant:?} has the unknown kind {kind:?}; the known kinds are: {}",
+            CAPABILITY_KINDS.join(", ")
+        ));
+    }
     let kind_ok = kind.starts_with(|c: char| c.is_ascii_lowercase())
         && kind.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     let name_ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.*:/-".contains(&b));
@@ -367,6 +377,10 @@ mod tests {
             resolve("extra_capabilities = [\"web_search\"]").unwrap_err().field(),
             Some("extra_capabilities[0]")
         );
+        let unknown = resolve("extra_capabilities = [\"tool:a\", \"foo:bar\"]").unwrap_err();
+        assert_eq!(unknown.field(), Some("extra_capabilities[1]"));
+        let message = unknown.to_string();
+        assert!(message.contains("\"foo:bar\"") && message.contains("known kinds are: tool"), "{message}");
         assert_eq!(
             resolve("allowed_read_paths = [\"/definitely/not/here\"]").unwrap_err().field(),
             Some("allowed_read_paths[0]")

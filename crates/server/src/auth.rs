@@ -243,15 +243,22 @@ fn load_jwt_key(config: &JwtKeyConfig, keys: &mut Vec<JwtKey>) -> Result<(), Str
             let set: jsonwebtoken::jwk::JwkSet =
                 serde_json::from_slice(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?;
             let before = keys.len();
-            for jwk in &set.keys {
+            for (i, jwk) in set.keys.iter().enumerate() {
                 let matches = matches!(
                     (&jwk.algorithm, alg),
                     (jsonwebtoken::jwk::AlgorithmParameters::RSA(_), Algorithm::RS256)
                         | (jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_), Algorithm::EdDSA)
                 );
-                if matches && let Ok(key) = DecodingKey::from_jwk(jwk) {
-                    keys.push(JwtKey { kid: jwk.common.key_id.clone().or(kid.clone()), alg, key });
+                if !matches {
+                    continue;
                 }
+                // A key of the configured type that cannot be used is an error, not a key silently missing.
+                let key = DecodingKey::from_jwk(jwk).map_err(|e| {
+                    let name =
+                        jwk.common.key_id.as_deref().map_or_else(|| "without a kid".to_owned(), |k| format!("{k:?}"));
+                    format!("{}: key {i} ({name}) cannot be used: {e}", path.display())
+                })?;
+                keys.push(JwtKey { kid: jwk.common.key_id.clone().or(kid.clone()), alg, key });
             }
             if keys.len() == before {
                 return Err(format!("{}: no {} key in the JWKS", path.display(), config.alg));

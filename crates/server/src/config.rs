@@ -23,6 +23,15 @@ pub struct ServerConfig {
     pub max_queued_runs: usize,
     /// Async runs remembered for `GET /v1/runs/{id}` (default 10 000; the oldest finished ones are dropped).
     pub max_stored_runs: usize,
+    /// Bytes the remembered async runs may weigh, each measured as its `GET /v1/runs/{id}` JSON (default 256 MiB;
+    /// the oldest finished ones are dropped first; a single report heavier than this is not kept).
+    pub max_stored_run_bytes: usize,
+    /// Longest the server waits for a request body once the headers are in, in milliseconds (default 10 000):
+    /// a client that stalls mid-body gets 408 and its connection closed.
+    pub request_body_timeout_ms: u64,
+    /// Longest a shutdown (Ctrl-C, SIGTERM) waits for in-flight requests, async runs and webhook deliveries, in
+    /// milliseconds (default 30 000); whatever is still running then is abandoned and the process exits.
+    pub shutdown_timeout_ms: u64,
     /// Sandbox instance slots reserved in the pooling allocator (default 128; at least `max_concurrent_runs`).
     pub pool_slots: u32,
     /// Authentication.
@@ -41,6 +50,20 @@ pub struct ServerConfig {
     pub tools: Option<PathBuf>,
     /// The MCP endpoint (`/mcp`, streamable HTTP).
     pub mcp: McpConfig,
+    /// The signed audit log of every run (as `wasmagent run --record`).
+    pub audit: AuditConfig,
+}
+
+/// Where the server appends a signed, hash-chained record of every run it executes (the format of `wasmagent run
+/// --record`, checked with `wasmagent audit verify`). Runs the kernel refused (invalid code, a manifest it cannot
+/// enforce, no sandbox available) are recorded too, with outcome `error`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// The log file (JSON Lines, created on the first run). Needs `key_file`.
+    pub log: Option<PathBuf>,
+    /// The secret key that signs the records (`wasmagent keygen`).
+    pub key_file: Option<PathBuf>,
 }
 
 /// `/mcp`: code mode over streamable HTTP, behind the same authentication (scope `runs:write`) and per-subject
@@ -77,6 +100,9 @@ impl Default for ServerConfig {
             max_concurrent_runs: std::thread::available_parallelism().map_or(2, usize::from),
             max_queued_runs: 64,
             max_stored_runs: 10_000,
+            max_stored_run_bytes: 256 * 1024 * 1024,
+            request_body_timeout_ms: 10_000,
+            shutdown_timeout_ms: 30_000,
             pool_slots: 128,
             auth: AuthConfig::default(),
             rate_limit: RateLimitConfig::default(),
@@ -86,6 +112,7 @@ impl Default for ServerConfig {
             allow_private: Vec::new(),
             tools: None,
             mcp: McpConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -173,11 +200,19 @@ pub struct WebhookConfig {
     pub secret_env: Option<String>,
     /// Attempts per delivery before it goes to the dead-letter list (default 5).
     pub max_attempts: u32,
+    /// Deliveries in flight (sending or waiting to retry) at most; a delivery past it is not sent and goes
+    /// straight to the dead-letter list, saying why (default 1000).
+    pub max_pending_deliveries: usize,
 }
 
 impl Default for WebhookConfig {
     fn default() -> Self {
-        WebhookConfig { urls: Vec::new(), secret_env: None, max_attempts: 5 }
+        WebhookConfig {
+            urls: Vec::new(),
+            secret_env: None,
+            max_attempts: 5,
+            max_pending_deliveries: crate::webhook::DEFAULT_MAX_PENDING,
+        }
     }
 }
 
@@ -220,7 +255,9 @@ impl ServerConfig {
                 fix(path);
             }
         }
-        for path in [self.egress_config.as_mut(), self.tools.as_mut()].into_iter().flatten() {
+        let paths =
+            [self.egress_config.as_mut(), self.tools.as_mut(), self.audit.log.as_mut(), self.audit.key_file.as_mut()];
+        for path in paths.into_iter().flatten() {
             fix(path);
         }
     }
@@ -242,6 +279,57 @@ impl ServerConfig {
         if self.cors_allowed_origins.iter().any(|o| o == "*") {
             return Err("cors_allowed_origins may not contain `*`: list the origins".into());
         }
+        cors_origins(&self.cors_allowed_origins)?;
+        if self.max_stored_run_bytes == 0 || self.request_body_timeout_ms == 0 || self.shutdown_timeout_ms == 0 {
+            return Err(
+                "max_stored_run_bytes, request_body_timeout_ms and shutdown_timeout_ms must be at least 1".into()
+            );
+        }
+        if self.audit.log.is_some() != self.audit.key_file.is_some() {
+            return Err("audit.log and audit.key_file go together: records are always signed".into());
+        }
         Ok(())
+    }
+}
+
+/// The `Origin` header values of `origins`, or which one is not an origin. A browser sends exactly
+/// `scheme://host[:port]` (no path, no trailing slash), so anything else could never match and is refused rather than
+/// silently ignored.
+pub(crate) fn cors_origins(origins: &[String]) -> Result<Vec<axum::http::HeaderValue>, String> {
+    origins
+        .iter()
+        .enumerate()
+        .map(|(i, origin)| {
+            let refuse = |why: &str| {
+                format!("cors_allowed_origins[{i}] {origin:?} is not an origin ({why}); write scheme://host[:port]")
+            };
+            let url = reqwest::Url::parse(origin).map_err(|e| refuse(&e.to_string()))?;
+            if url.scheme() != "http" && url.scheme() != "https" {
+                return Err(refuse("the scheme must be http or https"));
+            }
+            if url.origin().ascii_serialization() != *origin {
+                return Err(refuse("it has more than scheme, host and port, or is not in canonical form"));
+            }
+            axum::http::HeaderValue::from_str(origin).map_err(|e| refuse(&e.to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_cors_origins_are_refused_naming_the_entry() {
+        let config = |origins: &[&str]| ServerConfig {
+            cors_allowed_origins: origins.iter().map(|o| (*o).to_owned()).collect(),
+            ..ServerConfig::default()
+        };
+        assert_eq!(config(&["https://app.example", "http://localhost:3000"]).validate(), Ok(()));
+        for bad in ["https://app.example/", "app.example", "https://app.example/path", "ftp://x.example", "https://a b"]
+        {
+            let error = config(&["https://ok.example", bad]).validate().unwrap_err();
+            assert!(error.contains("cors_allowed_origins[1]") && error.contains(bad), "{bad}: {error}");
+        }
     }
 }

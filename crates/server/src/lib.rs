@@ -24,21 +24,23 @@ pub mod webhook;
 
 pub use api::{AsyncAccepted, RunRequestBody, RunStatus, openapi_json};
 pub use auth::{AuthError, Authenticator, Principal, SCOPE_ADMIN, SCOPE_READ, SCOPE_WRITE};
-pub use config::{McpConfig, ServerConfig};
+pub use config::{AuditConfig, McpConfig, ServerConfig};
 pub use error::ErrorBody;
 pub use state::AppState;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
-/// The application's routes over `state`.
-pub fn router(state: Arc<AppState>, cors_allowed_origins: &[String]) -> Router {
+/// The application's routes over `state`, or which of `cors_allowed_origins` is not an origin.
+pub fn router(state: Arc<AppState>, cors_allowed_origins: &[String]) -> Result<Router, String> {
+    let origins = config::cors_origins(cors_allowed_origins)?;
     let mut router = Router::new()
         .route("/v1/runs", post(runs::create_run))
         .route("/v1/runs/{id}", get(runs::get_run))
@@ -54,10 +56,11 @@ pub fn router(state: Arc<AppState>, cors_allowed_origins: &[String]) -> Router {
         router = router.merge(
             Router::new()
                 .nest_service("/mcp", service)
-                .layer(axum::middleware::from_fn_with_state(state.clone(), mcp::gate)),
+                .layer(axum::middleware::from_fn_with_state(state.clone(), mcp::gate))
+                // The MCP service reads its own bodies: each wait for more of one ends after the body timeout.
+                .layer(RequestBodyTimeoutLayer::new(state.request_body_timeout)),
         );
     }
-    let origins: Vec<HeaderValue> = cors_allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
     if !origins.is_empty() {
         // Never a wildcard, never credentials: only the listed origins, with bearer tokens sent explicitly.
         router = router.layer(
@@ -68,7 +71,7 @@ pub fn router(state: Arc<AppState>, cors_allowed_origins: &[String]) -> Router {
                 .allow_credentials(false),
         );
     }
-    router
+    Ok(router)
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
@@ -83,23 +86,50 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.encode())
 }
 
-/// Serves `state` on `listener` until `shutdown` completes, then lets in-flight requests and async runs finish.
+/// Serves `state` on `listener` until `shutdown` completes, then stops accepting connections and lets in-flight
+/// requests, async runs and webhook deliveries finish, for at most `shutdown_timeout_ms` from the signal in all.
+/// Whatever is still running then is abandoned: this returns, and the caller exits (runs still on the blocking
+/// pool end with the process, and async runs not yet finished are lost, as documented).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     cors_allowed_origins: &[String],
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state.clone(), cors_allowed_origins);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
-    // Async runs first, then the webhook deliveries they started (including retries), each within the request
-    // timeout.
-    let deadline = tokio::time::Instant::now() + state.request_timeout;
+    let app = router(state.clone(), cors_allowed_origins)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let (signalled, on_signal) = tokio::sync::oneshot::channel::<tokio::time::Instant>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = signalled.send(tokio::time::Instant::now());
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    let deadline = tokio::select! {
+        served = &mut server => {
+            served?;
+            tokio::time::Instant::now() + state.shutdown_timeout
+        }
+        Ok(at) = on_signal => {
+            let deadline = at + state.shutdown_timeout;
+            match tokio::time::timeout_at(deadline, &mut server).await {
+                Ok(served) => served?,
+                Err(_) => tracing::warn!(
+                    timeout_ms = state.shutdown_timeout.as_millis() as u64,
+                    "shutdown: requests still in flight after shutdown_timeout_ms are abandoned"
+                ),
+            }
+            deadline
+        }
+    };
+    // Async runs, then the webhook deliveries they started (including retries), within what is left.
     let pending = |state: &AppState| {
         state.pending_async.load(Ordering::SeqCst) + state.webhooks.as_ref().map_or(0, |w| w.pending())
     };
     while pending(&state) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    if pending(&state) > 0 {
+        tracing::warn!(pending = pending(&state), "shutdown: async runs and webhook deliveries still pending are lost");
     }
     Ok(())
 }

@@ -1,8 +1,13 @@
 //! The operator's maximum manifest and the requests under it: a request's manifest may only narrow the maximum.
 //! Scalar limits a request leaves unset are the maximum's; lists it leaves empty grant nothing.
+//!
+//! A request's paths are checked against the maximum's directories as written, before the manifest is resolved:
+//! resolving looks paths up on the host, and a request must not learn (or make the server touch) anything outside
+//! the directories the operator granted. After resolution every grant is checked again on the canonical paths, so a
+//! symlink inside a granted directory that leads out of it is refused too.
 
-use std::path::Path;
-use wasmagent::manifest::Access;
+use std::path::{Component, Path, PathBuf};
+use wasmagent::manifest::{Access, Mount};
 use wasmagent::{CapabilityManifest, EffectiveManifest, ManifestCeilings, ManifestError, capability_covers};
 
 /// Why a request's manifest was refused.
@@ -35,6 +40,7 @@ pub(crate) fn request_manifest(
     if raw.trusted_keys.is_empty() {
         raw.trusted_keys = max.trusted_keys().to_vec();
     }
+    paths_within(max, &raw)?;
     let manifest = raw.resolve(Path::new("/"), ceilings).map_err(|e| match e {
         ManifestError::AboveCeiling { ref field, .. } => {
             PolicyError::Exceeds { field: field.clone(), message: e.to_string() }
@@ -43,6 +49,43 @@ pub(crate) fn request_manifest(
     })?;
     narrows(max, &manifest)?;
     Ok(manifest)
+}
+
+/// Checks, without touching the filesystem, that every path `raw` asks for lies inside a directory of `max` that
+/// grants the access asked for. Paths with `..` are refused here: only their lookup could say where they lead.
+fn paths_within(max: &EffectiveManifest, raw: &CapabilityManifest) -> Result<(), PolicyError> {
+    let grants = [
+        ("allowed_read_paths", &raw.allowed_read_paths, Access::ReadOnly),
+        ("allowed_write_paths", &raw.allowed_write_paths, Access::ReadWrite),
+    ];
+    for (name, specs, access) in grants {
+        for (i, spec) in specs.iter().enumerate() {
+            let field = format!("{name}[{i}]");
+            let written = Mount::written_host(spec, Path::new("/"));
+            if written.components().any(|c| c == Component::ParentDir) {
+                return Err(exceeds(&field, format!("{} contains `..`; name the directory itself", written.display())));
+            }
+            let host: PathBuf = written.components().filter(|c| *c != Component::CurDir).collect();
+            let inside = max
+                .mounts()
+                .iter()
+                .any(|m| host.starts_with(&m.host) && (access == Access::ReadOnly || m.access == Access::ReadWrite));
+            if !inside {
+                let granted: Vec<String> = max
+                    .mounts()
+                    .iter()
+                    .filter(|m| access == Access::ReadOnly || m.access == Access::ReadWrite)
+                    .map(|m| m.host.display().to_string())
+                    .collect();
+                let granted = if granted.is_empty() { "none".to_owned() } else { granted.join(", ") };
+                return Err(exceeds(
+                    &field,
+                    format!("{} is not within the server's grants (directories granted: {granted})", host.display()),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn exceeds(field: &str, message: String) -> PolicyError {
@@ -146,6 +189,45 @@ mod tests {
         );
         assert_eq!(field("fuel = 10", "fuel = 11").as_deref(), Some("fuel"));
         assert_eq!(field("fuel = 10", "").as_deref(), Some("fuel"), "no fuel at all is more than a fuel budget");
+    }
+
+    fn request(max: &str, request: &str) -> Result<EffectiveManifest, PolicyError> {
+        let raw = CapabilityManifest::from_toml_str(request).unwrap_or_else(|e| panic!("{e}"));
+        request_manifest(&ManifestCeilings::default(), &effective(max), raw)
+    }
+
+    #[test]
+    fn request_paths_outside_the_maximum_are_refused_before_they_are_looked_up() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let granted = dir.path().join("granted");
+        std::fs::create_dir(&granted).unwrap_or_else(|e| panic!("{e}"));
+        let max = format!("allowed_read_paths = [\"{}\"]", granted.display());
+        // Resolving these would fail with "cannot be used" (they do not exist): a refusal naming the grants shows
+        // that the request was judged before any lookup, so it learns nothing about the host's files.
+        for (asked, field) in [
+            ("/definitely/not/here".to_owned(), "allowed_read_paths[0]"),
+            (format!("{}/../elsewhere", granted.display()), "allowed_read_paths[0]"),
+            (format!("{}-sibling", granted.display()), "allowed_read_paths[0]"),
+        ] {
+            match request(&max, &format!("allowed_read_paths = [\"{asked}\"]")) {
+                Err(PolicyError::Exceeds { field: f, message }) => {
+                    assert_eq!(f, field, "{asked}: {message}");
+                    assert!(!message.contains("cannot be used"), "{asked} was looked up: {message}");
+                }
+                other => panic!("{asked}: {other:?}"),
+            }
+        }
+        match request(&max, &format!("allowed_write_paths = [\"{}\"]", granted.display())) {
+            Err(PolicyError::Exceeds { field, .. }) => assert_eq!(field, "allowed_write_paths[0]"),
+            other => panic!("a write under a read grant: {other:?}"),
+        }
+        // Inside the grant the path is resolved as usual: a missing directory is reported by the lookup.
+        match request(&max, &format!("allowed_read_paths = [\"{}/missing\"]", granted.display())) {
+            Err(PolicyError::Invalid(message)) => assert!(message.contains("cannot be used"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        let inside = request(&max, &format!("allowed_read_paths = [\"{}/.\"]", granted.display()));
+        assert!(inside.is_ok(), "{inside:?}");
     }
 
     #[test]

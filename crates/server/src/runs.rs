@@ -8,16 +8,17 @@ use crate::policy::{self, PolicyError};
 use crate::ratelimit::{Admission, LimitReason, RunSlot, WindowState};
 use crate::state::AppState;
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use http_body_util::BodyExt as _;
+use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::sync::OwnedSemaphorePermit;
-use wasmagent::{EffectiveManifest, Language, ManifestCeilings, RunReport, RunRequest};
+use wasmagent::{EffectiveManifest, ErrorInfo, ErrorKind, Language, ManifestCeilings, RunReport, RunRequest};
 
 /// Runs code, or queues it with `"async": true`.
 #[utoipa::path(post, path = "/v1/runs", request_body = RunRequestBody,
@@ -25,27 +26,21 @@ use wasmagent::{EffectiveManifest, Language, ManifestCeilings, RunReport, RunReq
         (status = 200, description = "The run report", body = wasmagent::RunReport),
         (status = 202, description = "Queued (async)", body = AsyncAccepted),
         (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 408, body = crate::error::ErrorBody),
+        (status = 413, body = crate::error::ErrorBody),
         (status = 429, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody),
     ),
     security(("bearer" = [])))]
 pub(crate) async fn create_run(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|rejection| {
-        let status = rejection.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "payload_too_large" } else { "invalid_request" };
-        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            format!("the request body is larger than {} bytes", state.max_body_bytes)
-        } else {
-            rejection.body_text()
-        };
-        ApiError::new(status, code, message)
-    })?;
+    // Credentials and admission come from the headers alone: nobody makes the server read a body unauthenticated,
+    // and an authenticated caller's uploads in progress count against its concurrent runs.
     let principal = state.authorize(&headers, SCOPE_WRITE)?;
     let (slot, window) = admit(&state, &principal).await?;
+    let body = read_body(&state, &headers, body).await.map_err(|e| e.with_headers(rate_headers(&window)))?;
     let request: RunRequestBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid(format!("the request body is not a valid run: {e}")))?;
     let run_async = request.run_async;
@@ -61,6 +56,50 @@ pub(crate) async fn create_run(
     };
     response.headers_mut().extend(rate_headers(&window));
     Ok(response)
+}
+
+/// The request body, at most `max_body_bytes` (413) and all of it within `request_body_timeout` of the headers
+/// (408, and the connection is closed).
+async fn read_body(state: &AppState, headers: &HeaderMap, mut body: Body) -> Result<Bytes, ApiError> {
+    let limit = state.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than {limit} bytes"),
+        )
+    };
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    let read = async {
+        let mut bytes = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ApiError::invalid(format!("cannot read the request body: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                if bytes.len() + data.len() > limit {
+                    return Err(too_large());
+                }
+                bytes.extend_from_slice(&data);
+            }
+        }
+        Ok(Bytes::from(bytes))
+    };
+    match tokio::time::timeout(state.request_body_timeout, read).await {
+        Ok(read) => read,
+        Err(_) => {
+            state.metrics.reject("body_timeout");
+            let waited = state.request_body_timeout.as_millis();
+            Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!("the request body did not arrive within {waited} ms (request_body_timeout_ms)"),
+            )
+            .with_header("connection", "close".into()))
+        }
+    }
 }
 
 /// The status of an async run (only its owner sees it).
@@ -165,8 +204,9 @@ pub(crate) fn prepare(
 }
 
 /// A server-wide run slot: at once if one is free, else after waiting in the bounded queue, else 503. Accepted
-/// async runs (`queue_bound` false) always wait their turn, up to the request timeout.
-async fn server_slot(state: &AppState, queue_bound: bool) -> Result<OwnedSemaphorePermit, ApiError> {
+/// async runs (`queue_bound` false) always wait their turn, up to the request timeout. `/mcp` runs take theirs here
+/// too.
+pub(crate) async fn server_slot(state: &AppState, queue_bound: bool) -> Result<OwnedSemaphorePermit, ApiError> {
     if let Ok(permit) = state.run_slots.clone().try_acquire_owned() {
         return Ok(permit);
     }
@@ -175,8 +215,16 @@ async fn server_slot(state: &AppState, queue_bound: bool) -> Result<OwnedSemapho
         state.metrics.reject("busy");
         return Err(ApiError::busy("every run slot is busy and the queue is full", 1));
     }
+    // Leaves the queue however the wait ends, also when the caller goes away and this future is dropped.
+    struct Queued<'a>(&'a AppState);
+    impl Drop for Queued<'_> {
+        fn drop(&mut self) {
+            self.0.queued.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let queued = Queued(state);
     let waited = tokio::time::timeout(state.request_timeout, state.run_slots.clone().acquire_owned()).await;
-    state.queued.fetch_sub(1, Ordering::SeqCst);
+    drop(queued);
     match waited {
         Ok(Ok(permit)) => Ok(permit),
         _ => {
@@ -197,8 +245,21 @@ async fn execute(
     let permit = server_slot(state, queue_bound).await?;
     let in_flight = state.metrics.start_run();
     let sandbox = state.sandbox.clone();
+    let audit = state.audit.clone();
     let joined = tokio::task::spawn_blocking(move || {
         let result = sandbox.run(&manifest, &run);
+        // The sandbox records every run that produced a report; one the kernel refused is recorded here.
+        if let (Err(wasmagent::Error::Kernel(error)), Some(log)) = (&result, &audit) {
+            let kernel = sandbox.kernel(run.code().language()).name();
+            let info = ErrorInfo {
+                kind: ErrorKind::Internal,
+                message: format!("the {kernel} kernel refused the run: {error}"),
+            };
+            let report = RunReport::refused(kernel, info, &manifest, run.code_digest());
+            if let Err(record) = log.append(&report) {
+                tracing::error!(%record, %error, "the audit record of a run the kernel refused could not be written");
+            }
+        }
         drop((permit, slot, in_flight));
         result
     })
@@ -231,14 +292,37 @@ fn spawn_async(state: Arc<AppState>, id: String, manifest: EffectiveManifest, ru
     tokio::spawn(async move {
         state.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner).set_running(&id);
         let outcome = execute(&state, manifest, run, slot, false).await;
-        let body = match &outcome {
-            Ok(report) => serde_json::to_vec(report).ok(),
-            Err(_) => None,
-        };
+        let body = state.webhooks.as_ref().and_then(|_| webhook_body(&id, &outcome));
         state.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner).finish(&id, outcome);
         if let (Some(webhooks), Some(body)) = (&state.webhooks, body) {
             webhooks.deliver(&id, body);
         }
         state.pending_async.fetch_sub(1, Ordering::SeqCst);
     });
+}
+
+/// What a webhook delivery says about an async run: `GET /v1/runs/{id}`'s answer, with the id as `run_id`.
+#[derive(Serialize)]
+struct RunFinished<'a> {
+    run_id: &'a str,
+    /// `done` (with the report) or `failed` (the run could not start or the kernel refused it; with the error).
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    report: Option<&'a RunReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+fn webhook_body(id: &str, outcome: &Result<RunReport, ApiError>) -> Option<Vec<u8>> {
+    let finished = match outcome {
+        Ok(report) => RunFinished { run_id: id, status: "done", report: Some(report), error: None },
+        Err(error) => RunFinished { run_id: id, status: "failed", report: None, error: Some(error.message()) },
+    };
+    match serde_json::to_vec(&finished) {
+        Ok(body) => Some(body),
+        Err(error) => {
+            tracing::error!(run = %id, %error, "the webhook body could not be serialised; nothing is delivered");
+            None
+        }
+    }
 }

@@ -14,6 +14,8 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
+use wasmagent::signing::keys::SecretKey;
+use wasmagent::signing::record::AuditLog;
 use wasmagent::{EffectiveManifest, EgressConfig, RunReport, Sandbox, ToolRegistry};
 use wasmagent_mcp::{CodeModeServer, HttpOptions, McpOptions};
 use wasmagent_toolbox::{Toolbox, ToolboxOptions};
@@ -33,11 +35,15 @@ pub struct AppState {
     pub(crate) queued: AtomicUsize,
     pub(crate) max_queued: usize,
     pub(crate) request_timeout: Duration,
+    pub(crate) request_body_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
     pub(crate) max_body_bytes: usize,
     pub(crate) metrics: Metrics,
     pub(crate) store: Mutex<RunStore>,
     pub(crate) webhooks: Option<Webhooks>,
     pub(crate) pending_async: AtomicUsize,
+    /// Records runs the kernel refused; the sandbox records the others in the same log.
+    pub(crate) audit: Option<Arc<AuditLog>>,
 }
 
 impl AppState {
@@ -59,16 +65,22 @@ impl AppState {
             None => None,
         };
         let tools = toolbox.as_ref().map_or_else(ToolRegistry::new, |t| t.registry().clone());
-        let sandbox = Arc::new(
-            Sandbox::builder()
-                .ceilings(config.ceilings.clone())
-                .cache_dir(wasmagent::default_cache_dir())
-                .pool_slots(config.pool_slots)
-                .egress(egress.clone())
-                .tools(tools.clone())
-                .build()
-                .map_err(|e| format!("cannot start the sandbox: {e}"))?,
-        );
+        let mut builder = Sandbox::builder()
+            .ceilings(config.ceilings.clone())
+            .cache_dir(wasmagent::default_cache_dir())
+            .pool_slots(config.pool_slots)
+            .egress(egress.clone())
+            .tools(tools.clone());
+        let audit = match (&config.audit.log, &config.audit.key_file) {
+            (Some(log), Some(key_file)) => {
+                let key = SecretKey::from_file(key_file).map_err(|e| format!("audit.key_file: {e}"))?;
+                // Two writers of one file: each append locks the file and chains onto its last line.
+                builder = builder.audit_log(AuditLog::new(log, key.clone()));
+                Some(Arc::new(AuditLog::new(log, key)))
+            }
+            _ => None,
+        };
+        let sandbox = Arc::new(builder.build().map_err(|e| format!("cannot start the sandbox: {e}"))?);
         let max_manifest =
             sandbox.resolve(&config.max_manifest, Path::new("/")).map_err(|e| format!("max_manifest: {e}"))?;
         let mcp = config.mcp.enabled.then(|| {
@@ -99,6 +111,7 @@ impl AppState {
             let mut webhook_config =
                 crate::webhook::WebhookConfig::new(config.webhooks.urls.clone(), secret.into_bytes());
             webhook_config.max_attempts = config.webhooks.max_attempts;
+            webhook_config.max_pending = config.webhooks.max_pending_deliveries;
             Some(Webhooks::new(webhook_config, egress).map_err(|e| format!("webhooks: {e}"))?)
         };
         Ok(AppState {
@@ -116,11 +129,14 @@ impl AppState {
             queued: AtomicUsize::new(0),
             max_queued: config.max_queued_runs,
             request_timeout: Duration::from_millis(config.request_timeout_ms),
+            request_body_timeout: Duration::from_millis(config.request_body_timeout_ms),
+            shutdown_timeout: Duration::from_millis(config.shutdown_timeout_ms),
             max_body_bytes: config.max_body_bytes,
             metrics: Metrics::default(),
-            store: Mutex::new(RunStore::new(config.max_stored_runs)),
+            store: Mutex::new(RunStore::new(config.max_stored_runs, config.max_stored_run_bytes)),
             webhooks,
             pending_async: AtomicUsize::new(0),
+            audit,
         })
     }
 
@@ -131,16 +147,31 @@ impl AppState {
     }
 }
 
-/// Async runs by id, each visible only to its owner; the oldest finished runs are dropped beyond the cap.
+/// Async runs by id, each visible only to its owner. Bounded by count (`max_stored_runs`) and by bytes
+/// (`max_stored_run_bytes`, a finished run weighing the length of its `GET /v1/runs/{id}` JSON): past either bound
+/// the oldest finished runs are dropped first. Queued and running entries are never dropped; they weigh only their
+/// id and owner until they finish.
 pub(crate) struct RunStore {
-    runs: HashMap<String, (String, RunStatus)>,
+    runs: HashMap<String, StoredRun>,
     order: VecDeque<String>,
     cap: usize,
+    max_bytes: usize,
+    bytes: usize,
 }
 
+struct StoredRun {
+    owner: String,
+    status: RunStatus,
+    /// What this entry counts against `max_bytes`.
+    bytes: usize,
+}
+
+/// What a queued or running entry weighs: its status JSON without a report is well under this.
+const PENDING_ENTRY_BYTES: usize = 256;
+
 impl RunStore {
-    fn new(cap: usize) -> Self {
-        RunStore { runs: HashMap::new(), order: VecDeque::new(), cap: cap.max(1) }
+    pub(crate) fn new(cap: usize, max_bytes: usize) -> Self {
+        RunStore { runs: HashMap::new(), order: VecDeque::new(), cap: cap.max(1), max_bytes, bytes: 0 }
     }
 
     /// Records a queued run of `owner`; returns its new id.
@@ -153,46 +184,145 @@ impl RunStore {
                 .to_le_bytes();
         }
         let id = hex::encode(bytes);
-        while self.order.len() >= self.cap {
-            let evictable = self
-                .order
-                .iter()
-                .position(|id| self.runs.get(id).is_some_and(|(_, s)| s.status == "done" || s.status == "failed"));
-            match evictable.and_then(|i| self.order.remove(i)) {
-                Some(old) => {
-                    self.runs.remove(&old);
-                }
-                None => break,
-            }
-        }
+        let weight = PENDING_ENTRY_BYTES + owner.len();
+        self.make_room(1, weight);
         let status = RunStatus { id: id.clone(), status: "queued".into(), report: None, error: None };
-        self.runs.insert(id.clone(), (owner.to_owned(), status));
+        self.runs.insert(id.clone(), StoredRun { owner: owner.to_owned(), status, bytes: weight });
+        self.bytes += weight;
         self.order.push_back(id.clone());
         id
     }
 
     pub(crate) fn set_running(&mut self, id: &str) {
-        if let Some((_, status)) = self.runs.get_mut(id) {
-            status.status = "running".into();
+        if let Some(run) = self.runs.get_mut(id) {
+            run.status.status = "running".into();
         }
     }
 
+    /// Records how run `id` ended. A report that alone weighs more than `max_stored_run_bytes` is not kept: the
+    /// run is `done` with an `error` saying so (its webhook delivery still carries it).
     pub(crate) fn finish(&mut self, id: &str, outcome: Result<RunReport, ApiError>) {
-        if let Some((_, status)) = self.runs.get_mut(id) {
-            match outcome {
-                Ok(report) => {
-                    status.status = "done".into();
-                    status.report = Some(report);
+        let Some(mut run) = self.runs.remove(id) else {
+            return;
+        };
+        self.bytes -= run.bytes;
+        match outcome {
+            Ok(report) => {
+                run.status.status = "done".into();
+                run.status.report = Some(report);
+            }
+            Err(error) => {
+                run.status.status = "failed".into();
+                run.status.error = Some(error.message().to_owned());
+            }
+        }
+        let mut weight = serialized_len(&run.status) + run.owner.len();
+        if weight > self.max_bytes {
+            let error = format!(
+                "the report ({weight} bytes as JSON) is larger than max_stored_run_bytes ({} bytes) and was not kept",
+                self.max_bytes
+            );
+            run.status.report = None;
+            run.status.error = Some(error);
+            weight = serialized_len(&run.status) + run.owner.len();
+        }
+        // Put the entry back before making room, so that it can never be its own victim.
+        run.bytes = weight;
+        self.bytes += weight;
+        self.runs.insert(id.to_owned(), run);
+        self.make_room(0, 0);
+    }
+
+    pub(crate) fn get(&self, id: &str, owner: &str) -> Option<RunStatus> {
+        self.runs.get(id).filter(|run| run.owner == owner).map(|run| run.status.clone())
+    }
+
+    /// Drops the oldest finished runs until `entries` more entries weighing `bytes` fit under both bounds, or no
+    /// finished run is left to drop (the last one finished is dropped last).
+    fn make_room(&mut self, entries: usize, bytes: usize) {
+        while self.order.len() + entries > self.cap || self.bytes + bytes > self.max_bytes {
+            let finished = self.order.iter().position(|id| {
+                self.runs.get(id).is_some_and(|r| r.status.status == "done" || r.status.status == "failed")
+            });
+            match finished.and_then(|i| self.order.remove(i)) {
+                Some(old) => {
+                    if let Some(run) = self.runs.remove(&old) {
+                        self.bytes -= run.bytes;
+                    }
                 }
-                Err(error) => {
-                    status.status = "failed".into();
-                    status.error = Some(error.message().to_owned());
-                }
+                None => break,
             }
         }
     }
 
-    pub(crate) fn get(&self, id: &str, owner: &str) -> Option<RunStatus> {
-        self.runs.get(id).filter(|(o, _)| o == owner).map(|(_, s)| s.clone())
+    /// Bytes the stored runs weigh now.
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+fn serialized_len(status: &RunStatus) -> usize {
+    // Serialising plain data into a byte counter cannot fail; if it ever did, count the entry as too big to keep.
+    let mut counter = ByteCounter(0);
+    match serde_json::to_writer(&mut counter, status) {
+        Ok(()) => counter.0,
+        Err(_) => usize::MAX / 2,
+    }
+}
+
+/// Counts what is written to it, so a report is measured without holding a second copy of it.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(stdout_bytes: usize) -> RunReport {
+        let manifest = wasmagent::EffectiveManifest::deny_all();
+        let error = wasmagent::ErrorInfo { kind: wasmagent::ErrorKind::Internal, message: String::new() };
+        let mut report = RunReport::refused("js", error, &manifest, "sha256:00");
+        report.stdout = "x".repeat(stdout_bytes);
+        report
+    }
+
+    #[test]
+    fn finished_runs_are_dropped_oldest_first_past_the_byte_bound() {
+        let mut store = RunStore::new(10_000, 100_000);
+        let ids: Vec<String> = (0..5).map(|_| store.insert("alice")).collect();
+        for id in &ids {
+            store.finish(id, Ok(report(30_000)));
+        }
+        assert!(store.bytes() <= 100_000, "{} bytes kept", store.bytes());
+        assert!(store.get(&ids[0], "alice").is_none() && store.get(&ids[1], "alice").is_none(), "oldest dropped");
+        for id in &ids[2..] {
+            let run = store.get(id, "alice").unwrap_or_else(|| panic!("{id} was dropped"));
+            assert_eq!(run.report.map(|r| r.stdout.len()), Some(30_000));
+        }
+    }
+
+    #[test]
+    fn queued_runs_are_never_dropped_and_a_report_larger_than_the_bound_is_not_kept() {
+        let mut store = RunStore::new(10_000, 50_000);
+        let queued = store.insert("alice");
+        let big = store.insert("alice");
+        store.finish(&big, Ok(report(60_000)));
+        let run = store.get(&big, "alice").unwrap_or_else(|| panic!("the run itself is kept"));
+        assert_eq!(run.status, "done");
+        assert!(run.report.is_none());
+        assert!(run.error.as_deref().is_some_and(|e| e.contains("max_stored_run_bytes")), "{:?}", run.error);
+        assert_eq!(store.get(&queued, "alice").map(|r| r.status), Some("queued".into()));
+        assert!(store.bytes() <= 50_000);
     }
 }

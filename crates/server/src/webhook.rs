@@ -1,15 +1,18 @@
 //! Signed webhooks: the server tells receivers a run finished by POSTing its result, and receivers check that the
 //! request came from this server.
 //!
-//! Every request carries `Wasmagent-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` and a
-//! random `Wasmagent-Delivery` id that stays the same across the retries of one delivery. Receivers call
-//! [`verify`] (the signature and its time window) and keep a [`ReplayGuard`] (ids already seen).
+//! Every request carries `Wasmagent-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`, a
+//! random `Wasmagent-Delivery` id that stays the same across the retries of one delivery, and `Wasmagent-Run-Id`,
+//! the run it is about. Receivers call [`verify`] (the signature and its time window) and keep a [`ReplayGuard`]
+//! (ids already seen).
 //!
 //! [`Webhooks`] delivers through the egress path ([`wasmagent_egress`]), held to a manifest that allows exactly the
 //! receiver's `scheme://host:port`, so a webhook URL can never reach a private or metadata address unless the
 //! operator's [`EgressConfig`](wasmagent_egress::EgressConfig) excepts it. Failed deliveries are retried with
-//! exponential backoff and end, after the last attempt, in a bounded in-memory dead-letter list. Nothing is
-//! persisted: deliveries still in flight when the process stops are lost.
+//! exponential backoff and end, after the last attempt, in a bounded in-memory dead-letter list. Deliveries in
+//! flight are bounded too ([`WebhookConfig::max_pending`]): one past the bound is not sent and goes straight to the
+//! dead letters, saying why, so a receiver that is down cannot make the server hold an unbounded backlog of bodies.
+//! Nothing is persisted: deliveries still in flight when the process stops are lost.
 
 use hmac::{Hmac, Mac};
 use serde::Serialize;
@@ -27,6 +30,8 @@ use wasmagent_egress::{Egress, HttpRequest};
 pub const SIGNATURE_HEADER: &str = "Wasmagent-Signature";
 /// The header that carries the delivery id, the same for every attempt of one delivery.
 pub const DELIVERY_HEADER: &str = "Wasmagent-Delivery";
+/// The header that names the run a delivery is about (not covered by the signature; the body carries it too).
+pub const RUN_ID_HEADER: &str = "Wasmagent-Run-Id";
 /// How far a signature's timestamp may be from the receiver's clock, in either direction, by default.
 pub const DEFAULT_TOLERANCE_SECS: u64 = 300;
 /// Attempts per delivery by default (the first one included).
@@ -41,6 +46,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MIN_SECRET_BYTES: usize = 16;
 /// Dead letters kept; older ones are dropped first.
 pub const DEAD_LETTER_CAPACITY: usize = 1000;
+/// Deliveries in flight at most by default.
+pub const DEFAULT_MAX_PENDING: usize = 1000;
 
 /// Receivers' answers are read only to be discarded; a bigger one fails the attempt.
 const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
@@ -259,6 +266,9 @@ pub struct WebhookConfig {
     pub max_backoff: Duration,
     /// Longest one attempt may take, at most the ceiling on `http_timeout_ms` (default [`DEFAULT_TIMEOUT`]).
     pub timeout: Duration,
+    /// Deliveries in flight (sending or waiting to retry) at most; past it a delivery is dead-lettered unsent
+    /// (default [`DEFAULT_MAX_PENDING`]).
+    pub max_pending: usize,
 }
 
 impl WebhookConfig {
@@ -271,6 +281,7 @@ impl WebhookConfig {
             base_backoff: DEFAULT_BASE_BACKOFF,
             max_backoff: DEFAULT_MAX_BACKOFF,
             timeout: DEFAULT_TIMEOUT,
+            max_pending: DEFAULT_MAX_PENDING,
         }
     }
 }
@@ -283,6 +294,7 @@ impl std::fmt::Debug for WebhookConfig {
             .field("base_backoff", &self.base_backoff)
             .field("max_backoff", &self.max_backoff)
             .field("timeout", &self.timeout)
+            .field("max_pending", &self.max_pending)
             .finish_non_exhaustive()
     }
 }
@@ -334,6 +346,7 @@ pub struct Webhooks {
     base_backoff: Duration,
     max_backoff: Duration,
     timeout: Duration,
+    max_pending: usize,
     state: Arc<DeliveryState>,
 }
 
@@ -389,12 +402,14 @@ impl Webhooks {
             base_backoff: config.base_backoff,
             max_backoff: config.max_backoff.max(config.base_backoff),
             timeout: config.timeout,
+            max_pending: config.max_pending,
             state: Arc::default(),
         })
     }
 
     /// Sends `body` (JSON) about run `run_id` to every receiver, each in its own task on the current tokio runtime,
-    /// and returns at once. Outside a runtime nothing can be sent: the deliveries go straight to the dead letters.
+    /// and returns at once. Outside a runtime, or with `max_pending` deliveries already in flight, nothing is sent:
+    /// the delivery goes straight to the dead letters with the reason.
     pub fn deliver(&self, run_id: &str, body: Vec<u8>) {
         let body: Arc<[u8]> = body.into();
         for receiver in 0..self.receivers.len() {
@@ -410,8 +425,15 @@ impl Webhooks {
                 self.give_up(id, run_id, receiver, 0, "not sent: no tokio runtime to send it from".into());
                 continue;
             };
+            let Some(in_flight) = InFlight::start(self.clone()) else {
+                let reason = format!(
+                    "not sent: {} deliveries were already in flight (max_pending_deliveries)",
+                    self.max_pending
+                );
+                self.give_up(id, run_id, receiver, 0, reason);
+                continue;
+            };
             let delivery = Delivery { id, run_id: run_id.to_owned(), receiver, body: body.clone() };
-            let in_flight = InFlight::start(self.clone());
             runtime.spawn(async move { in_flight.0.run(delivery).await });
         }
     }
@@ -459,6 +481,7 @@ impl Webhooks {
                 ("content-type".into(), "application/json".into()),
                 (SIGNATURE_HEADER.into(), sign(&self.secret, unix_now(), &delivery.body)),
                 (DELIVERY_HEADER.into(), delivery.id.clone()),
+                (RUN_ID_HEADER.into(), delivery.run_id.clone()),
             ],
             body: delivery.body.to_vec(),
         };
@@ -498,9 +521,13 @@ impl Webhooks {
 struct InFlight(Webhooks);
 
 impl InFlight {
-    fn start(webhooks: Webhooks) -> Self {
-        webhooks.state.pending.fetch_add(1, Ordering::SeqCst);
-        InFlight(webhooks)
+    /// Counts one more delivery in flight, or `None` when `max_pending` already are.
+    fn start(webhooks: Webhooks) -> Option<Self> {
+        let max = webhooks.max_pending;
+        let reserved =
+            webhooks.state.pending.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1));
+        // Built only when reserved: dropping an `InFlight` releases a reservation.
+        reserved.is_ok().then(move || InFlight(webhooks))
     }
 }
 

@@ -6,7 +6,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use wasmagent::{CapabilityManifest, Kernel, RunRequest};
 use wasmagent_server::config::{ApiKeyConfig, JwtKeyConfig};
 use wasmagent_server::{AppState, ServerConfig};
@@ -57,7 +58,8 @@ fn config(secret_dir: &tempfile::TempDir) -> ServerConfig {
 struct Server {
     base: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    _dir: tempfile::TempDir,
+    served: Option<tokio::task::JoinHandle<()>>,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Server {
@@ -69,22 +71,26 @@ impl Drop for Server {
 }
 
 async fn start_with(edit: impl FnOnce(&mut ServerConfig)) -> Server {
-    let dir = tempfile::tempdir().unwrap();
+    start_in(tempfile::tempdir().unwrap(), |c, _| edit(c)).await
+}
+
+/// A server whose configuration `edit` may point into `dir` (kept as long as the server).
+async fn start_in(dir: tempfile::TempDir, edit: impl FnOnce(&mut ServerConfig, &std::path::Path)) -> Server {
     let mut config = config(&dir);
-    edit(&mut config);
+    edit(&mut config, dir.path());
     let state = Arc::new(AppState::new(&config, false).await.unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let origins = config.cors_allowed_origins.clone();
-    tokio::spawn(async move {
+    let served = tokio::spawn(async move {
         wasmagent_server::serve(listener, state, &origins, async {
             let _ = stopped.await;
         })
         .await
         .unwrap();
     });
-    Server { base, stop: Some(stop), _dir: dir }
+    Server { base, stop: Some(stop), served: Some(served), dir }
 }
 
 async fn start() -> Server {
@@ -394,4 +400,235 @@ async fn jwks_keys_are_selected_by_kid() {
     assert_eq!(status, 401, "{body}");
     let (status, _, _) = post(&server, Some(&hs256(&claims())), js("1")).await;
     assert_eq!(status, 401, "no HS256 key is configured any more");
+}
+
+/// Polls `check` every 20 ms until it holds, for at most `within`.
+async fn eventually<F: std::future::Future<Output = bool>>(within: Duration, mut check: impl FnMut() -> F) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// Sends `head` (and `body_start`) on a raw connection and never the rest; returns what the server answered before
+/// it closed the connection (or what came within `within`) and when the answer ended.
+async fn stalled_upload(base: &str, head: &str, body_start: &[u8], within: Duration) -> (String, Duration, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.unwrap();
+    let started = Instant::now();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body_start).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        let left = within.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&answer).into_owned(), started.elapsed(), closed)
+}
+
+fn upload_head(authorization: Option<&str>, content_length: usize) -> String {
+    let auth = authorization.map(|a| format!("Authorization: Bearer {a}\r\n")).unwrap_or_default();
+    format!(
+        "POST /v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{auth}Content-Length: {content_length}\r\n\r\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stalls_mid_body_gets_408_and_a_closed_connection_within_the_body_timeout() {
+    let server = start_with(|c| c.request_body_timeout_ms = 500).await;
+    let head = upload_head(Some(WRITE_KEY), 1000);
+    let (answer, elapsed, closed) =
+        stalled_upload(&server.base, &head, b"{\"language\":", Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?} after {elapsed:?}");
+    assert!(answer.contains("request_body_timeout_ms"), "{answer}");
+    assert!(closed, "the connection must be closed after the 408");
+    assert!(elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(3), "answered after {elapsed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_without_valid_credentials_is_refused_before_its_body_is_read() {
+    let server = start_with(|c| c.request_body_timeout_ms = 30_000).await;
+    for authorization in [None, Some("not-a-key")] {
+        let head = upload_head(authorization, 60_000);
+        let (answer, elapsed, _) = stalled_upload(&server.base, &head, &[b' '; 100], Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 401"), "{authorization:?}: {answer:?} after {elapsed:?}");
+        assert!(elapsed < Duration::from_secs(2), "{authorization:?}: the 401 took {elapsed:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_within_its_timeout_even_with_a_run_in_flight() {
+    let mut server = start_with(|c| {
+        c.shutdown_timeout_ms = 300;
+        c.max_manifest = CapabilityManifest::from_toml_str("cpu_ms = 4000").unwrap();
+    })
+    .await;
+    let (base, client) = (server.base.clone(), reqwest::Client::new());
+    let run = client.post(format!("{base}/v1/runs")).bearer_auth(WRITE_KEY).json(&js("for (;;) {}")).send();
+    let _run = tokio::spawn(run);
+    let in_flight = eventually(Duration::from_secs(20), || async {
+        let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+        metrics.contains("wasmagent_runs_in_flight 1")
+    })
+    .await;
+    assert!(in_flight, "the run never started");
+    let started = Instant::now();
+    let _ = server.stop.take().unwrap().send(());
+    server.served.take().unwrap().await.unwrap();
+    let elapsed = started.elapsed();
+    // The run itself would end at its cpu_ms, 4 s: the server must not wait for it past shutdown_timeout_ms.
+    assert!(elapsed < Duration::from_secs(2), "serve returned {elapsed:?} after the signal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_paths_outside_the_servers_are_refused_before_they_are_looked_up() {
+    let server = start().await;
+    let body = json!({ "language": "js", "code": "1", "manifest": { "allowed_read_paths": ["/definitely/not/here"] } });
+    let (status, _, body) = post(&server, Some(WRITE_KEY), body).await;
+    assert_eq!((status, body["field"].as_str()), (403, Some("allowed_read_paths[0]")), "{body}");
+    assert!(!body["message"].as_str().unwrap().contains("cannot be used"), "the path was looked up: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_jwks_keys_and_cors_origins_fail_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut jwks: Value = serde_json::from_slice(&std::fs::read(keys_dir().join("jwks.json")).unwrap()).unwrap();
+    let mut broken = jwks["keys"][0].clone();
+    broken["kid"] = json!("broken");
+    broken["n"] = json!("not base64url!");
+    jwks["keys"].as_array_mut().unwrap().push(broken);
+    let jwks_file = dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, jwks.to_string()).unwrap();
+    let mut config = config(&dir);
+    config.auth.jwt_keys = vec![JwtKeyConfig {
+        alg: "RS256".into(),
+        kid: None,
+        secret_env: None,
+        secret_file: None,
+        public_key_file: None,
+        jwks_file: Some(jwks_file),
+    }];
+    let error = AppState::new(&config, false).await.err().expect("a JWKS key that cannot be used must fail start-up");
+    assert!(error.contains("key 1") && error.contains("\"broken\""), "{error}");
+
+    let mut config = self::config(&dir);
+    config.cors_allowed_origins = vec!["https://app.example".into(), "https://app.example/".into()];
+    let error = AppState::new(&config, false).await.err().expect("an origin that can never match must fail start-up");
+    assert!(error.contains("cors_allowed_origins[1]"), "{error}");
+}
+
+/// Deliveries a receiver got: each one's headers (names in lower case) and JSON body.
+type Deliveries = Arc<Mutex<Vec<(Vec<(String, String)>, Value)>>>;
+
+/// A loopback webhook receiver recording each delivery.
+fn receiver() -> (String, Deliveries) {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let addr = server.server_addr().to_ip().unwrap().to_string();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let log = received.clone();
+    std::thread::spawn(move || {
+        for mut request in server.incoming_requests() {
+            let mut body = Vec::new();
+            request.as_reader().read_to_end(&mut body).unwrap();
+            let headers =
+                request.headers().iter().map(|h| (h.field.to_string().to_lowercase(), h.value.to_string())).collect();
+            log.lock().unwrap().push((headers, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+            let _ = request.respond(tiny_http::Response::from_string("ok"));
+        }
+    });
+    (addr, received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_name_their_run_and_failed_async_runs_are_delivered_with_their_error() {
+    let (addr, received) = receiver();
+    let server = start_with(|c| {
+        c.webhooks.urls = vec![format!("http://{addr}/hook")];
+        // Any variable of 16 bytes or more will do as the secret; cargo always sets this one for tests.
+        c.webhooks.secret_env = Some("CARGO_MANIFEST_DIR".into());
+        c.allow_private = vec![addr.clone()];
+    })
+    .await;
+    let mut ids = Vec::new();
+    for body in [json!({ "language": "js", "code": "6*7" }), json!({ "language": "wasm", "module": "AAAA" })] {
+        let mut body = body;
+        body["async"] = json!(true);
+        let (status, _, accepted) = post(&server, Some(WRITE_KEY), body).await;
+        assert_eq!(status, 202, "{accepted}");
+        ids.push(accepted["id"].as_str().unwrap().to_owned());
+    }
+    assert!(eventually(Duration::from_secs(30), || async { received.lock().unwrap().len() >= 2 }).await);
+    let received = received.lock().unwrap();
+    let delivery = |id: &str| {
+        received.iter().find(|(_, body)| body["run_id"] == id).unwrap_or_else(|| panic!("no delivery for {id}"))
+    };
+    for id in &ids {
+        let (headers, _) = delivery(id);
+        assert!(headers.contains(&("wasmagent-run-id".into(), id.clone())), "{headers:?}");
+    }
+    let (_, done) = delivery(&ids[0]);
+    assert_eq!((done["status"].as_str(), &done["report"]["value"]), (Some("done"), &json!(42)), "{done}");
+    let (_, failed) = delivery(&ids[1]);
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(failed["error"].as_str().unwrap().contains("invalid code"), "{failed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_writes_the_signed_audit_log_including_runs_the_kernel_refused() {
+    use wasmagent::signing::keys::SecretKey;
+    use wasmagent::signing::record::verify_log;
+    let key = SecretKey::generate();
+    let server = start_in(tempfile::tempdir().unwrap(), |c, dir| {
+        key.write(&dir.join("audit.key")).unwrap();
+        c.audit.log = Some(dir.join("audit.jsonl"));
+        c.audit.key_file = Some(dir.join("audit.key"));
+    })
+    .await;
+    assert_eq!(post(&server, Some(WRITE_KEY), js("1")).await.0, 200);
+    let (status, _, body) = post(&server, Some(WRITE_KEY), json!({ "language": "wasm", "module": "AAAA" })).await;
+    assert_eq!(status, 400, "{body}");
+    let log = server.dir.path().join("audit.jsonl");
+    let verified = verify_log(&log, key.public_key()).unwrap();
+    assert_eq!(verified.records, 2);
+    let records: Vec<Value> =
+        std::fs::read_to_string(&log).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!((records[0]["kernel"].as_str(), records[0]["outcome"].as_str()), (Some("js"), Some("ok")));
+    assert_eq!((records[1]["kernel"].as_str(), records[1]["outcome"].as_str()), (Some("wasi"), Some("error")));
+    assert_eq!(records[1]["error_kind"], "internal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_async_runs_are_bounded_by_bytes() {
+    let server = start_with(|c| c.max_stored_run_bytes = 40_000).await;
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let mut body = js("console.log('x'.repeat(15000)); 1");
+        body["async"] = json!(true);
+        let (status, _, accepted) = post(&server, Some(WRITE_KEY), body).await;
+        assert_eq!(status, 202, "{accepted}");
+        let id = accepted["id"].as_str().unwrap().to_owned();
+        let url = format!("{}/v1/runs/{id}", server.base);
+        let done = eventually(Duration::from_secs(20), || async {
+            let run: Value = client.get(&url).bearer_auth(WRITE_KEY).send().await.unwrap().json().await.unwrap();
+            run["status"] == "done"
+        })
+        .await;
+        assert!(done, "run {id} did not finish");
+        ids.push(url);
+    }
+    // Three reports of about 15 kB cannot all fit in 40 kB: the oldest is gone, the newest kept whole.
+    let status = |url: &String| client.get(url).bearer_auth(WRITE_KEY).send();
+    assert_eq!(status(&ids[0]).await.unwrap().status(), 404);
+    let newest: Value = status(&ids[2]).await.unwrap().json().await.unwrap();
+    assert!(newest["report"]["stdout"].as_str().unwrap().len() > 15_000, "{newest}");
 }

@@ -111,6 +111,7 @@ async fn a_delivery_arrives_signed_with_its_body_intact() {
     assert_eq!(request.method, "POST");
     assert_eq!(request.body, body);
     assert_eq!(request.header("content-type"), Some("application/json"));
+    assert_eq!(request.header("wasmagent-run-id"), Some("run-1"), "a delivery names its run");
     let delivery = request.header("wasmagent-delivery").unwrap();
     assert!(delivery.len() == 32 && delivery.bytes().all(|b| b.is_ascii_hexdigit()), "{delivery}");
     let signature = request.header("wasmagent-signature").unwrap();
@@ -176,4 +177,28 @@ async fn a_private_address_without_an_exception_is_never_contacted() {
         "the floor's refusal should be the error: {}",
         letter.last_error
     );
+}
+
+#[tokio::test]
+async fn deliveries_past_max_pending_go_straight_to_the_dead_letters() {
+    // A receiver that accepts connections (the kernel's backlog) but never answers: deliveries stay in flight.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let mut egress = EgressConfig::new();
+    egress.allow_private(&addr.to_string()).unwrap();
+    let mut config = WebhookConfig::new(vec![format!("http://{addr}/hook")], SECRET.to_vec());
+    config.max_attempts = 1;
+    config.timeout = Duration::from_secs(1);
+    config.max_pending = 2;
+    let webhooks = Webhooks::new(config, Egress::new(egress).unwrap()).unwrap();
+    for run in ["run-a", "run-b", "run-c"] {
+        webhooks.deliver(run, b"{}".to_vec());
+    }
+    assert_eq!(webhooks.pending(), 2, "in flight at most max_pending: {:?}", webhooks.dead_letters());
+    let letter = the_only_dead_letter(&webhooks);
+    assert_eq!((letter.run_id.as_str(), letter.attempts), ("run-c", 0));
+    assert!(letter.last_error.contains("max_pending_deliveries"), "{}", letter.last_error);
+    settle(&webhooks).await;
+    assert_eq!(webhooks.dead_letters().len(), 3, "the two sent ones time out and are dead-lettered too");
+    drop(silent);
 }
