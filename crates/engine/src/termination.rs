@@ -1,5 +1,7 @@
 use crate::limiter::{GuestLimiter, LimitExceeded};
 use crate::output::CappedOutput;
+use std::fmt::{self, Write as _};
+use wasmagent_kernel::bounds::{REPORT_ERROR_BYTES, cut};
 use wasmagent_kernel::{Denial, ErrorInfo, ErrorKind, Outcome};
 use wasmagent_manifest::EffectiveManifest;
 use wasmtime::Trap;
@@ -110,18 +112,144 @@ impl Termination {
     }
 }
 
-/// The trap and its causes, root first, then the guest backtrace when there is one.
+/// Longest function or module name a trap's backtrace shows: the guest chose them (the name section), so longer
+/// ones are cut.
+const MAX_FRAME_NAME_BYTES: usize = 256;
+
+/// The trap and its causes, root first, then the guest backtrace when there is one; at most
+/// [`REPORT_ERROR_BYTES`] and a marker, however long the guest's names are.
 fn describe(error: &wasmtime::Error) -> String {
     let mut causes: Vec<String> = error
         .chain()
-        .map(ToString::to_string)
+        .map(|cause| bounded(cause, REPORT_ERROR_BYTES))
         .filter(|c| !c.starts_with("error while executing at wasm backtrace"))
         .collect();
     causes.reverse();
-    let mut message = causes.join(": ");
+    let mut message = cut(&causes.join(": "), REPORT_ERROR_BYTES);
     if let Some(backtrace) = error.downcast_ref::<wasmtime::WasmBacktrace>() {
         message.push_str("\nwasm backtrace:\n");
-        message.push_str(&backtrace.to_string());
+        let room = REPORT_ERROR_BYTES.saturating_sub(message.len());
+        if has_short_names(backtrace) {
+            message.push_str(&bounded(backtrace, room));
+        } else {
+            message.push_str(&plain_backtrace(backtrace, room));
+        }
     }
     message
+}
+
+/// Whether every name in `backtrace` is at most [`MAX_FRAME_NAME_BYTES`], so wasmtime's own rendering (demangled,
+/// with source lines when enabled) can be shown.
+fn has_short_names(backtrace: &wasmtime::WasmBacktrace) -> bool {
+    let short = |name: Option<&str>| name.is_none_or(|n| n.len() <= MAX_FRAME_NAME_BYTES);
+    backtrace.frames().iter().all(|frame| {
+        short(frame.func_name())
+            && short(frame.module().name())
+            && frame.symbols().iter().all(|s| short(s.name()) && short(s.file()))
+    })
+}
+
+/// `backtrace` with each name cut at [`MAX_FRAME_NAME_BYTES`] (not demangled: a cut name no longer demangles),
+/// at most `limit` bytes and a marker.
+fn plain_backtrace(backtrace: &wasmtime::WasmBacktrace, limit: usize) -> String {
+    let mut text = String::new();
+    for (i, frame) in backtrace.frames().iter().enumerate() {
+        let module = cut(frame.module().name().unwrap_or("<unknown>"), MAX_FRAME_NAME_BYTES);
+        let function = match frame.func_name() {
+            Some(name) => cut(name, MAX_FRAME_NAME_BYTES),
+            None => format!("<wasm function {}>", frame.func_index()),
+        };
+        let line = format!("{}  {i:>3}: {module}!{function}", if i > 0 { "\n" } else { "" });
+        if text.len() + line.len() > limit {
+            text.push_str(&format!("\n…[{} more frames]", backtrace.frames().len() - i));
+            break;
+        }
+        text.push_str(&line);
+    }
+    text
+}
+
+/// `value` as text, at most `limit` bytes and a marker: formatting stops at the limit, so a long rendering is
+/// never built whole.
+fn bounded(value: &(impl fmt::Display + ?Sized), limit: usize) -> String {
+    let mut out = BoundedText { text: String::new(), limit, full: false };
+    let _ = write!(out, "{value}");
+    if out.full {
+        out.text.push_str("…[cut]");
+    }
+    out.text
+}
+
+/// A `fmt::Write` that keeps at most `limit` bytes, then fails (which ends the formatting).
+struct BoundedText {
+    text: String,
+    limit: usize,
+    full: bool,
+}
+
+impl fmt::Write for BoundedText {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = self.limit.saturating_sub(self.text.len());
+        if s.len() <= room {
+            self.text.push_str(s);
+            return Ok(());
+        }
+        let mut end = room;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.text.push_str(&s[..end]);
+        self.full = true;
+        Err(fmt::Error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A trap under 20 frames of a function whose name (in the name section, which the guest writes) is 1 MiB.
+    fn trap_with_long_names() -> wasmtime::Error {
+        let name = "f".repeat(1 << 20);
+        let wat = format!(
+            r#"(module $m (func ${name} (param i32) (if (local.get 0) (then (call ${name} (i32.sub (local.get 0)
+               (i32.const 1)))) (else unreachable))) (func (export "run") (call ${name} (i32.const 100))))"#
+        );
+        let engine = wasmtime::Engine::default();
+        let module = wasmtime::Module::new(&engine, wat).unwrap();
+        let mut store = wasmtime::Store::new(&engine, ());
+        let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+        let run = instance.get_typed_func::<(), ()>(&mut store, "run").unwrap();
+        run.call(&mut store, ()).unwrap_err()
+    }
+
+    #[test]
+    fn guest_chosen_frame_names_are_cut_and_the_message_bounded() {
+        let error = trap_with_long_names();
+        let message = describe(&error);
+        assert!(message.len() <= REPORT_ERROR_BYTES + 64, "a {}-byte trap message", message.len());
+        assert!(message.contains("unreachable"), "{}", &message[..message.len().min(300)]);
+        let frame = message.lines().find(|l| l.contains("!fff")).unwrap_or_default();
+        assert!(frame.len() <= MAX_FRAME_NAME_BYTES + 64, "a {}-byte frame line", frame.len());
+        assert!(frame.contains(&format!("[cut: {} bytes in all]", 1 << 20)), "{frame}");
+    }
+
+    #[test]
+    fn short_names_keep_wasmtime_s_rendering() {
+        let engine = wasmtime::Engine::default();
+        let module = wasmtime::Module::new(&engine, r#"(module (func (export "run") unreachable))"#).unwrap();
+        let mut store = wasmtime::Store::new(&engine, ());
+        let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+        let run = instance.get_typed_func::<(), ()>(&mut store, "run").unwrap();
+        let error = run.call(&mut store, ()).unwrap_err();
+        let message = describe(&error);
+        let backtrace = error.downcast_ref::<wasmtime::WasmBacktrace>().unwrap().to_string();
+        assert!(message.ends_with(&backtrace), "{message}");
+    }
+
+    #[test]
+    fn bounded_formatting_stops_at_its_limit() {
+        assert_eq!(bounded("short", 10), "short");
+        assert_eq!(bounded(&"é".repeat(4), 5), "éé…[cut]");
+    }
 }

@@ -7,6 +7,7 @@
 //! `tool_response` copies the bytes), so the host never calls back into the guest from an import.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use wasmagent_egress::{EgressRecords, EgressSession, HttpRequest, HttpResponse};
 use wasmagent_kernel_wasi::host::{ModuleState, guest_bytes};
 use wasmagent_manifest::EffectiveManifest;
@@ -23,9 +24,11 @@ pub(crate) struct Bridge {
 }
 
 impl Bridge {
+    /// The bridge of a run starting now: its tool calls end by the run's `cpu_ms` deadline.
     pub(crate) fn new(tools: Arc<ToolRegistry>, manifest: &EffectiveManifest, egress: EgressSession) -> Self {
+        let deadline = Instant::now() + Duration::from_millis(manifest.cpu_ms());
         Bridge {
-            tools: ToolSession::new(tools, manifest),
+            tools: ToolSession::new(tools, manifest, deadline),
             egress,
             result_cap: usize::try_from(manifest.max_output_bytes()).unwrap_or(usize::MAX),
             pending: None,
@@ -136,9 +139,15 @@ pub(crate) fn add_to_linker(linker: &mut Linker<ModuleState<Bridge>>) -> wasmtim
                 Some(memory) => tool_call_request(memory.data(&caller), (name_ptr, name_len), (args_ptr, args_len)),
                 None => (Err(NO_MEMORY.to_owned()), Err(NO_MEMORY.to_owned())),
             };
-            let (len, response) = pending_response(caller.data_mut().ext.tools.call(name, args));
+            let tools = &mut caller.data_mut().ext.tools;
+            let outcome = tools.call(name, args);
+            // A call cut short by the run's deadline ends the run as timed out, as the deadline would a moment later.
+            if outcome.is_err() && tools.deadline_passed() {
+                return Err(wasmtime::Trap::Interrupt.into());
+            }
+            let (len, response) = pending_response(outcome);
             caller.data_mut().ext.pending = Some(response);
-            len
+            Ok(len)
         },
     )?;
     linker.func_wrap(

@@ -72,7 +72,8 @@ pub fn guest_call(data: &[u8]) {
     };
     let (tools, manifests) = fixtures();
     let manifest = &manifests[usize::from(limit % 8)];
-    let mut session = ToolSession::new(tools.clone(), manifest);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut session = ToolSession::new(tools.clone(), manifest, deadline);
     for (i, record) in records.chunks_exact(CALL_RECORD).enumerate() {
         let word = |at: usize| i32::from_le_bytes([record[at], record[at + 1], record[at + 2], record[at + 3]]);
         let name_range = in_memory(record[0] & 1 != 0, word(1), word(5), memory.len());

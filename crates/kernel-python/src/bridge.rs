@@ -4,14 +4,18 @@
 //! to check here: tool calls go straight to the run's [`ToolSession`] (grants, size caps, `max_host_calls`) and
 //! HTTP requests to the run's [`EgressSession`] (allow-list, floor, caps, secrets). The guest receives
 //! `err(message)` for a refused or failed call and raises `ToolError` or `HTTPRequestError`.
+//!
+//! A tool call's name and arguments are read lazily ([`WasmStr`]): their size is checked against the caps before
+//! they are copied out of guest memory, as the JavaScript kernel does.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use wasmagent_egress::{EgressRecords, EgressSession, HttpRequest};
 use wasmagent_kernel_wasi::component_host::ComponentState;
 use wasmagent_manifest::EffectiveManifest;
-use wasmagent_tools::{ToolRecords, ToolRegistry, ToolSession};
+use wasmagent_tools::{MAX_TOOL_ARGS_BYTES, MAX_TOOL_NAME_BYTES, ToolRecords, ToolRegistry, ToolSession};
 use wasmtime::StoreContextMut;
-use wasmtime::component::{ComponentType, Lift, Linker, Lower};
+use wasmtime::component::{ComponentType, Lift, Linker, Lower, WasmStr};
 
 /// The interface the engine imports (see `guests/python/wit/world.wit`).
 const HOST_INTERFACE: &str = "wasmagent:python/host@0.1.0";
@@ -44,8 +48,10 @@ struct WitHttpResponse {
 }
 
 impl Bridge {
+    /// The bridge of a run starting now: its tool calls end by the run's `cpu_ms` deadline.
     pub(crate) fn new(tools: Arc<ToolRegistry>, manifest: &EffectiveManifest, egress: EgressSession) -> Self {
-        Bridge { tools: ToolSession::new(tools, manifest), egress }
+        let deadline = Instant::now() + Duration::from_millis(manifest.cpu_ms());
+        Bridge { tools: ToolSession::new(tools, manifest, deadline), egress }
     }
 
     /// Tool calls, host-call count and denials, and HTTP requests, for the report.
@@ -54,13 +60,36 @@ impl Bridge {
     }
 }
 
+/// The guest string `text`, copied only when it is at most `cap` bytes (as UTF-8); otherwise why not, in the words
+/// the JavaScript kernel uses.
+fn read_bounded(
+    text: &WasmStr,
+    store: &StoreContextMut<'_, ComponentState<Bridge>>,
+    cap: usize,
+    what: &str,
+) -> Result<String, String> {
+    // CPython's strings cross as UTF-8, which `to_str` borrows from guest memory without copying.
+    let text = text.to_str(store).map_err(|_| format!("the {what} is not valid Unicode"))?;
+    if text.len() > cap {
+        return Err(format!("the {what} is {} bytes; the largest accepted is {cap}", text.len()));
+    }
+    Ok(text.into_owned())
+}
+
 /// Adds `wasmagent:python/host`.
 pub(crate) fn add_to_linker(linker: &mut Linker<ComponentState<Bridge>>) -> wasmtime::Result<()> {
     let mut host = linker.instance(HOST_INTERFACE)?;
     host.func_wrap(
         "call-tool",
-        |mut store: StoreContextMut<'_, ComponentState<Bridge>>, (name, args): (String, String)| {
-            let outcome = store.data_mut().ext.tools.call(Ok(name), Ok(args.into_bytes()));
+        |mut store: StoreContextMut<'_, ComponentState<Bridge>>, (name, args): (WasmStr, WasmStr)| {
+            let name = read_bounded(&name, &store, MAX_TOOL_NAME_BYTES, "tool name");
+            let args = read_bounded(&args, &store, MAX_TOOL_ARGS_BYTES, "tool arguments").map(String::into_bytes);
+            let tools = &mut store.data_mut().ext.tools;
+            let outcome = tools.call(name, args);
+            // A call cut short by the run's deadline ends the run as timed out, as the deadline would a moment later.
+            if outcome.is_err() && tools.deadline_passed() {
+                return Err(wasmtime::Trap::Interrupt.into());
+            }
             // Results are JSON produced by serde_json, so always UTF-8.
             Ok((outcome.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),))
         },

@@ -19,6 +19,7 @@ use bridge::Bridge;
 use std::sync::{Arc, OnceLock};
 use wasmagent_egress::Egress;
 use wasmagent_engine::{CacheSource, CodeTrust, CompiledCode, Metering, SandboxEngine, Termination};
+use wasmagent_kernel::bounds::{REPORT_ERROR_BYTES, cut};
 use wasmagent_kernel::{Code, ErrorKind, Kernel, KernelError, Language, Outcome, RunReport, RunRequest};
 use wasmagent_kernel_wasi::component_host::{ComponentState, component_linker, run_component};
 use wasmagent_kernel_wasi::host::{EmptyRoot, GuestIo, Verdict};
@@ -152,27 +153,67 @@ enum GuestOutcome {
     Error { kind: String, message: String },
 }
 
+/// The engine's answer is `{"value":` and the value's compact JSON and `}`: 10 bytes around the value.
+const VALUE_PREFIX: &str = "{\"value\":";
+
 fn outcome_of(answer: Option<&str>, manifest: &EffectiveManifest) -> (Termination, serde_json::Value) {
     let internal = |message: String| Termination::failed(Outcome::Error, ErrorKind::Internal, message);
     let Some(answer) = answer else {
         return (internal("the Python engine returned no result".into()), serde_json::Value::Null);
     };
-    match serde_json::from_str::<GuestOutcome>(answer) {
-        Ok(GuestOutcome::Value(value)) => {
-            // The engine answers with the value's compact JSON inside `{"value":` and `}`: 10 bytes.
-            let len = answer.len().saturating_sub(10);
-            if len as u64 > manifest.max_output_bytes() {
-                return (script::result_too_large(len, manifest), serde_json::Value::Null);
-            }
-            (Termination { exit_code: None, ..Termination::finished() }, value)
+    // Sized before it is parsed: a value over the cap is refused without building its JSON tree on the host.
+    if answer.starts_with(VALUE_PREFIX) {
+        let len = answer.len().saturating_sub(VALUE_PREFIX.len() + 1);
+        if len as u64 > manifest.max_output_bytes() {
+            return (script::result_too_large(len, manifest), serde_json::Value::Null);
         }
+    }
+    match serde_json::from_str::<GuestOutcome>(answer) {
+        Ok(GuestOutcome::Value(value)) => (Termination { exit_code: None, ..Termination::finished() }, value),
         // Exit statuses are 32-bit, as WASI's are; CPython's `sys.exit` accepts any integer.
         Ok(GuestOutcome::Exit(code)) => {
             (Termination::exited(i32::try_from(code).unwrap_or(1)), serde_json::Value::Null)
         }
         Ok(GuestOutcome::Error { kind, message }) => {
+            // The guest chose the message (an exception's text and traceback): kept to the report's bound.
+            let message = cut(&message, REPORT_ERROR_BYTES);
             (Termination::failed(Outcome::Error, script::guest_error_kind(&kind), message), serde_json::Value::Null)
         }
         Err(e) => (internal(format!("the Python engine sent a malformed result: {e}")), serde_json::Value::Null),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmagent_manifest::{ByteSize, CapabilityManifest, ManifestCeilings};
+
+    fn manifest(max_output_bytes: u64) -> EffectiveManifest {
+        CapabilityManifest { max_output_bytes: Some(ByteSize(max_output_bytes)), ..Default::default() }
+            .resolve(std::path::Path::new("/"), &ManifestCeilings::default())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_value_over_max_output_bytes_is_refused_before_it_is_parsed() {
+        // Nested past serde_json's recursion limit: parsing it would fail as a malformed answer, not a size.
+        let value = format!("{}\"{}\"{}", "[".repeat(200), "x".repeat(4096), "]".repeat(200));
+        let (termination, value_out) = outcome_of(Some(&format!("{VALUE_PREFIX}{value}}}")), &manifest(1024));
+        assert_eq!(termination.outcome, Outcome::OutputLimit, "{termination:?}");
+        let message = termination.error.map(|e| e.message).unwrap_or_default();
+        assert!(message.contains(&format!("{} bytes of JSON", value.len())), "{message}");
+        assert_eq!(value_out, serde_json::Value::Null);
+        let (fits, parsed) = outcome_of(Some(r#"{"value":[1,"two"]}"#), &manifest(12));
+        assert_eq!((fits.outcome, parsed), (Outcome::Ok, serde_json::json!([1, "two"])));
+    }
+
+    #[test]
+    fn an_exception_message_is_cut_at_the_report_bound() {
+        let message = "m".repeat(10 << 20);
+        let answer = serde_json::json!({"error": {"kind": "exception", "message": message}}).to_string();
+        let (termination, _) = outcome_of(Some(&answer), &manifest(1024));
+        let kept = termination.error.map(|e| e.message).unwrap_or_default();
+        assert!(kept.len() <= REPORT_ERROR_BYTES + 40, "a {}-byte message was kept", kept.len());
+        assert!(kept.ends_with(&format!("[cut: {} bytes in all]", 10 << 20)), "{}", &kept[kept.len() - 40..]);
     }
 }

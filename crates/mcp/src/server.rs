@@ -96,7 +96,9 @@ impl CodeModeServer {
         // Tool handlers are synchronous (a micro-tool runs a sandbox, an upstream call waits on its server).
         let outcome = tokio::task::spawn_blocking(move || {
             let args = args.map_err(|e| format!("the arguments are not JSON: {e}"));
-            ToolSession::new(tools, &manifest).call(Ok(name), args)
+            // Held to the manifest's cpu_ms, as a call from guest code is.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_millis(manifest.cpu_ms());
+            ToolSession::new(tools, &manifest, deadline).call(Ok(name), args)
         })
         .await;
         match outcome {

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wasmagent::bounds::cut;
 use wasmagent::egress::{Egress, HttpRequest, MAX_REDIRECTS};
 use wasmagent::manifest::ByteSize;
 use wasmagent::{CapabilityManifest, EffectiveManifest, ManifestCeilings, Tool, ToolResult};
@@ -17,6 +18,8 @@ const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove
 
 /// Longest part of an error response body quoted back to the caller.
 const ERROR_EXCERPT_CHARS: usize = 500;
+/// Longest part of a URL quoted back to the caller (arguments fill it, up to the tool-argument cap).
+const URL_EXCERPT_BYTES: usize = 1024;
 
 /// The methods an HTTP tool may use, and whether the arguments go in a JSON body.
 pub(crate) fn method(method: &str) -> Result<(&'static str, bool), String> {
@@ -182,7 +185,8 @@ impl HttpTool {
             body = serde_json::to_vec(&args).map_err(|e| format!("cannot encode the arguments: {e}"))?;
             headers.push(("content-type".into(), "application/json".into()));
         } else if !args.is_empty() {
-            let mut parsed = url::Url::parse(&url).map_err(|e| format!("the URL {url:?} is not valid: {e}"))?;
+            let mut parsed = url::Url::parse(&url)
+                .map_err(|e| format!("the URL {:?} is not valid: {e}", cut(&url, URL_EXCERPT_BYTES)))?;
             {
                 let mut query = parsed.query_pairs_mut();
                 for (key, value) in &args {
@@ -209,7 +213,8 @@ impl HttpTool {
         if response.status >= 400 {
             let text = String::from_utf8_lossy(&response.body);
             let excerpt: String = text.chars().take(ERROR_EXCERPT_CHARS).collect();
-            return Err(format!("{} answered HTTP {}: {excerpt}", response.url, response.status));
+            let url = cut(&response.url, URL_EXCERPT_BYTES);
+            return Err(format!("{url} answered HTTP {}: {excerpt}", response.status));
         }
         if (content_type.contains("json") || content_type.is_empty())
             && let Ok(value) = serde_json::from_slice(&response.body)

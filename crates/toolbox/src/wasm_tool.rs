@@ -7,10 +7,15 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Arc;
+use wasmagent::bounds::cut;
 use wasmagent::{EffectiveManifest, ManifestCeilings, Outcome, RunRequest, Sandbox, Tool, ToolResult};
 
 /// Longest part of a failing tool's standard error quoted back to the caller.
 const STDERR_EXCERPT_CHARS: usize = 500;
+/// Longest part of a failing tool's error message (a trap, an exception) quoted back to the caller.
+const ERROR_EXCERPT_BYTES: usize = 4096;
+/// Denials of a failing tool quoted back to the caller; the rest are counted.
+const DENIALS_QUOTED: usize = 3;
 
 /// A loaded micro-tool: its bytes, digest and resolved manifest.
 pub(crate) struct WasmTool {
@@ -67,10 +72,15 @@ impl WasmTool {
                 message.push_str(&format!(" (exit code {code})"));
             }
             if let Some(error) = &report.error {
-                message.push_str(&format!(": {}", error.message.trim_end()));
+                message.push_str(&format!(": {}", cut(error.message.trim_end(), ERROR_EXCERPT_BYTES)));
             }
-            for denial in &report.denials {
+            for denial in report.denials.iter().take(DENIALS_QUOTED) {
                 message.push_str(&format!("; denied {} {}: {}", denial.capability, denial.target, denial.reason));
+            }
+            let unquoted = (report.denials.len() - report.denials.len().min(DENIALS_QUOTED)) as u64;
+            let more = unquoted + report.unlisted.denials;
+            if more > 0 {
+                message.push_str(&format!("; {more} more denials"));
             }
             let stderr: String = report.stderr.trim().chars().take(STDERR_EXCERPT_CHARS).collect();
             if !stderr.is_empty() {
