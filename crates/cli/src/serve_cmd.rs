@@ -6,14 +6,16 @@ use std::path::Path;
 use std::sync::Arc;
 use wasmagent_server::{AppState, ServerConfig};
 
-/// Runs the HTTP server until Ctrl-C or SIGTERM, then finishes in-flight runs.
+/// Runs the HTTP server until Ctrl-C or SIGTERM, then finishes in-flight runs for at most the configured
+/// `shutdown_timeout_ms` and exits, abandoning whatever is still running.
 pub(crate) fn serve(listen: &str, config: Option<&Path>, insecure_no_auth: bool) -> anyhow::Result<u8> {
     let config = match config {
         Some(path) => ServerConfig::from_path(path)?,
         None => ServerConfig::default(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    runtime.block_on(async move {
+    let shutdown_timeout_ms = config.shutdown_timeout_ms;
+    let served = runtime.block_on(async move {
         let state = Arc::new(AppState::new(&config, insecure_no_auth).await.map_err(anyhow::Error::msg)?);
         if insecure_no_auth {
             tracing::warn!("AUTHENTICATION IS OFF (--dev-insecure-no-auth): anyone who can reach {listen} can run code");
@@ -23,16 +25,21 @@ pub(crate) fn serve(listen: &str, config: Option<&Path>, insecure_no_auth: bool)
         }
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         eprintln!("wasmagent: serving on http://{}", listener.local_addr()?);
-        wasmagent_server::serve(listener, state, &config.cors_allowed_origins, shutdown_signal()).await?;
+        let signal = shutdown_signal(shutdown_timeout_ms);
+        wasmagent_server::serve(listener, state, &config.cors_allowed_origins, signal).await?;
         Ok(0)
-    })
+    });
+    // `serve` has already waited out the grace period: a run still on the blocking pool (or a connection task) must
+    // not hold the process past it, and dropping the runtime would wait for blocking threads without bound.
+    runtime.shutdown_background();
+    served
 }
 
 fn state_has_credentials(config: &ServerConfig) -> bool {
     !config.auth.jwt_keys.is_empty() || !config.auth.api_keys.is_empty()
 }
 
-async fn shutdown_signal() {
+async fn shutdown_signal(timeout_ms: u64) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -51,7 +58,7 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-    eprintln!("wasmagent: shutting down; finishing in-flight runs");
+    eprintln!("wasmagent: shutting down; finishing in-flight runs for at most {timeout_ms} ms");
 }
 
 /// Verifies one delivery: exit 0 when the signature is valid and fresh, 1 when not.

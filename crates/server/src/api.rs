@@ -51,12 +51,13 @@ pub struct AsyncAccepted {
 pub struct RunStatus {
     /// The run id.
     pub id: String,
-    /// `queued`, `running`, `done` or `failed` (the run could not start; see `error`).
+    /// `queued`, `running`, `done` or `failed` (the run could not start, or the kernel refused it; see `error`).
     pub status: String,
     /// The report, once `done`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report: Option<RunReport>,
-    /// Why a `failed` run could not start.
+    /// Why a `failed` run could not start, or why a `done` run's report was not kept (it alone weighed more than
+    /// `max_stored_run_bytes`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
