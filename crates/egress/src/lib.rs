@@ -9,6 +9,7 @@
 //! It must not know about kernels or guest ABIs: kernels turn a guest's `fetch`, `urllib` or `wasi:http` call into an
 //! [`HttpRequest`] and hand it to the run's [`EgressSession`]. HTTP itself is reqwest (hyper + rustls).
 
+mod check;
 mod config;
 pub mod floor;
 #[doc(hidden)]
@@ -18,6 +19,7 @@ mod secrets;
 mod session;
 mod target;
 
+pub use check::{CheckedDestination, DestinationError, check_destination};
 pub use config::{ConfigError, EgressConfig};
 pub use resolver::{Resolve, Resolving, StaticResolver, SystemResolver};
 pub use session::{Egress, EgressRecords, EgressSession, FetchError, HttpRequest, HttpResponse, MAX_REDIRECTS};
