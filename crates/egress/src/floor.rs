@@ -82,6 +82,13 @@ fn check_v6(ip: Ipv6Addr) -> Option<FloorRefusal> {
         }
         return Some(FloorRefusal::Private("an IPv4-mapped or IPv4-compatible IPv6 address"));
     }
+    if segments[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        // IPv4-translated (SIIT, RFC 2765 and 6145): `::ffff:0:a.b.c.d` reaches a.b.c.d through a translator.
+        if check_v4(embedded_v4()) == Some(FloorRefusal::Metadata) {
+            return Some(FloorRefusal::Metadata);
+        }
+        return Some(FloorRefusal::Private("an IPv4-translated IPv6 address (::ffff:0:0:0/96)"));
+    }
     if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
         // NAT64 (RFC 6052): reachable exactly when the IPv4 address it translates to is.
         return check_v4(embedded_v4()).map(|refusal| match refusal {
@@ -154,6 +161,10 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:8.8.8.8",
             "::127.0.0.1",
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:10.0.0.1",
+            "::ffff:0:8.8.8.8",
+            "::ffff:0:7f00:1",
             "64:ff9b::10.0.0.1",
             "64:ff9b::127.0.0.1",
             "64:ff9b:1::1",
@@ -174,6 +185,7 @@ mod tests {
             "fd00:ec2::254",
             "::ffff:169.254.169.254",
             "::169.254.169.254",
+            "::ffff:0:169.254.169.254",
             "64:ff9b::169.254.169.254",
             "2002:a9fe:a9fe::",
         ] {

@@ -135,6 +135,7 @@ fn spellings_judged_alike(ip: IpAddr) {
         let wrapped = [
             (v4.to_ipv6_mapped(), true),
             (Ipv6Addr::new(0, 0, 0, 0, 0, 0, u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d])), true),
+            (Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d])), true),
             (Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d])), false),
             (Ipv6Addr::new(0x2002, u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]), 0, 0, 0, 0, 1), false),
         ];

@@ -6,6 +6,11 @@
 //! checked (no second DNS lookup), redirects re-checked hop by hop, the request/response/time/count caps, operator
 //! exceptions and host-bound secrets ([`EgressConfig`]), and the records and denials for the run report.
 //!
+//! What a run can make the host hold or wait for here is bounded: [`MAX_URL_BYTES`] per URL, [`MAX_IN_FLIGHT_PER_RUN`]
+//! requests in flight per run (so at most that many response bodies of `max_http_response_bytes` are buffered),
+//! `REPORT_LISTED_RECORDS` exchanges and denials per run, one deadline per whole request (`http_timeout_ms`,
+//! redirects and DNS included, never past the run's), and [`MAX_SYSTEM_LOOKUPS`] system-resolver lookups at once.
+//!
 //! It must not know about kernels or guest ABIs: kernels turn a guest's `fetch`, `urllib` or `wasi:http` call into an
 //! [`HttpRequest`] and hand it to the run's [`EgressSession`]. HTTP itself is reqwest (hyper + rustls).
 
@@ -21,5 +26,8 @@ mod target;
 
 pub use check::{CheckedDestination, DestinationError, check_destination};
 pub use config::{ConfigError, EgressConfig};
-pub use resolver::{Resolve, Resolving, StaticResolver, SystemResolver};
-pub use session::{Egress, EgressRecords, EgressSession, FetchError, HttpRequest, HttpResponse, MAX_REDIRECTS};
+pub use resolver::{MAX_SYSTEM_LOOKUPS, Resolve, Resolving, StaticResolver, SystemResolver};
+pub use session::{
+    Egress, EgressRecords, EgressSession, FetchError, HttpRequest, HttpResponse, MAX_IN_FLIGHT_PER_RUN, MAX_REDIRECTS,
+    MAX_URL_BYTES,
+};

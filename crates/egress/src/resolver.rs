@@ -5,9 +5,11 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
+use std::net::ToSocketAddrs;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::Semaphore;
 
 /// A resolution in progress.
 pub type Resolving = Pin<Box<dyn Future<Output = io::Result<Vec<IpAddr>>> + Send>>;
@@ -18,15 +20,40 @@ pub trait Resolve: Send + Sync + 'static {
     fn resolve(&self, host: &str) -> Resolving;
 }
 
-/// The operating system's resolver (`getaddrinfo`, on tokio's blocking pool).
+/// System-resolver lookups in flight at once, in the whole process. `getaddrinfo` cannot be cancelled: a lookup
+/// whose request timed out keeps its blocking thread, and its place here, until the name server answers. This bound
+/// keeps a slow name server from tying up the blocking pool; a lookup that gets no place before its request's
+/// deadline fails with the request.
+pub const MAX_SYSTEM_LOOKUPS: usize = 8;
+
+static SYSTEM_LOOKUPS: Semaphore = Semaphore::const_new(MAX_SYSTEM_LOOKUPS);
+
+/// The operating system's resolver (`getaddrinfo`, on tokio's blocking pool, at most [`MAX_SYSTEM_LOOKUPS`] at once).
 #[derive(Debug, Default)]
 pub struct SystemResolver;
 
 impl Resolve for SystemResolver {
     fn resolve(&self, host: &str) -> Resolving {
         let host = host.to_owned();
-        Box::pin(async move { Ok(tokio::net::lookup_host((host.as_str(), 0)).await?.map(|a| a.ip()).collect()) })
+        Box::pin(bounded_lookup(&SYSTEM_LOOKUPS, move || {
+            Ok((host.as_str(), 0).to_socket_addrs()?.map(|a| a.ip()).collect())
+        }))
     }
+}
+
+/// Runs the blocking `lookup` on the blocking pool once it has a place in `places`, which it keeps until `lookup`
+/// returns, even when the caller stops waiting.
+async fn bounded_lookup<F>(places: &'static Semaphore, lookup: F) -> io::Result<Vec<IpAddr>>
+where
+    F: FnOnce() -> io::Result<Vec<IpAddr>> + Send + 'static,
+{
+    let place = places.acquire().await.map_err(|_| io::Error::other("the resolver has stopped"))?;
+    tokio::task::spawn_blocking(move || {
+        let _place = place;
+        lookup()
+    })
+    .await
+    .map_err(io::Error::other)?
 }
 
 /// A resolver with fixed answers, for tests: each name has a list of answers given in turn (the last one repeats),
@@ -76,5 +103,49 @@ impl Resolve for StaticResolver {
         Box::pin(async move {
             answer.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such host in the static resolver"))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, mpsc};
+    use std::time::{Duration, Instant};
+
+    /// Lookups past the bound wait and fail at their deadline without starting, while lookups whose callers
+    /// stopped waiting keep their places until they return.
+    #[test]
+    fn lookups_past_the_bound_wait_and_fail_at_their_deadline() {
+        static PLACES: Semaphore = Semaphore::const_new(2);
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_time().build().unwrap();
+        let started = Arc::new(AtomicU64::new(0));
+        let (release, released) = mpsc::channel::<()>();
+        let released = Arc::new(Mutex::new(released));
+        let slow = || {
+            let (started, released) = (started.clone(), released.clone());
+            move || {
+                started.fetch_add(1, Ordering::SeqCst);
+                let _ = released.lock().map(|r| r.recv());
+                Ok(vec![IpAddr::from([127, 0, 0, 1])])
+            }
+        };
+        runtime.block_on(async {
+            for _ in 0..3 {
+                let lookup = tokio::time::timeout(Duration::from_millis(200), bounded_lookup(&PLACES, slow()));
+                assert!(lookup.await.is_err(), "a hung lookup must time out for its caller");
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while started.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert_eq!(started.load(Ordering::SeqCst), 2, "the third lookup must not start while two hold places");
+        assert_eq!(PLACES.available_permits(), 0, "timed-out lookups keep their places until they return");
+        release.send(()).unwrap();
+        release.send(()).unwrap();
+        drop(release);
+        let answer = runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), bounded_lookup(&PLACES, slow())).await });
+        assert_eq!(answer.unwrap().unwrap(), vec![IpAddr::from([127, 0, 0, 1])]);
     }
 }

@@ -1,5 +1,11 @@
 //! One run's HTTP requests: every hop checked against the manifest's allow-list and the floor, connected to the
-//! address that was checked, capped, timed against the run's deadline, and recorded for the run report.
+//! address that was checked, capped, timed against one deadline per request, and recorded for the run report.
+//!
+//! What one run can make the host hold here is bounded whatever the guest asks: at most [`MAX_IN_FLIGHT_PER_RUN`]
+//! requests of a run are in flight at once, so response bodies buffered for it are at most
+//! `MAX_IN_FLIGHT_PER_RUN × max_http_response_bytes`; every request counts against `max_http_requests`, refused
+//! ones included, and past that cap requests are refused without being listed; the records kept are at most
+//! `REPORT_LISTED_RECORDS` exchanges and denials, each string cut at `REPORT_TEXT_BYTES`.
 
 use crate::config::EgressConfig;
 use crate::floor::{self, FloorRefusal};
@@ -7,13 +13,27 @@ use crate::resolver::{Resolve, SystemResolver};
 use crate::secrets;
 use crate::target::{Target, TargetHost};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use wasmagent_kernel::bounds::{REPORT_TEXT_BYTES, RecordList, cut};
 use wasmagent_kernel::{Denial, HttpExchange};
 use wasmagent_manifest::{EffectiveManifest, HostPattern};
 
 /// Redirects followed per request; one more is refused.
 pub const MAX_REDIRECTS: u32 = 5;
+
+/// Longest URL a request (or a redirect's next hop) may have, in bytes; a longer one is refused before it is parsed
+/// or copied. Browsers and servers commonly stop at 8 KiB too.
+pub const MAX_URL_BYTES: usize = 8 * 1024;
+
+/// Requests of one run in flight at once; more wait for one of them to end (within their own deadline). This bounds
+/// the response bodies one run can make the host buffer to `MAX_IN_FLIGHT_PER_RUN × max_http_response_bytes`.
+pub const MAX_IN_FLIGHT_PER_RUN: usize = 4;
+
+/// Worker threads of the network runtime every run of an [`Egress`] shares: requests are I/O-bound, so two keep one
+/// slow TLS handshake or body copy from delaying every other run's requests, without a thread per core.
+const WORKER_THREADS: usize = 2;
 
 /// The egress path shared by every run of a sandbox: operator configuration, resolver and network runtime.
 pub struct Egress {
@@ -44,7 +64,7 @@ impl std::fmt::Debug for Egress {
 pub struct HttpRequest {
     /// `GET`, `POST`, ... (upper-cased by the host).
     pub method: String,
-    /// Absolute http or https URL.
+    /// Absolute http or https URL, at most [`MAX_URL_BYTES`].
     pub url: String,
     /// Header names and values, in order. `{{secret:NAME}}` in a value is replaced by the host for bound hosts.
     pub headers: Vec<(String, String)>,
@@ -74,31 +94,33 @@ pub struct FetchError {
     /// True when policy refused the request (it is also in the run's denials); false when it failed on the way
     /// (network, timeout, size cap on the response).
     pub denied: bool,
-    /// What the guest is told: `request to URL refused: REASON` or `request to URL failed: REASON`.
+    /// What the guest is told: `request to URL refused: REASON` or `request to URL failed: REASON` (the URL cut at
+    /// `REPORT_TEXT_BYTES`).
     pub message: String,
 }
 
 /// What a run's requests left for its report.
 #[derive(Debug, Default)]
 pub struct EgressRecords {
-    /// Every request, in order.
+    /// The first `REPORT_LISTED_RECORDS` requests within `max_http_requests`, in order.
     pub exchanges: Vec<HttpExchange>,
-    /// One denial per distinct refusal.
+    /// One denial per kind of refusal and host, the first `REPORT_LISTED_RECORDS` of them.
     pub denials: Vec<Denial>,
-    /// Requests counted but not listed (past the report bound).
+    /// Requests counted but not listed: past the report bound, or refused past `max_http_requests`.
     pub unlisted_exchanges: u64,
-    /// Denials counted but not listed (past the report bound).
+    /// Refusals counted but not listed: unlike every listed denial, once the list is full.
     pub unlisted_denials: u64,
 }
 
-/// The HTTP requests of one run. Cheap to clone; clones share the run's counters and records.
+/// The HTTP requests of one run. Cheap to clone; clones share the run's counters, records and in-flight places.
 #[derive(Clone)]
 pub struct EgressSession {
     egress: Arc<Egress>,
     allowed: Arc<[HostPattern]>,
     limits: Limits,
     deadline: Instant,
-    state: Arc<Mutex<EgressRecordsAndCount>>,
+    in_flight: Arc<Semaphore>,
+    state: Arc<Mutex<SessionState>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -109,16 +131,70 @@ struct Limits {
     timeout: Duration,
 }
 
+/// A run's request count and its bounded records.
 #[derive(Default)]
-struct EgressRecordsAndCount {
+struct SessionState {
     requests: u64,
-    records: EgressRecords,
+    exchanges: RecordList<HttpExchange>,
+    denials: RecordList<Denial>,
+    /// The kind and host of each listed denial: a refusal like one of them is not listed again.
+    denial_keys: Vec<(Refusal, String)>,
+}
+
+impl SessionState {
+    /// Lists a denial unless one of the same kind to the same host is listed already.
+    fn deny(&mut self, refusal: Refusal, host: &str, target: &str, reason: &str) {
+        if self.denial_keys.iter().any(|(r, h)| *r == refusal && h == host) {
+            return;
+        }
+        let denial = Denial {
+            capability: "net.http".into(),
+            target: cut(target, REPORT_TEXT_BYTES),
+            reason: cut(reason, REPORT_TEXT_BYTES),
+        };
+        if self.denials.push(denial) {
+            self.denial_keys.push((refusal, host.to_owned()));
+        }
+    }
+}
+
+/// The kinds of refusal; denials are listed once per kind and host, so a loop of refused URLs adds few records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// `max_http_requests` reached.
+    RequestCount,
+    /// Not a URL a request may use (too long, unparsable, another scheme, credentials, a downgrading redirect).
+    Url,
+    /// A guest-set `Host` header.
+    HostHeader,
+    /// A body over `max_http_request_bytes`.
+    BodySize,
+    /// A host the manifest does not allow.
+    NotAllowed,
+    /// An address under the floor (or a metadata name).
+    Floor,
+    /// A secret bound to other hosts.
+    Secret,
+    /// More than [`MAX_REDIRECTS`] redirects.
+    Redirects,
 }
 
 /// How a request failed: refused by policy (a denial) or failed on the way (network, caps, timeouts).
 pub(crate) enum Failure {
-    Denied(String),
+    Denied(Refusal, String),
     Failed(String),
+}
+
+/// Where a failure happened, as the records show it: the hop's URL (cut) and host (empty before the URL is parsed).
+pub(crate) struct Hop {
+    url: String,
+    host: String,
+}
+
+impl Hop {
+    fn of(target: &Target) -> Hop {
+        Hop { url: cut(target.url.as_str(), REPORT_TEXT_BYTES), host: cut(&target.host_text(), REPORT_TEXT_BYTES) }
+    }
 }
 
 impl Egress {
@@ -130,7 +206,7 @@ impl Egress {
     /// The egress path with another resolver (for tests, or a resolver of the operator's choosing).
     pub fn with_resolver(config: EgressConfig, resolver: Arc<dyn Resolve>) -> std::io::Result<Arc<Self>> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(WORKER_THREADS)
             .thread_name("wasmagent-egress")
             .enable_io()
             .enable_time()
@@ -161,7 +237,53 @@ impl Egress {
                 timeout: Duration::from_millis(manifest.http_timeout_ms()),
             },
             deadline,
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_RUN)),
             state: Arc::default(),
+        }
+    }
+}
+
+/// Aborts the spawned request when the future awaiting it is dropped, so a guest that drops a response stops the
+/// request (its connection and buffered body) instead of leaving it running to its deadline.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A request counted and under way: recorded as cancelled if it is dropped before it ends.
+struct Underway<'a> {
+    session: &'a EgressSession,
+    method: String,
+    url: String,
+    started: Instant,
+    recorded: bool,
+}
+
+impl Underway<'_> {
+    fn record(&mut self, exchange: impl FnOnce(String, String, f64) -> HttpExchange) {
+        let duration_ms = (self.started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+        let exchange = exchange(std::mem::take(&mut self.method), std::mem::take(&mut self.url), duration_ms);
+        self.session.lock().exchanges.push(exchange);
+        self.recorded = true;
+    }
+}
+
+impl Drop for Underway<'_> {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.record(|method, url, duration_ms| HttpExchange {
+                method,
+                url,
+                outcome: "error".into(),
+                status: None,
+                redirects: 0,
+                response_bytes: 0,
+                duration_ms,
+                error: Some("the request was cancelled: its caller stopped waiting for the response".into()),
+            });
         }
     }
 }
@@ -179,7 +301,6 @@ impl EgressSession {
 
     /// Runs one request, blocking the calling thread (guest host calls are synchronous).
     pub fn fetch_blocking(&self, request: HttpRequest) -> Result<HttpResponse, FetchError> {
-        let stopped = || FetchError { denied: false, message: "the network runtime has stopped".into() };
         let Some(runtime) = self.egress.runtime.0.as_ref() else {
             return Err(stopped());
         };
@@ -191,117 +312,164 @@ impl EgressSession {
         receiver.recv().unwrap_or_else(|_| Err(stopped()))
     }
 
-    /// Runs one request on the egress runtime, whatever runtime (if any) polls the returned future.
+    /// Runs one request on the egress runtime, whatever runtime (if any) polls the returned future. Dropping the
+    /// future cancels the request.
     pub fn spawn_fetch(
         &self,
         request: HttpRequest,
     ) -> impl std::future::Future<Output = Result<HttpResponse, FetchError>> + Send + 'static {
         let session = self.clone();
-        let handle = self.egress.runtime.0.as_ref().map(|r| r.spawn(async move { session.fetch(request).await }));
+        let task =
+            self.egress.runtime.0.as_ref().map(|r| AbortOnDrop(r.spawn(async move { session.fetch(request).await })));
         async move {
-            let stopped = || FetchError { denied: false, message: "the network runtime has stopped".into() };
-            match handle {
-                Some(handle) => handle.await.unwrap_or_else(|_| Err(stopped())),
+            match task {
+                Some(mut task) => (&mut task.0).await.unwrap_or_else(|_| Err(stopped())),
                 None => Err(stopped()),
             }
         }
     }
 
-    /// Runs one request.
+    /// Runs one request. Every call counts against `max_http_requests` (each redirect hop too), refused or not;
+    /// past the cap a call is refused at once and counted in `unlisted_exchanges` only. The whole request (waiting
+    /// for an in-flight place, DNS, every redirect, the body) ends by `http_timeout_ms` after the call, or by the
+    /// run's deadline if that comes first.
     pub async fn fetch(&self, request: HttpRequest) -> Result<HttpResponse, FetchError> {
         let started = Instant::now();
-        let method = request.method.to_ascii_uppercase();
-        let url = request.url.clone();
+        let shown_url = cut(&request.url, REPORT_TEXT_BYTES);
+        if let Err(reason) = self.count_request() {
+            let mut state = self.lock();
+            state.exchanges.count_unlisted();
+            state.deny(Refusal::RequestCount, "", &shown_url, &reason);
+            return Err(FetchError { denied: true, message: format!("request to {shown_url} refused: {reason}") });
+        }
+        let method = cut(&request.method, REPORT_TEXT_BYTES).to_ascii_uppercase();
+        let mut underway = Underway { session: self, method, url: shown_url.clone(), started, recorded: false };
+        let deadline = started.checked_add(self.limits.timeout).map_or(self.deadline, |end| end.min(self.deadline));
         let mut redirects = 0;
-        let outcome = self.follow(request, &mut redirects).await;
-        let duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let (result, exchange) = match outcome {
+        let outcome = match tokio::time::timeout_at(deadline.into(), self.run(request, &mut redirects)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err((self.timed_out(deadline), Hop { url: shown_url.clone(), host: String::new() })),
+        };
+        match outcome {
             Ok(response) => {
-                let exchange = HttpExchange {
+                let (status, response_bytes) = (response.status, response.body.len() as u64);
+                underway.record(|method, url, duration_ms| HttpExchange {
                     method,
                     url,
                     outcome: "ok".into(),
-                    status: Some(response.status),
+                    status: Some(status),
                     redirects,
-                    response_bytes: response.body.len() as u64,
+                    response_bytes,
                     duration_ms,
                     error: None,
-                };
-                (Ok(response), exchange)
+                });
+                Ok(response)
             }
-            Err((failure, target)) => {
+            Err((failure, hop)) => {
                 let (denied, message) = match failure {
-                    Failure::Denied(reason) => {
-                        let denial = Denial { capability: "net.http".into(), target, reason: reason.clone() };
-                        if !state.records.denials.contains(&denial) {
-                            state.records.denials.push(denial);
-                        }
-                        (true, format!("request to {url} refused: {reason}"))
+                    Failure::Denied(refusal, reason) => {
+                        self.lock().deny(refusal, &hop.host, &hop.url, &reason);
+                        (true, format!("request to {shown_url} refused: {reason}"))
                     }
-                    Failure::Failed(reason) => (false, format!("request to {url} failed: {reason}")),
+                    Failure::Failed(reason) => (false, format!("request to {shown_url} failed: {reason}")),
                 };
-                let exchange = HttpExchange {
+                let error = cut(&message, REPORT_TEXT_BYTES);
+                underway.record(|method, url, duration_ms| HttpExchange {
                     method,
-                    url: url.clone(),
+                    url,
                     outcome: if denied { "denied" } else { "error" }.into(),
                     status: None,
                     redirects,
                     response_bytes: 0,
                     duration_ms,
-                    error: Some(message.clone()),
-                };
-                (Err(FetchError { denied, message }), exchange)
+                    error: Some(error),
+                });
+                Err(FetchError { denied, message })
             }
-        };
-        state.records.exchanges.push(exchange);
-        result
+        }
     }
 
     /// What the run's requests left for its report (the records are moved out).
     pub fn take_records(&self) -> EgressRecords {
-        std::mem::take(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner).records)
+        let mut state = self.lock();
+        let (exchanges, unlisted_exchanges) = std::mem::take(&mut state.exchanges).into_parts();
+        let (denials, unlisted_denials) = std::mem::take(&mut state.denials).into_parts();
+        state.denial_keys.clear();
+        EgressRecords { exchanges, denials, unlisted_exchanges, unlisted_denials }
     }
 
-    /// Follows redirects; on failure also returns the URL of the hop that failed.
-    async fn follow(&self, request: HttpRequest, redirects: &mut u32) -> Result<HttpResponse, (Failure, String)> {
+    fn lock(&self) -> MutexGuard<'_, SessionState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Why a request that reached `deadline` failed: the run's deadline or `http_timeout_ms`.
+    fn timed_out(&self, deadline: Instant) -> Failure {
+        if deadline >= self.deadline {
+            return deadline_passed();
+        }
+        Failure::Failed(format!(
+            "no complete response within http_timeout_ms ({} ms, redirects included)",
+            self.limits.timeout.as_millis()
+        ))
+    }
+
+    /// Checks what needs no network, then waits for an in-flight place and follows the request's redirects.
+    async fn run(&self, request: HttpRequest, redirects: &mut u32) -> Result<HttpResponse, (Failure, Hop)> {
         let HttpRequest { method, url, headers, body } = request;
-        let fail = |failure, url: &str| (failure, url.to_owned());
-        let mut method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
-            .map_err(|_| fail(Failure::Failed(format!("{method:?} is not a valid method")), &url))?;
+        let early = |failure| (failure, Hop { url: cut(&url, REPORT_TEXT_BYTES), host: String::new() });
+        if url.len() > MAX_URL_BYTES {
+            let reason = format!("the URL has {} bytes, more than the {MAX_URL_BYTES} a request may have", url.len());
+            return Err(early(Failure::Denied(Refusal::Url, reason)));
+        }
         if let Some((name, _)) = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("host")) {
-            return Err(fail(
-                Failure::Denied(format!("the {name} header is set by the host, never by guest code")),
-                &url,
-            ));
+            let reason = format!("the {name} header is set by the host, never by guest code");
+            return Err(early(Failure::Denied(Refusal::HostHeader, reason)));
         }
         if body.len() > self.limits.max_request_bytes {
             let reason = format!(
                 "the request body is larger than max_http_request_bytes ({} bytes)",
                 self.limits.max_request_bytes
             );
-            return Err(fail(Failure::Denied(reason), &url));
+            return Err(early(Failure::Denied(Refusal::BodySize, reason)));
         }
+        let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).map_err(|_| {
+            early(Failure::Failed(format!("{:?} is not a valid method", cut(&method, REPORT_TEXT_BYTES))))
+        })?;
+        let target = Target::parse(&url).map_err(|r| early(Failure::Denied(Refusal::Url, r)))?;
+        let _place = self.in_flight.acquire().await.map_err(|_| early(Failure::Failed(stopped().message)))?;
+        self.follow(target, method, headers, body, redirects).await
+    }
+
+    /// Follows redirects; on failure also returns the hop that failed.
+    async fn follow(
+        &self,
+        mut target: Target,
+        mut method: reqwest::Method,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        redirects: &mut u32,
+    ) -> Result<HttpResponse, (Failure, Hop)> {
         let mut body = Some(body);
-        let mut target = Target::parse(&url).map_err(|r| fail(Failure::Denied(r), &url))?;
         loop {
-            let hop_url = target.url.to_string();
-            self.count_request().map_err(|f| fail(f, &hop_url))?;
-            self.check_allowed(&target).map_err(|f| fail(f, &hop_url))?;
+            let hop = |failure| (failure, Hop::of(&target));
+            if *redirects > 0 {
+                self.count_request().map_err(|r| hop(Failure::Denied(Refusal::RequestCount, r)))?;
+            }
+            self.check_allowed(&target).map_err(hop)?;
             let sent_headers = secrets::substitute(self.egress.config.secrets(), &headers, &target)
-                .map_err(|f| fail(Failure::Denied(f), &hop_url))?;
-            let addresses = self.resolve_checked(&target).await.map_err(|f| fail(f, &hop_url))?;
+                .map_err(|r| hop(Failure::Denied(Refusal::Secret, r)))?;
+            let addresses = self.resolve_checked(&target).await.map_err(hop)?;
             let response = self
                 .send(&target, addresses, method.clone(), &sent_headers, body.clone().unwrap_or_default())
                 .await
-                .map_err(|f| fail(f, &hop_url))?;
+                .map_err(hop)?;
             let location = response.headers.iter().find(|(n, _)| n == "location").map(|(_, v)| v.clone());
             match (response.status, location) {
                 (301 | 302 | 303 | 307 | 308, Some(location)) => {
                     *redirects += 1;
                     if *redirects > MAX_REDIRECTS {
                         let reason = format!("more than {MAX_REDIRECTS} redirects");
-                        return Err(fail(Failure::Denied(reason), &hop_url));
+                        return Err(hop(Failure::Denied(Refusal::Redirects, reason)));
                     }
                     let next = redirect_target(&target, &location)?;
                     if response.status == 303
@@ -322,13 +490,14 @@ impl EgressSession {
         }
     }
 
-    fn count_request(&self) -> Result<(), Failure> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Counts one request (or redirect hop), or says why `max_http_requests` refuses it.
+    fn count_request(&self) -> Result<(), String> {
+        let mut state = self.lock();
         if state.requests >= self.limits.max_requests {
-            return Err(Failure::Denied(format!(
+            return Err(format!(
                 "max_http_requests ({}) reached; the manifest allows no more requests in this run",
                 self.limits.max_requests
-            )));
+            ));
         }
         state.requests += 1;
         Ok(())
@@ -344,28 +513,26 @@ impl EgressSession {
         } else {
             format!("{}://{host}:{} is not in allowed_hosts", target.scheme, target.port)
         };
-        Err(Failure::Denied(reason))
+        Err(Failure::Denied(Refusal::NotAllowed, reason))
     }
 
     /// The addresses this hop may connect to: the host's every address must pass the floor (or an operator
-    /// exception), else the request is refused. Names are resolved exactly once.
+    /// exception), else the request is refused. Names are resolved exactly once, within the request's deadline.
     async fn resolve_checked(&self, target: &Target) -> Result<Vec<SocketAddr>, Failure> {
         let host = target.host_text();
         let ips: Vec<IpAddr> = match &target.host {
             TargetHost::Ip(ip) => vec![*ip],
             TargetHost::Name(name) => {
                 if floor::is_metadata_name(name) {
-                    return Err(Failure::Denied(format!(
-                        "{name} is a cloud metadata service, which is never reachable"
-                    )));
+                    return Err(Failure::Denied(
+                        Refusal::Floor,
+                        format!("{name} is a cloud metadata service, which is never reachable"),
+                    ));
                 }
-                let remaining = self.remaining().ok_or_else(deadline_passed)?;
-                match tokio::time::timeout(remaining.min(self.limits.timeout), self.egress.resolver.resolve(name)).await
-                {
-                    Ok(Ok(ips)) if !ips.is_empty() => ips,
-                    Ok(Ok(_)) => return Err(Failure::Failed(format!("{name} has no addresses"))),
-                    Ok(Err(e)) => return Err(Failure::Failed(format!("cannot resolve {name}: {e}"))),
-                    Err(_) => return Err(Failure::Failed(format!("resolving {name} timed out"))),
+                match self.egress.resolver.resolve(name).await {
+                    Ok(ips) if !ips.is_empty() => ips,
+                    Ok(_) => return Err(Failure::Failed(format!("{name} has no addresses"))),
+                    Err(e) => return Err(Failure::Failed(format!("cannot resolve {name}: {e}"))),
                 }
             }
         };
@@ -379,16 +546,12 @@ impl EgressSession {
                 TargetHost::Ip(_) => format!("{ip} is {}", refusal.describe()),
                 TargetHost::Name(name) => format!("{name} resolves to {ip}: {}", refusal.describe()),
             };
-            return Err(Failure::Denied(reason));
+            return Err(Failure::Denied(Refusal::Floor, reason));
         }
         Ok(ips.into_iter().map(|ip| SocketAddr::new(ip, target.port)).collect())
     }
 
-    fn remaining(&self) -> Option<Duration> {
-        self.deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
-    }
-
-    /// Sends one hop to exactly `addresses` and reads the body up to the cap, all within the timeout.
+    /// Sends one hop to exactly `addresses` and reads the body up to the cap (the caller bounds the time).
     async fn send(
         &self,
         target: &Target,
@@ -397,8 +560,6 @@ impl EgressSession {
         headers: &[(String, String)],
         body: Vec<u8>,
     ) -> Result<HttpResponse, Failure> {
-        let remaining = self.remaining().ok_or_else(deadline_passed)?;
-        let timeout = remaining.min(self.limits.timeout);
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
@@ -412,7 +573,7 @@ impl EgressSession {
                 continue; // the client frames the body itself
             }
             let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| Failure::Failed(format!("{name:?} is not a valid header name")))?;
+                .map_err(|_| Failure::Failed(format!("{:?} is not a valid header name", cut(name, 256))))?;
             let value = reqwest::header::HeaderValue::from_str(value)
                 .map_err(|_| Failure::Failed(format!("the value of header {name} is not valid")))?;
             builder = builder.header(name, value);
@@ -421,47 +582,47 @@ impl EgressSession {
             builder = builder.body(body);
         }
         let cap = self.limits.max_response_bytes;
-        let exchange = async move {
-            let mut response = builder.send().await.map_err(|e| Failure::Failed(describe(&e)))?;
-            let status = response.status().as_u16();
-            let headers = response
-                .headers()
-                .iter()
-                .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-                .collect();
-            let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| Failure::Failed(describe(&e)))? {
-                if body.len() + chunk.len() > cap {
-                    return Err(Failure::Failed(format!(
-                        "the response body is larger than max_http_response_bytes ({cap} bytes); it was cut off"
-                    )));
-                }
-                body.extend_from_slice(&chunk);
+        let mut response = builder.send().await.map_err(|e| Failure::Failed(describe(&e)))?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| Failure::Failed(describe(&e)))? {
+            if body.len() + chunk.len() > cap {
+                return Err(Failure::Failed(format!(
+                    "the response body is larger than max_http_response_bytes ({cap} bytes); it was cut off"
+                )));
             }
-            Ok(HttpResponse { status, url: response.url().to_string(), redirected: false, headers, body })
-        };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) if timeout < self.limits.timeout => Err(deadline_passed()),
-            Err(_) => Err(Failure::Failed(format!(
-                "no complete response within http_timeout_ms ({} ms)",
-                self.limits.timeout.as_millis()
-            ))),
+            body.extend_from_slice(&chunk);
         }
+        Ok(HttpResponse { status, url: response.url().to_string(), redirected: false, headers, body })
     }
 }
 
-/// The next hop of a redirect from `from` to `location`: a valid http(s) URL that does not downgrade https.
-pub(crate) fn redirect_target(from: &Target, location: &str) -> Result<Target, (Failure, String)> {
-    let next = from
-        .url
-        .join(location)
-        .map_err(|e| (Failure::Failed(format!("bad redirect location {location:?}: {e}")), from.url.to_string()))?;
-    let next_url = next.to_string();
-    let next = Target::from_url(next).map_err(|r| (Failure::Denied(r), next_url.clone()))?;
+fn stopped() -> FetchError {
+    FetchError { denied: false, message: "the network runtime has stopped".into() }
+}
+
+/// The next hop of a redirect from `from` to `location`: a valid http(s) URL of at most [`MAX_URL_BYTES`] that does
+/// not downgrade https.
+pub(crate) fn redirect_target(from: &Target, location: &str) -> Result<Target, (Failure, Hop)> {
+    let next = from.url.join(location).map_err(|e| {
+        let reason = format!("bad redirect location {:?}: {e}", cut(location, REPORT_TEXT_BYTES));
+        (Failure::Failed(reason), Hop::of(from))
+    })?;
+    let shown = cut(next.as_str(), REPORT_TEXT_BYTES);
+    let next_hop = |failure| (failure, Hop { url: shown.clone(), host: String::new() });
+    if next.as_str().len() > MAX_URL_BYTES {
+        let reason = format!("the redirect's URL has more than the {MAX_URL_BYTES} bytes a request may have");
+        return Err(next_hop(Failure::Denied(Refusal::Url, reason)));
+    }
+    let next = Target::from_url(next).map_err(|r| next_hop(Failure::Denied(Refusal::Url, r)))?;
     if from.scheme == "https" && next.scheme == "http" {
         let reason = "a redirect from https to http would downgrade the connection".into();
-        return Err((Failure::Denied(reason), next_url));
+        return Err((Failure::Denied(Refusal::Url, reason), Hop::of(&next)));
     }
     Ok(next)
 }
@@ -497,9 +658,9 @@ mod tests {
 
     fn hop(from: &str, location: &str) -> Result<String, String> {
         let from = Target::parse(from).unwrap();
-        redirect_target(&from, location).map(|t| t.url.to_string()).map_err(|(failure, url)| match failure {
-            Failure::Denied(r) => format!("denied {url}: {r}"),
-            Failure::Failed(r) => format!("failed {url}: {r}"),
+        redirect_target(&from, location).map(|t| t.url.to_string()).map_err(|(failure, hop)| match failure {
+            Failure::Denied(_, r) => format!("denied {}: {r}", hop.url),
+            Failure::Failed(r) => format!("failed {}: {r}", hop.url),
         })
     }
 

@@ -2,7 +2,9 @@
 //!
 //! Routes: `/hello`; `/echo` (method, path, query, headers and body as JSON); `/redirect/N` (a chain of N redirects);
 //! `/to?u=URL` (one redirect to URL); `/big?n=BYTES`; `/slow` (answers after 3 s); `/reflect-auth` (the
-//! Authorization header, in the body and in `x-auth`). It counts the requests it received.
+//! Authorization header, in the body and in `x-auth`); `/wait?ms=MS` (answers after MS ms);
+//! `/slow-redirect/N?ms=MS` (a chain of N redirects, each answered after MS ms). It counts the requests it received
+//! and the most it was answering at once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +15,15 @@ pub(crate) struct TestServer {
     pub(crate) addr: SocketAddr,
     #[allow(dead_code, reason = "not every test binary counts requests")]
     hits: Arc<AtomicU64>,
+    #[allow(dead_code, reason = "not every test binary counts requests")]
+    load: Arc<Load>,
+}
+
+/// Requests being answered now, and the most at once.
+#[derive(Default)]
+struct Load {
+    active: AtomicU64,
+    peak: AtomicU64,
 }
 
 impl TestServer {
@@ -20,14 +31,21 @@ impl TestServer {
         let server = Arc::new(Server::http("127.0.0.1:0").expect("bind a loopback test server"));
         let addr = server.server_addr().to_ip().expect("an IP listener");
         let hits = Arc::new(AtomicU64::new(0));
-        let counter = hits.clone();
+        let load = Arc::new(Load::default());
+        let (counter, serving) = (hits.clone(), load.clone());
         std::thread::spawn(move || {
             for request in server.incoming_requests() {
                 counter.fetch_add(1, Ordering::SeqCst);
-                std::thread::spawn(move || handle(request));
+                let load = serving.clone();
+                let now = load.active.fetch_add(1, Ordering::SeqCst) + 1;
+                load.peak.fetch_max(now, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    handle(request);
+                    load.active.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         });
-        TestServer { addr, hits }
+        TestServer { addr, hits, load }
     }
 
     /// `http://127.0.0.1:PORT` followed by `path`.
@@ -43,6 +61,12 @@ impl TestServer {
     #[allow(dead_code, reason = "not every test binary counts requests")]
     pub(crate) fn hits(&self) -> u64 {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// The most requests this server was answering at once.
+    #[allow(dead_code, reason = "not every test binary counts requests")]
+    pub(crate) fn peak_load(&self) -> u64 {
+        self.load.peak.load(Ordering::SeqCst)
     }
 }
 
@@ -75,6 +99,11 @@ fn handle(mut request: tiny_http::Request) {
             let n: usize = param("n").and_then(|n| n.parse().ok()).unwrap_or(0);
             Response::from_string("x".repeat(n))
         }
+        "/wait" => {
+            let ms = param("ms").and_then(|n| n.parse().ok()).unwrap_or(0);
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            Response::from_string("waited")
+        }
         "/slow" => {
             std::thread::sleep(std::time::Duration::from_secs(3));
             Response::from_string("finally")
@@ -91,6 +120,16 @@ fn handle(mut request: tiny_http::Request) {
         "/to" => Response::from_string("")
             .with_status_code(302)
             .with_header(header("location", &param("u").unwrap_or_default())),
+        _ if path.starts_with("/slow-redirect/") => {
+            let ms = param("ms").and_then(|n| n.parse().ok()).unwrap_or(0);
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            match path.trim_start_matches("/slow-redirect/").parse::<u32>() {
+                Ok(0) | Err(_) => Response::from_string("arrived"),
+                Ok(n) => Response::from_string("")
+                    .with_status_code(302)
+                    .with_header(header("location", &format!("/slow-redirect/{}?ms={ms}", n - 1))),
+            }
+        }
         _ => match path.strip_prefix("/redirect/").and_then(|n| n.parse::<u32>().ok()) {
             Some(0) => Response::from_string("arrived"),
             Some(n) => Response::from_string("")
