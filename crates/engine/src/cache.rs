@@ -8,10 +8,12 @@
 //! Only code its caller accepted (linked against the kernel's imports) is written, so a request whose code is refused
 //! after compilation leaves nothing behind. The whole directory (every engine's entries) is held to
 //! [`EngineOptions::max_cache_bytes`](crate::EngineOptions::max_cache_bytes), [`DEFAULT_MAX_CACHE_BYTES`] unless the
-//! operator sets it: before an entry is written, the least recently used entries (by modification time, which a
-//! load refreshes) are removed until the new one fits. Several processes may share the directory: entries appear by
-//! rename, a reader whose entry vanishes compiles again, and removing a file another process has mapped leaves its
-//! mapping intact.
+//! operator sets it: when an entry would not fit, the least recently used entries (by modification time, which a
+//! load refreshes) are removed until the directory is at most [`EVICT_TO_PERCENT`]% full with the new entry, so the
+//! directory is listed once per tenth of the cap written rather than on every write. Several processes may share the
+//! directory: entries appear by rename, a reader whose entry vanishes compiles again, and removing a file another
+//! process has mapped leaves its mapping intact. Each process counts the directory again at least every
+//! [`RECOUNT_AFTER`], so processes writing at once can pass the cap by what the others wrote since their last count.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -68,9 +70,15 @@ impl CacheSource {
 }
 
 /// The default cap on the disk cache, 1 GiB: all entries under the cache directory together, every engine version
-/// and setting included. About 1,000 entries of a typical tool module, or 10 of the Python engine (about 100 MiB
-/// compiled).
+/// and setting included. Room for the compiled Python engine (43 MiB) and JavaScript engine (3.8 MiB) of both
+/// meterings with about 900 MiB to spare, or about 77,000 entries of a trivial module (13 KiB each).
 pub const DEFAULT_MAX_CACHE_BYTES: u64 = 1 << 30;
+
+/// Eviction frees room down to this share of the cap, so the next writes need no listing of the directory.
+const EVICT_TO_PERCENT: u64 = 90;
+
+/// How long a process trusts its own count of the bytes on disk (other processes may write to the directory too).
+const RECOUNT_AFTER: Duration = Duration::from_secs(10);
 
 /// How long compiling one module may take before it is refused (`None`: no limit, for the engines wasmagent ships).
 pub(crate) type CompileLimit = Option<Duration>;
@@ -85,42 +93,56 @@ pub(crate) struct CodeCache {
     /// The directory [`Self::max_bytes`] applies to: every engine's entries.
     base: PathBuf,
     max_bytes: u64,
-    compiles: Arc<CompileSlots>,
+    shared: Arc<Shared>,
+}
+
+/// What every cache of one sandbox engine shares: the compile slots, and the count of bytes under the base directory.
+#[derive(Default)]
+pub(crate) struct Shared {
+    compiles: CompileSlots,
+    on_disk: Mutex<Option<Counted>>,
+}
+
+/// Bytes under the base directory: counted at `at`, plus what this process wrote since.
+struct Counted {
+    bytes: u64,
+    at: Instant,
 }
 
 /// Counts compilations in flight.
 #[derive(Default)]
-pub(crate) struct CompileSlots {
+struct CompileSlots {
     busy: Mutex<usize>,
     freed: Condvar,
 }
 
 impl CompileSlots {
     /// Takes a slot, waiting until `deadline` at most.
-    fn acquire(self: &Arc<Self>, deadline: Instant) -> Option<CompileSlot> {
-        let mut busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+    fn acquire(shared: &Arc<Shared>, deadline: Instant) -> Option<CompileSlot> {
+        let slots = &shared.compiles;
+        let mut busy = slots.busy.lock().unwrap_or_else(PoisonError::into_inner);
         while *busy >= MAX_CONCURRENT_COMPILES {
             let wait = deadline.checked_duration_since(Instant::now()).filter(|w| !w.is_zero())?;
-            busy = self.freed.wait_timeout(busy, wait).unwrap_or_else(PoisonError::into_inner).0;
+            busy = slots.freed.wait_timeout(busy, wait).unwrap_or_else(PoisonError::into_inner).0;
         }
         *busy += 1;
-        Some(CompileSlot(self.clone()))
+        Some(CompileSlot(shared.clone()))
     }
 }
 
-struct CompileSlot(Arc<CompileSlots>);
+struct CompileSlot(Arc<Shared>);
 
 impl Drop for CompileSlot {
     fn drop(&mut self) {
-        *self.0.busy.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
-        self.0.freed.notify_one();
+        *self.0.compiles.busy.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
+        self.0.compiles.freed.notify_one();
     }
 }
 
 impl CodeCache {
-    /// A cache for `engine`'s code under `base`, holding `base` to `max_bytes`; `compiles` is shared by every cache
-    /// of one sandbox engine.
-    pub(crate) fn new(engine: &Engine, base: Option<PathBuf>, max_bytes: u64, compiles: Arc<CompileSlots>) -> Self {
+    /// A cache for `engine`'s code under `base`, holding `base` to `max_bytes`; `shared` is shared by every cache of
+    /// one sandbox engine.
+    pub(crate) fn new(engine: &Engine, base: Option<PathBuf>, max_bytes: u64, shared: Arc<Shared>) -> Self {
         let dir = base.as_ref().and_then(|base| {
             let mut hasher = DefaultHasher::new();
             engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -133,7 +155,7 @@ impl CodeCache {
                 }
             }
         });
-        CodeCache { dir, base: base.unwrap_or_default(), max_bytes, compiles }
+        CodeCache { dir, base: base.unwrap_or_default(), max_bytes, shared }
     }
 
     /// Loads `wasm` from the disk cache or compiles it, then hands it to `accept`. Compiled code is written to the
@@ -210,7 +232,7 @@ impl CodeCache {
             ))
         };
         let deadline = Instant::now() + limit;
-        let slot = self.compiles.acquire(deadline).ok_or_else(|| {
+        let slot = CompileSlots::acquire(&self.shared, deadline).ok_or_else(|| {
             KernelError::Unavailable(format!(
                 "{MAX_CONCURRENT_COMPILES} other compilations are in progress; none finished within the compile \
                  limit ({} ms)",
@@ -233,8 +255,8 @@ impl CodeCache {
         }
     }
 
-    /// Writes `code` to `path`, first removing the least recently used entries until it fits under the cap. An
-    /// entry larger than the whole cap is not written.
+    /// Writes `code` to `path`, first removing the least recently used entries when it would not fit under the
+    /// cap. An entry larger than the whole cap is not written.
     fn keep(&self, code: &CompiledCode, path: &Path) -> wasmtime::Result<()> {
         let bytes = match code {
             CompiledCode::Module(m) => m.serialize()?,
@@ -249,7 +271,14 @@ impl CodeCache {
             );
             return Ok(());
         };
-        evict(&self.base, room);
+        // Held while writing, so this process's writers do not each count the room that one of them takes.
+        let mut on_disk = self.shared.on_disk.lock().unwrap_or_else(PoisonError::into_inner);
+        let trusted = on_disk.as_ref().filter(|c| c.at.elapsed() < RECOUNT_AFTER && c.bytes <= room);
+        if trusted.is_none() {
+            let low_water = self.max_bytes / 100 * EVICT_TO_PERCENT;
+            let bytes = evict(&self.base, room, low_water.saturating_sub(size));
+            *on_disk = Some(Counted { bytes, at: Instant::now() });
+        }
         let dir = path.parent().ok_or_else(|| wasmtime::format_err!("cache path has no parent"))?;
         // Write then rename, so a reader never sees a half-written artifact.
         let mut file = tempfile::NamedTempFile::new_in(dir)?;
@@ -258,6 +287,9 @@ impl CodeCache {
         file.as_file().set_modified(SystemTime::now())?;
         file.as_file().sync_all()?;
         file.persist(path).map_err(|e| e.error)?;
+        if let Some(counted) = on_disk.as_mut() {
+            counted.bytes = counted.bytes.saturating_add(size);
+        }
         Ok(())
     }
 }
@@ -269,14 +301,14 @@ struct Entry {
     used: SystemTime,
 }
 
-/// Removes the least recently used entries under `base` until they total at most `budget` bytes. Entries are the
-/// compiled files and unfinished temporary files in `base/wasmtime-*/`; nothing else is touched, and nothing is
-/// followed through a symbolic link.
-fn evict(base: &Path, budget: u64) {
+/// Counts the entries under `base` and, when they total more than `room` bytes, removes the least recently used
+/// until they total at most `budget` (at most `room`). Returns the bytes left. Entries are the compiled files and
+/// unfinished temporary files in `base/wasmtime-*/`; nothing else is touched, and no symbolic link is followed.
+fn evict(base: &Path, room: u64, budget: u64) -> u64 {
     let mut entries = cache_entries(base);
     let mut total: u64 = entries.iter().map(|e| e.size).sum();
-    if total <= budget {
-        return;
+    if total <= room {
+        return total;
     }
     entries.sort_by_key(|e| e.used);
     for entry in entries {
@@ -294,6 +326,7 @@ fn evict(base: &Path, budget: u64) {
         }
         total = total.saturating_sub(entry.size);
     }
+    total
 }
 
 /// Every file under `base` that counts against the cap; unreadable directories and files are skipped.
@@ -459,6 +492,22 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_filled_by_another_process_is_brought_under_the_cap_at_the_first_write() {
+        let base = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let other = CodeCache::new(&engine, Some(base.path().into()), u64::MAX, Arc::default());
+        for n in 0..6 {
+            load(&other, &engine, n);
+        }
+        let entry = files(base.path())[0].1;
+        let cap = entry * 7 / 2;
+        let cache = CodeCache::new(&engine, Some(base.path().into()), cap, Arc::default());
+        load(&cache, &engine, 6);
+        let kept: Vec<usize> = (0..7).filter(|&n| cached(base.path(), n)).collect();
+        assert_eq!(kept, [4, 5, 6]);
+    }
+
+    #[test]
     fn an_entry_larger_than_the_whole_cap_is_not_written_and_evicts_nothing() {
         let base = tempfile::tempdir().unwrap();
         let engine = Engine::default();
@@ -492,15 +541,15 @@ mod tests {
     fn code_refused_by_the_compile_limit_is_not_cached_when_its_compilation_finishes() {
         let base = tempfile::tempdir().unwrap();
         let engine = Engine::default();
-        let slots = Arc::new(CompileSlots::default());
-        let cache = CodeCache::new(&engine, Some(base.path().into()), u64::MAX, slots.clone());
+        let shared = Arc::new(Shared::default());
+        let cache = CodeCache::new(&engine, Some(base.path().into()), u64::MAX, shared.clone());
         let (wasm, digest) = module(0);
         let refused = cache.load(&engine, &wasm, &digest, None, None, Some(Duration::ZERO), |_| Ok(()));
         let Err(KernelError::InvalidCode(message)) = refused else { panic!("not refused: {:?}", refused.err()) };
         assert!(message.contains("compile limit (0 ms)"), "{message}");
         // The compilation goes on in the background; it gives its slot back when it ends.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while *slots.busy.lock().unwrap() > 0 {
+        while *shared.compiles.busy.lock().unwrap() > 0 {
             assert!(Instant::now() < deadline, "the compilation did not end");
             std::thread::yield_now();
         }

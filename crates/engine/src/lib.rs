@@ -140,9 +140,9 @@ impl SandboxEngine {
                 .map_err(|e| KernelError::Unavailable(format!("cannot configure the WebAssembly engine: {e:#}")))
         };
         let engines = [build(Metering::Fuel)?, build(Metering::Off)?];
-        let compiles = Arc::new(cache::CompileSlots::default());
+        let shared = Arc::new(cache::Shared::default());
         let caches = engines.clone().map(|engine| {
-            cache::CodeCache::new(&engine, options.cache_dir.clone(), options.max_cache_bytes, compiles.clone())
+            cache::CodeCache::new(&engine, options.cache_dir.clone(), options.max_cache_bytes, shared.clone())
         });
         let ticker = epoch::EpochTicker::start(engines.to_vec());
         Ok(SandboxEngine { inner: Arc::new(Inner { engines, caches, ticker, options }) })
