@@ -17,34 +17,52 @@ pub(crate) enum Prepared {
     Component(CommandPre<ComponentState<()>>),
 }
 
-/// A bounded map from code digest to [`Prepared`]; the oldest entry goes first.
+/// Most bytes of compiled code [`PreparedCache`] keeps, all entries together: 256 MiB. Code larger than this is
+/// linked for its run and not kept.
+const MAX_PREPARED_BYTES: usize = 256 << 20;
+
+/// A map from code digest to [`Prepared`], bounded by count and by the bytes of compiled code it holds
+/// ([`MAX_PREPARED_BYTES`]); the oldest entry goes first.
 pub(crate) struct PreparedCache {
-    entries: HashMap<String, Prepared>,
+    entries: HashMap<String, (Prepared, usize)>,
     order: VecDeque<String>,
     capacity: usize,
+    bytes: usize,
 }
 
 impl PreparedCache {
     pub(crate) fn new(capacity: usize) -> Self {
-        PreparedCache { entries: HashMap::new(), order: VecDeque::new(), capacity }
+        PreparedCache { entries: HashMap::new(), order: VecDeque::new(), capacity, bytes: 0 }
     }
 
     fn get(&self, digest: &str) -> Option<Prepared> {
-        self.entries.get(digest).cloned()
+        self.entries.get(digest).map(|(prepared, _)| prepared.clone())
     }
 
-    fn insert(&mut self, digest: String, prepared: Prepared) {
-        if self.entries.contains_key(&digest) {
+    /// Keeps `prepared`, whose compiled code takes `size` bytes, dropping the oldest entries to make room.
+    fn insert(&mut self, digest: String, prepared: Prepared, size: usize) {
+        if self.entries.contains_key(&digest) || size > MAX_PREPARED_BYTES {
             return;
         }
-        while self.order.len() >= self.capacity {
-            if let Some(oldest) = self.order.pop_front() {
-                self.entries.remove(&oldest);
+        while self.order.len() >= self.capacity || self.bytes + size > MAX_PREPARED_BYTES {
+            let Some(oldest) = self.order.pop_front() else { break };
+            if let Some((_, freed)) = self.entries.remove(&oldest) {
+                self.bytes -= freed;
             }
         }
         self.order.push_back(digest.clone());
-        self.entries.insert(digest, prepared);
+        self.entries.insert(digest, (prepared, size));
+        self.bytes += size;
     }
+}
+
+/// Bytes of compiled code `code` holds in memory.
+fn code_size(code: &CompiledCode) -> usize {
+    let image = match code {
+        CompiledCode::Module(module) => module.image_range(),
+        CompiledCode::Component(component) => component.image_range(),
+    };
+    image.end.addr().saturating_sub(image.start.addr())
 }
 
 impl WasiKernel {
@@ -68,9 +86,10 @@ impl WasiKernel {
             Some(&crate::instrument::FS_AUDIT),
             on_compile,
             CodeTrust::Guest,
-            |code| self.link(code, slot),
+            |code| Ok((self.link(code, slot)?, code_size(code))),
         )?;
-        self.lock_prepared().insert(key, prepared.clone());
+        let (prepared, size) = prepared;
+        self.lock_prepared().insert(key, prepared.clone(), size);
         Ok((prepared, source))
     }
 
@@ -103,5 +122,34 @@ impl WasiKernel {
     fn lock_prepared(&self) -> std::sync::MutexGuard<'_, PreparedCache> {
         // The cache holds only ready-made values; a panic while holding the lock cannot leave it half-updated.
         self.prepared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepared() -> Prepared {
+        let engine = wasmtime::Engine::default();
+        let module = wasmtime::Module::new(&engine, "(module (func (export \"_start\")))").unwrap();
+        Prepared::Module(wasmtime::Linker::new(&engine).instantiate_pre(&module).unwrap())
+    }
+
+    #[test]
+    fn kept_code_is_bounded_by_bytes_as_well_as_by_count() {
+        let code = prepared();
+        let mut cache = PreparedCache::new(4);
+        cache.insert("a".into(), code.clone(), MAX_PREPARED_BYTES / 2);
+        cache.insert("b".into(), code.clone(), MAX_PREPARED_BYTES / 4);
+        cache.insert("c".into(), code.clone(), MAX_PREPARED_BYTES / 2);
+        assert!(cache.get("a").is_none() && cache.get("b").is_some() && cache.get("c").is_some());
+        assert!(cache.bytes <= MAX_PREPARED_BYTES, "{} bytes kept", cache.bytes);
+        cache.insert("huge".into(), code.clone(), MAX_PREPARED_BYTES + 1);
+        assert!(cache.get("huge").is_none() && cache.get("b").is_some(), "larger than the cap: not kept");
+        for key in ["d", "e", "f", "g"] {
+            cache.insert(key.into(), code.clone(), 1);
+        }
+        assert_eq!(cache.entries.len(), 4);
+        assert!(cache.get("c").is_none() && cache.get("g").is_some());
     }
 }
