@@ -9,6 +9,37 @@ use serde_json::{Map, Value};
 
 /// Nested schemas deeper than this are shown as `any` / `Any`, so a recursive or huge schema stays readable.
 const MAX_DEPTH: usize = 4;
+/// Schema nodes (types, union members, properties, enum values) one signature renders at most. A `type` list or a
+/// union renders its subtree once per member, so without a budget five levels of 100 members (a 3 KB schema) would
+/// be 100⁵ renderings; past the budget the signature falls back to a generic arguments object.
+const MAX_NODES: usize = 512;
+/// Bytes of property names and literal values one signature shows at most, with the same fallback.
+const MAX_TEXT_BYTES: usize = 8 * 1024;
+
+/// What is left of one signature's rendering budget. Running out is final: every later type renders as `any`, and
+/// the caller replaces the whole signature by the generic one.
+struct Budget {
+    nodes: usize,
+    text: usize,
+    exhausted: bool,
+}
+
+impl Budget {
+    fn new() -> Self {
+        Budget { nodes: MAX_NODES, text: MAX_TEXT_BYTES, exhausted: false }
+    }
+
+    /// Takes one node showing `text` bytes of names or literals; false once the budget cannot pay for it.
+    fn take(&mut self, text: usize) -> bool {
+        if self.exhausted || self.nodes == 0 || text > self.text {
+            self.exhausted = true;
+            return false;
+        }
+        self.nodes -= 1;
+        self.text -= text;
+        true
+    }
+}
 
 /// `tools.NAME(args: { q: string, limit?: number }): any`.
 pub(crate) fn javascript(name: &str, schema: &Value) -> String {
@@ -21,7 +52,9 @@ pub(crate) fn javascript(name: &str, schema: &Value) -> String {
         Some(properties) => {
             let required = required(schema);
             let optional = if properties.keys().any(|k| required.contains(&k.as_str())) { "" } else { "?" };
-            format!("args{optional}: {}", ts_object(properties, &required, 0))
+            let mut budget = Budget::new();
+            let object = ts_object(properties, &required, 0, &mut budget);
+            if budget.exhausted { format!("args{optional}: object") } else { format!("args{optional}: {object}") }
         }
     };
     format!("{callee}({args}): any")
@@ -33,28 +66,39 @@ pub(crate) fn python(name: &str, schema: &Value) -> String {
     let callee = if attribute_path { format!("tools.{name}") } else { format!("tools.call({}, ", Value::from(name)) };
     let params = match schema.get("properties").and_then(Value::as_object) {
         Some(properties) if properties.keys().all(|k| is_python_identifier(k)) && attribute_path => {
-            if properties.is_empty() {
-                String::new()
-            } else {
-                let required = required(schema);
-                let mut params = vec!["*".to_owned()];
-                let (first, rest): (Vec<_>, Vec<_>) =
-                    properties.iter().partition(|(key, _)| required.contains(&key.as_str()));
-                params.extend(first.iter().map(|(key, value)| format!("{key}: {}", py_type(value, 0))));
-                params.extend(rest.iter().map(|(key, value)| {
-                    let ty = py_type(value, 0);
-                    let ty =
-                        if ty == "Any" || ty.split(" | ").any(|t| t == "None") { ty } else { format!("{ty} | None") };
-                    format!("{key}: {ty} = None")
-                }));
-                params.join(", ")
-            }
+            // Past the budget, the dict form below documents the call without rendering the schema.
+            py_keyword_params(properties, &required(schema)).unwrap_or_else(|| "args: dict | None = None, /".to_owned())
         }
         // Keys that are not Python identifiers cannot be keyword arguments; a dict works for every tool.
         _ if attribute_path => "args: dict | None = None, /".to_owned(),
         _ => "args: dict | None = None".to_owned(),
     };
     if attribute_path { format!("{callee}({params})") } else { format!("{callee}{params})") }
+}
+
+/// `*, q: str, limit: int | None = None`, required parameters first; `None` when the rendering budget runs out.
+fn py_keyword_params(properties: &Map<String, Value>, required: &[&str]) -> Option<String> {
+    if properties.is_empty() {
+        return Some(String::new());
+    }
+    let mut budget = Budget::new();
+    let mut params = vec!["*".to_owned()];
+    let (first, rest): (Vec<_>, Vec<_>) = properties.iter().partition(|(key, _)| required.contains(&key.as_str()));
+    for (key, value) in first {
+        if !budget.take(key.len()) {
+            return None;
+        }
+        params.push(format!("{key}: {}", py_type(value, 0, &mut budget)));
+    }
+    for (key, value) in rest {
+        if !budget.take(key.len()) {
+            return None;
+        }
+        let ty = py_type(value, 0, &mut budget);
+        let ty = if ty == "Any" || ty.split(" | ").any(|t| t == "None") { ty } else { format!("{ty} | None") };
+        params.push(format!("{key}: {ty} = None"));
+    }
+    (!budget.exhausted).then(|| params.join(", "))
 }
 
 fn required(schema: &Value) -> Vec<&str> {
@@ -65,100 +109,143 @@ fn required(schema: &Value) -> Vec<&str> {
         .unwrap_or_default()
 }
 
-fn ts_object(properties: &Map<String, Value>, required: &[&str], depth: usize) -> String {
+fn ts_object(properties: &Map<String, Value>, required: &[&str], depth: usize, budget: &mut Budget) -> String {
     if properties.is_empty() {
         return "{}".to_owned();
     }
-    let fields: Vec<String> = properties
-        .iter()
-        .map(|(key, value)| {
-            let key_text = if is_js_identifier(key) { key.clone() } else { Value::from(key.as_str()).to_string() };
-            let optional = if required.contains(&key.as_str()) { "" } else { "?" };
-            format!("{key_text}{optional}: {}", ts_type(value, depth + 1))
-        })
-        .collect();
+    let mut fields = Vec::new();
+    for (key, value) in properties {
+        if !budget.take(key.len()) {
+            return "object".to_owned();
+        }
+        let key_text = if is_js_identifier(key) { key.clone() } else { Value::from(key.as_str()).to_string() };
+        let optional = if required.contains(&key.as_str()) { "" } else { "?" };
+        fields.push(format!("{key_text}{optional}: {}", ts_type(value, depth + 1, budget)));
+    }
     format!("{{ {} }}", fields.join(", "))
 }
 
-fn ts_type(schema: &Value, depth: usize) -> String {
-    if depth > MAX_DEPTH {
+fn ts_type(schema: &Value, depth: usize, budget: &mut Budget) -> String {
+    if depth > MAX_DEPTH || !budget.take(0) {
         return "any".to_owned();
     }
     if let Some(values) = schema.get("enum").and_then(Value::as_array) {
-        return values.iter().map(Value::to_string).collect::<Vec<_>>().join(" | ");
+        return literals(values, " | ", budget, Value::to_string).unwrap_or_else(|| "any".to_owned());
     }
     if let Some(value) = schema.get("const") {
-        return value.to_string();
+        return literals(std::slice::from_ref(value), " | ", budget, Value::to_string)
+            .unwrap_or_else(|| "any".to_owned());
     }
     match schema.get("type") {
-        Some(Value::String(name)) => ts_named(name, schema, depth),
-        Some(Value::Array(names)) => names
-            .iter()
-            .filter_map(Value::as_str)
-            .map(|name| ts_named(name, schema, depth))
-            .collect::<Vec<_>>()
-            .join(" | "),
+        Some(Value::String(name)) => ts_named(name, schema, depth, budget),
+        Some(Value::Array(names)) => {
+            let names = names.iter().filter_map(Value::as_str);
+            alternatives(names, budget, |name, budget| ts_named(name, schema, depth, budget), "any")
+        }
         _ => match union(schema) {
-            Some(options) => options.iter().map(|s| ts_type(s, depth + 1)).collect::<Vec<_>>().join(" | "),
+            Some(options) => alternatives(options.iter(), budget, |s, budget| ts_type(s, depth + 1, budget), "any"),
             None => "any".to_owned(),
         },
     }
 }
 
-fn ts_named(name: &str, schema: &Value, depth: usize) -> String {
+fn ts_named(name: &str, schema: &Value, depth: usize, budget: &mut Budget) -> String {
     match name {
         "string" => "string".to_owned(),
         "integer" | "number" => "number".to_owned(),
         "boolean" => "boolean".to_owned(),
         "null" => "null".to_owned(),
         "array" => {
-            let item = schema.get("items").map_or_else(|| "any".to_owned(), |items| ts_type(items, depth + 1));
+            let item = schema.get("items").map_or_else(|| "any".to_owned(), |items| ts_type(items, depth + 1, budget));
             if item.contains(' ') { format!("({item})[]") } else { format!("{item}[]") }
         }
         "object" => match schema.get("properties").and_then(Value::as_object) {
-            Some(properties) if depth < MAX_DEPTH => ts_object(properties, &required(schema), depth),
+            Some(properties) if depth < MAX_DEPTH => ts_object(properties, &required(schema), depth, budget),
             _ => "object".to_owned(),
         },
         _ => "any".to_owned(),
     }
 }
 
-fn py_type(schema: &Value, depth: usize) -> String {
-    if depth > MAX_DEPTH {
+fn py_type(schema: &Value, depth: usize, budget: &mut Budget) -> String {
+    if depth > MAX_DEPTH || !budget.take(0) {
         return "Any".to_owned();
     }
     if let Some(values) = schema.get("enum").and_then(Value::as_array) {
-        return format!("Literal[{}]", values.iter().map(py_literal).collect::<Vec<_>>().join(", "));
+        return literals(values, ", ", budget, py_literal)
+            .map_or_else(|| "Any".to_owned(), |l| format!("Literal[{l}]"));
     }
     if let Some(value) = schema.get("const") {
-        return format!("Literal[{}]", py_literal(value));
+        let literal = literals(std::slice::from_ref(value), ", ", budget, py_literal);
+        return literal.map_or_else(|| "Any".to_owned(), |l| format!("Literal[{l}]"));
     }
     match schema.get("type") {
-        Some(Value::String(name)) => py_named(name, schema, depth),
-        Some(Value::Array(names)) => names
-            .iter()
-            .filter_map(Value::as_str)
-            .map(|name| py_named(name, schema, depth))
-            .collect::<Vec<_>>()
-            .join(" | "),
+        Some(Value::String(name)) => py_named(name, schema, depth, budget),
+        Some(Value::Array(names)) => {
+            let names = names.iter().filter_map(Value::as_str);
+            alternatives(names, budget, |name, budget| py_named(name, schema, depth, budget), "Any")
+        }
         _ => match union(schema) {
-            Some(options) => options.iter().map(|s| py_type(s, depth + 1)).collect::<Vec<_>>().join(" | "),
+            Some(options) => alternatives(options.iter(), budget, |s, budget| py_type(s, depth + 1, budget), "Any"),
             None => "Any".to_owned(),
         },
     }
 }
 
-fn py_named(name: &str, schema: &Value, depth: usize) -> String {
+fn py_named(name: &str, schema: &Value, depth: usize, budget: &mut Budget) -> String {
     match name {
         "string" => "str".to_owned(),
         "integer" => "int".to_owned(),
         "number" => "float".to_owned(),
         "boolean" => "bool".to_owned(),
         "null" => "None".to_owned(),
-        "array" => format!("list[{}]", schema.get("items").map_or_else(|| "Any".to_owned(), |i| py_type(i, depth + 1))),
+        "array" => {
+            let item = schema.get("items").map_or_else(|| "Any".to_owned(), |items| py_type(items, depth + 1, budget));
+            format!("list[{item}]")
+        }
         "object" => "dict".to_owned(),
         _ => "Any".to_owned(),
     }
+}
+
+/// `a | b | c`: each option rendered once (repeats shown once), or `fallback` when there are none or the budget
+/// runs out on the way.
+fn alternatives<T>(
+    options: impl Iterator<Item = T>,
+    budget: &mut Budget,
+    mut render: impl FnMut(T, &mut Budget) -> String,
+    fallback: &str,
+) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for option in options {
+        let part = render(option, budget);
+        if budget.exhausted {
+            return fallback.to_owned();
+        }
+        if !parts.contains(&part) {
+            parts.push(part);
+        }
+    }
+    if parts.is_empty() { fallback.to_owned() } else { parts.join(" | ") }
+}
+
+/// Literal values written by `write` and joined by `separator`, each paid for from the budget; `None` when it runs
+/// out.
+fn literals(
+    values: &[Value],
+    separator: &str,
+    budget: &mut Budget,
+    write: impl Fn(&Value) -> String,
+) -> Option<String> {
+    let mut parts = Vec::with_capacity(values.len().min(MAX_NODES));
+    for value in values {
+        let text = write(value);
+        if !budget.take(text.len()) {
+            return None;
+        }
+        parts.push(text);
+    }
+    Some(parts.join(separator))
 }
 
 /// A JSON value written as a Python literal.
@@ -287,5 +374,63 @@ mod tests {
         assert!(rendered.contains("object") || rendered.contains("any"), "{rendered}");
         assert!(rendered.len() < 200, "{rendered}");
         assert_eq!(python("deep", &schema), "tools.deep(*, a: dict)");
+    }
+
+    /// Five levels whose `type` lists repeat `array` 100 times over the same `items`: about 4 KB of JSON, 100⁴
+    /// renderings (the depth cap stops the fifth) without a budget. `any_of` wraps each level in an `anyOf`.
+    fn fan_out_bomb(any_of: bool) -> Value {
+        let mut schema = json!({"type": "string"});
+        for _ in 0..5 {
+            schema = json!({"type": vec!["array"; 100], "items": schema});
+            if any_of {
+                schema = json!({"anyOf": [schema, {"type": "null"}]});
+            }
+        }
+        json!({"type": "object", "properties": {"q": schema}, "required": ["q"]})
+    }
+
+    #[test]
+    fn repeated_subtrees_cannot_multiply_the_rendering() {
+        for any_of in [false, true] {
+            let schema = fan_out_bomb(any_of);
+            assert!(schema.to_string().len() < 8 * 1024, "the schema itself is small");
+            let (sender, receiver) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = sender.send((javascript("bomb", &schema), python("bomb", &schema)));
+            });
+            let (js, py) = receiver
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("rendering a 4 KB schema must not take 100⁴ steps");
+            if any_of {
+                // The depth cap counts the unions' levels too, so JavaScript stays within the budget (repeats shown
+                // once); Python's parameters start a level higher and reach 100² nodes.
+                assert_eq!(js, "tools.bomb(args: { q: (any[] | null)[] | null }): any");
+            } else {
+                assert_eq!(js, "tools.bomb(args: object): any");
+            }
+            assert_eq!(py, "tools.bomb(args: dict | None = None, /)", "anyOf: {any_of}");
+        }
+    }
+
+    #[test]
+    fn budget_covers_literals_and_repeats_are_shown_once() {
+        let many: Vec<String> = (0..2000).map(|i| format!("value-{i}")).collect();
+        let schema = json!({"properties": {"x": {"enum": many}}});
+        assert_eq!(javascript("e", &schema), "tools.e(args?: object): any");
+        assert_eq!(python("e", &schema), "tools.e(args: dict | None = None, /)");
+        let repeated = json!({"properties": {"x": {"type": ["string", "string", "null", "string"]}}});
+        assert_eq!(javascript("r", &repeated), "tools.r(args?: { x?: string | null }): any");
+        assert_eq!(python("r", &repeated), "tools.r(*, x: str | None = None)");
+        assert_eq!(javascript("t", &json!({"properties": {"x": {"type": []}}})), "tools.t(args?: { x?: any }): any");
+    }
+
+    #[test]
+    fn ordinary_large_schemas_stay_within_the_budget() {
+        let properties: Map<String, Value> =
+            (0..60).map(|i| (format!("field_{i}"), json!({"enum": ["a", "b", "c"], "description": "x"}))).collect();
+        let schema = json!({"type": "object", "properties": properties});
+        let js = javascript("wide", &schema);
+        assert!(js.contains(r#"field_59?: "a" | "b" | "c""#), "{js}");
+        assert!(python("wide", &schema).contains(r#"field_59: Literal["a", "b", "c"] | None = None"#));
     }
 }

@@ -128,7 +128,9 @@ impl ToolsFile {
     pub fn from_path(path: &Path) -> Result<Self, ToolboxError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ToolboxError::new(format!("cannot read {}: {e}", path.display())))?;
-        let base = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        // A bare file name (`--tools tools.toml`) has the empty path as its parent, which is no working directory.
+        let base =
+            path.parent().filter(|p| !p.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         Self::from_toml_str(&text, &base).map_err(|e| e.in_file(path))
     }
 

@@ -19,6 +19,10 @@ mod upstream;
 mod wasm_tool;
 
 pub use file::{DEFAULT_TIMEOUT_MS, HttpToolSpec, MAX_TIMEOUT_MS, ToolsFile, UpstreamSpec, WasmToolSpec};
+pub use upstream::{
+    MAX_UPSTREAM_DESCRIPTION_BYTES, MAX_UPSTREAM_ERROR_BYTES, MAX_UPSTREAM_NAME_BYTES, MAX_UPSTREAM_SCHEMA_BYTES,
+    MAX_UPSTREAM_TOOLS, REFRESH_RETRY,
+};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
