@@ -68,6 +68,7 @@ impl AppState {
         let mut builder = Sandbox::builder()
             .ceilings(config.ceilings.clone())
             .cache_dir(wasmagent::default_cache_dir())
+            .max_cache_bytes(wasmagent::default_max_cache_bytes().map_err(|e| e.to_string())?)
             .pool_slots(config.pool_slots)
             .egress(egress.clone())
             .tools(tools.clone());
