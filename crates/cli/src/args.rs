@@ -79,6 +79,16 @@ pub(crate) enum Command {
     /// callable from the code as `tools.NAME(...)` when the manifest grants them (`tool:NAME`, `tool:NS.*` in
     /// extra_capabilities).
     Mcp(McpArgs),
+    /// Run an agent on TASK: a chat model (OpenAI Chat Completions or Anthropic Messages) that works through the
+    /// sandbox, in code mode (execute_code and search_docs, as `wasmagent mcp` offers them) or tool mode (the
+    /// granted host tools as function tools), until it answers or a budget runs out.
+    ///
+    /// Without --json the model's text streams to stdout and one line per step goes to stderr; --json prints the
+    /// agent report (schema wasmagent.agent/v1); --events prints every event as a JSON line instead.
+    ///
+    /// Exit status: 0 answered; 1 the run ended without an answer (max_steps, token_budget, timeout,
+    /// model_error, refused); 2 usage or configuration error.
+    Agent(Box<AgentArgs>),
     /// Show (`list`) or validate (`check`) a tools file.
     #[command(subcommand)]
     Tools(ToolsCommand),
@@ -99,6 +109,65 @@ pub(crate) struct McpArgs {
     /// Also publish every granted tool as a direct MCP tool (code mode stays available).
     #[arg(long = "expose-tools")]
     pub(crate) expose_tools: bool,
+    #[command(flatten)]
+    pub(crate) operator: OperatorArgs,
+}
+
+/// Flags of `wasmagent agent`.
+#[derive(Debug, Args)]
+pub(crate) struct AgentArgs {
+    /// The task, in plain words.
+    pub(crate) task: String,
+    /// The model: openai:MODEL (also DeepSeek, Qwen, llama.cpp, vLLM, Ollama through --base-url) or
+    /// anthropic:MODEL.
+    #[arg(long, value_name = "PROVIDER:MODEL")]
+    pub(crate) model: String,
+    /// A model to try when the previous one fails before producing anything (repeatable, in order).
+    #[arg(long = "fallback-model", value_name = "PROVIDER:MODEL")]
+    pub(crate) fallback_model: Vec<String>,
+    /// The server (for example http://127.0.0.1:8080/v1 for llama-server); the provider's own without it.
+    #[arg(long = "base-url", value_name = "URL")]
+    pub(crate) base_url: Option<String>,
+    /// Environment variable holding the API key (default OPENAI_API_KEY or ANTHROPIC_API_KEY; local servers need
+    /// none, and a missing default variable is not an error).
+    #[arg(long = "api-key-env", value_name = "VAR")]
+    pub(crate) api_key_env: Option<String>,
+    /// Manifest file (TOML or JSON) every code run and tool call is held to.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) manifest: Option<PathBuf>,
+    /// Tools file (TOML) declaring the host tools.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) tools: Option<PathBuf>,
+    /// code (execute_code and search_docs) or tools (the granted host tools as function tools).
+    #[arg(long, default_value = "code", value_name = "MODE")]
+    pub(crate) mode: String,
+    /// Model turns before the agent stops with max_steps.
+    #[arg(long = "max-steps", default_value_t = 20, value_name = "N")]
+    pub(crate) max_steps: u32,
+    /// Input plus output tokens before the agent stops with token_budget.
+    #[arg(long = "max-model-tokens", default_value_t = 200_000, value_name = "N")]
+    pub(crate) max_model_tokens: u64,
+    /// Wall-clock seconds for the whole task.
+    #[arg(long = "timeout", default_value_t = 600, value_name = "SECONDS")]
+    pub(crate) timeout_secs: u64,
+    /// Tools (NAME, NS.* or *) whose every call waits for your approval on the terminal.
+    #[arg(long = "needs-approval", value_name = "TOOL")]
+    pub(crate) needs_approval: Vec<String>,
+    /// Prompt fragments file (TOML, [[fragment]] name, text, debug), added after the built-in ones.
+    #[arg(long = "prompt", value_name = "PATH")]
+    pub(crate) prompt: Vec<PathBuf>,
+    /// Development only: allow prompt fragments marked debug.
+    #[arg(long = "dev-allow-debug-fragments")]
+    pub(crate) dev_allow_debug_fragments: bool,
+    /// JSON Schema file the final answer must be valid against.
+    #[arg(long = "output-schema", value_name = "PATH")]
+    pub(crate) output_schema: Option<PathBuf>,
+    /// Print the agent report (wasmagent.agent/v1) as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Print every event as a JSON line.
+    #[arg(long)]
+    pub(crate) events: bool,
     #[command(flatten)]
     pub(crate) operator: OperatorArgs,
 }

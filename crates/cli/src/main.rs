@@ -6,6 +6,7 @@
 //! Exit status: 0 the guest succeeded; 1 the guest failed or exited non-zero; 2 usage, manifest or code error
 //! (nothing ran); 3 a manifest limit stopped the run.
 
+mod agent_cmd;
 mod args;
 mod manifest_cmd;
 mod mcp_cmd;
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
             serve_cmd::serve(&listen, config.as_deref(), dev_insecure_no_auth)
         }
         args::Command::Mcp(mcp) => mcp_cmd::mcp(&mcp),
+        args::Command::Agent(agent) => agent_cmd::agent(&agent),
         args::Command::Tools(args::ToolsCommand::List { tools, manifest }) => {
             tools_cmd::list(&tools, manifest.as_deref())
         }
