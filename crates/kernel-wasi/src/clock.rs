@@ -6,7 +6,9 @@
 //! for as long as it asked. Preview1 sleeps go through a guard ([`crate::instrument`] calls
 //! [`guard_poll_oneoff`] before the real `poll_oneoff`) that ends the run at the deadline instead; preview2 clock
 //! subscriptions are cut off at the deadline ([`add_clock_wrappers`]), after which the guest's next instruction
-//! meets the expired epoch deadline. Either way the run ends as `timeout`, close to `cpu_ms`.
+//! meets the expired epoch deadline. Either way the run ends as `timeout`, close to `cpu_ms`. Waits on anything
+//! else a component can block on (HTTP responses and bodies, streams) end at the same deadline
+//! ([`crate::deadline`]).
 
 use std::time::{Duration, Instant, SystemTime};
 use wasmtime::component::{Linker, Resource};
@@ -36,6 +38,11 @@ impl RunClock {
     /// The guest's monotonic clock: nanoseconds since the run started.
     pub(crate) fn guest_clock(&self) -> impl HostMonotonicClock + 'static {
         GuestMonotonicClock { origin: self.origin }
+    }
+
+    /// When the run's `cpu_ms` runs out.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
     }
 
     /// How long the run has left.

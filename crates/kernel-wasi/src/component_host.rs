@@ -3,6 +3,7 @@
 //! engine component's `run` export through it with its own imports.
 
 use crate::clock::{self, ComponentClock, HasRunClock, RunClock};
+use crate::deadline;
 use crate::fs_audit::FsAudit;
 use crate::fs_audit_p2::{self, AuditedFilesystem};
 use crate::host::{EmptyRoot, GuestIo, ModuleRun, WasiEnvironment};
@@ -76,6 +77,7 @@ pub fn component_linker<E: Send + 'static>(engine: &wasmtime::Engine) -> wasmtim
     wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
     fs_audit_p2::add_audit_wrappers(&mut linker)?;
     clock::add_clock_wrappers(&mut linker)?;
+    deadline::add_deadline_wrappers(&mut linker)?;
     sockets_audit::add_socket_wrappers(&mut linker)?;
     Ok(linker)
 }
@@ -106,7 +108,7 @@ pub fn run_component<E: Send + 'static>(
         limiter: engine.limiter(manifest),
         audit: FsAudit::new(std::mem::take(&mut env.preopens)),
         http: WasiHttpCtx::new(),
-        hooks: EgressHooks { session: egress },
+        hooks: EgressHooks::new(egress, env.clock.deadline()),
         clock: env.clock,
         net_denials: env.net_denials.clone(),
         ext,

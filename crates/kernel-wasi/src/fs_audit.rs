@@ -11,7 +11,9 @@
 use crate::clock::{HasRunClock, guard_poll_oneoff};
 use crate::host::guest_bytes;
 use std::collections::HashMap;
+use wasmagent_engine::MAX_OPEN_HANDLES;
 use wasmagent_kernel::Denial;
+use wasmagent_kernel::bounds::REPORT_TEXT_BYTES;
 use wasmagent_manifest::Access;
 use wasmtime::{Caller, Extern, Linker};
 
@@ -30,20 +32,125 @@ const OFLAGS_TRUNC: i32 = 8;
 const RIGHT_FD_WRITE: i64 = 1 << 6;
 const FDFLAGS_APPEND: i32 = 1;
 
-/// Longest path read back from guest memory for a report.
-const MAX_REPORTED_PATH: usize = 4096;
+/// Most bytes of a guest path the audit keeps (and a report shows); longer paths are cut and marked with their
+/// length, so neither a long path nor a chain of opens (`./././…`, each joined to its parent) grows what is held.
+/// Room is left for the marker, so a marked path stays within the report's text bound (and is not cut again).
+const MAX_REPORTED_PATH: usize = REPORT_TEXT_BYTES - CUT_MARKER_ROOM;
+
+/// Room for the marker of a cut (`…[cut: N bytes in all]`, at most 44 bytes).
+pub(crate) const CUT_MARKER_ROOM: usize = 64;
+
+/// Most directory handles the audit knows at once. Handle numbers are reused after a close and a run holds at most
+/// [`MAX_OPEN_HANDLES`] at once, so this is never reached in practice; it bounds the map whatever the numbering.
+const MAX_KNOWN_DIRS: usize = 2 * MAX_OPEN_HANDLES;
 
 /// Most refused filesystem accesses one run's report lists; the rest are counted in one closing denial, so a guest
 /// looping on refused opens cannot grow the report (or host memory) until `cpu_ms`.
 pub(crate) const MAX_LISTED_FS_DENIALS: usize = 100;
 
+/// A guest path as the audit keeps it: its first [`MAX_REPORTED_PATH`] bytes at most, and its whole length when it
+/// was longer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GuestPath {
+    shown: String,
+    /// The whole path's length in bytes when `shown` is only its beginning.
+    cut_from: Option<usize>,
+    /// Whether the whole path ends with `/` (the end of a cut one is not in `shown`).
+    trailing_slash: bool,
+}
+
+impl GuestPath {
+    /// `path`, cut at [`MAX_REPORTED_PATH`] bytes.
+    pub(crate) fn new(path: &str) -> Self {
+        let mut shown = path.to_owned();
+        let cut_from = truncate(&mut shown, MAX_REPORTED_PATH).then_some(path.len());
+        GuestPath { shown, cut_from, trailing_slash: path.ends_with('/') }
+    }
+
+    /// A path given as bytes in guest memory (read lossily; only its first [`MAX_REPORTED_PATH`] bytes are copied).
+    fn from_bytes(bytes: &[u8]) -> Self {
+        let mut shown = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_REPORTED_PATH)]).into_owned();
+        let cut = truncate(&mut shown, MAX_REPORTED_PATH) || bytes.len() > MAX_REPORTED_PATH;
+        GuestPath { shown, cut_from: cut.then_some(bytes.len()), trailing_slash: bytes.last() == Some(&b'/') }
+    }
+
+    /// The whole path's length in bytes.
+    fn len(&self) -> usize {
+        self.cut_from.unwrap_or(self.shown.len())
+    }
+
+    /// What this path shows: all of it, or its beginning (which a longer path's components start with).
+    fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// `relative` resolved lexically from this directory (not normalised: `..` stays as the guest wrote it).
+    fn join(&self, relative: &GuestPath) -> GuestPath {
+        if relative.shown.starts_with('/') {
+            return relative.clone();
+        }
+        if relative.cut_from.is_none() && (relative.shown.is_empty() || relative.shown == ".") {
+            return self.clone();
+        }
+        let separator = if self.trailing_slash { "" } else { "/" };
+        let len = self.len().saturating_add(separator.len()).saturating_add(relative.len());
+        let trailing_slash = relative.trailing_slash;
+        if self.cut_from.is_some() {
+            return GuestPath { shown: self.shown.clone(), cut_from: Some(len), trailing_slash };
+        }
+        let room = MAX_REPORTED_PATH.saturating_sub(self.shown.len() + separator.len());
+        let mut end = relative.shown.len().min(room);
+        while !relative.shown.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut shown = format!("{}{separator}{}", self.shown, &relative.shown[..end]);
+        let cut = truncate(&mut shown, MAX_REPORTED_PATH) || end < relative.shown.len() || relative.cut_from.is_some();
+        GuestPath { shown, cut_from: cut.then_some(len), trailing_slash }
+    }
+
+    /// The path for a report: whole, or its beginning marked with its length (as [`wasmagent_kernel::bounds::cut`]
+    /// marks cut text).
+    fn render(&self) -> String {
+        match self.cut_from {
+            None => self.shown.clone(),
+            Some(len) => format!("{}…[cut: {len} bytes in all]", self.shown),
+        }
+    }
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary; returns whether anything was cut.
+fn truncate(text: &mut String, max: usize) -> bool {
+    if text.len() <= max {
+        return false;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    true
+}
+
 /// What the host knows about one guest directory descriptor.
 #[derive(Debug, Clone)]
 pub(crate) struct DirInfo {
     /// Guest path of the directory.
-    pub(crate) guest_path: String,
+    pub(crate) guest_path: GuestPath,
     /// Guest path of the mount it lies in, and that mount's access; `None` for the catch-all root.
     pub(crate) mount: Option<(String, Access)>,
+    /// How many directory levels below its mount's root it lies, resolved lexically.
+    pub(crate) depth: usize,
+}
+
+impl DirInfo {
+    /// A preopened directory: the root of `mount`, or of the catch-all root when `None`.
+    pub(crate) fn preopen(guest_path: &str, mount: Option<Access>) -> Self {
+        DirInfo {
+            guest_path: GuestPath::new(guest_path),
+            mount: mount.map(|access| (guest_path.to_owned(), access)),
+            depth: 0,
+        }
+    }
 }
 
 /// Per-run audit state: directory handle (a preview1 descriptor or a preview2 resource) → directory, plus the
@@ -74,22 +181,34 @@ impl FsAudit {
 
     /// A preview2 preopen was handed to the guest as `handle`.
     pub(crate) fn preopened(&mut self, handle: u32, guest_path: &str) {
+        let guest_path = GuestPath::new(guest_path);
         if let Some(info) = self.preopens.iter().find(|p| p.guest_path == guest_path) {
-            self.dirs.insert(handle, info.clone());
+            let info = info.clone();
+            self.know(handle, info);
         }
     }
 
     /// `relative`, opened from directory `dir`, is now `handle`.
-    pub(crate) fn opened(&mut self, dir: u32, handle: u32, relative: &str) {
+    pub(crate) fn opened(&mut self, dir: u32, handle: u32, relative: &GuestPath) {
         if let Some(base) = self.dirs.get(&dir) {
-            let info = DirInfo { guest_path: join(&base.guest_path, relative), mount: base.mount.clone() };
+            let info = DirInfo {
+                guest_path: base.guest_path.join(relative),
+                mount: base.mount.clone(),
+                depth: depth_after(base.depth, relative.shown()),
+            };
+            self.know(handle, info);
+        }
+    }
+
+    fn know(&mut self, handle: u32, info: DirInfo) {
+        if self.dirs.len() < MAX_KNOWN_DIRS || self.dirs.contains_key(&handle) {
             self.dirs.insert(handle, info);
         }
     }
 
     /// A call on `relative` from directory `dir` failed; record it when it was a refusal. `permission_error` says
     /// whether the error was of the permission class (as opposed to, say, a file that does not exist).
-    pub(crate) fn failed(&mut self, dir: u32, want: Want, relative: &str, permission_error: bool) {
+    pub(crate) fn failed(&mut self, dir: u32, want: Want, relative: &GuestPath, permission_error: bool) {
         let Some(dir) = self.dirs.get(&dir) else {
             return;
         };
@@ -97,14 +216,14 @@ impl FsAudit {
             Want::Read => "fs.read",
             Want::Write => "fs.write",
         };
-        let target = join(&dir.guest_path, relative);
+        let target = dir.guest_path.join(relative).render();
         let reason = match &dir.mount {
             // Nothing exists in the catch-all root, so every failure there is an access outside the mounts.
             None => "not inside any mount: the manifest grants no allowed_read_paths or allowed_write_paths entry \
                      for it"
                 .to_owned(),
             Some(_) if !permission_error => return,
-            Some((mount, _)) if climbs_out(depth_below(mount, &dir.guest_path), relative) => {
+            Some((mount, _)) if climbs_out(dir.depth, relative.shown()) => {
                 format!("the path climbs out of mount {mount} with `..`")
             }
             Some((mount, Access::ReadOnly)) if want == Want::Write => {
@@ -183,7 +302,7 @@ pub(crate) fn add_audit_functions<T: HasFsAudit + Send + 'static>(linker: &mut L
             linker.func_wrap(AUDIT_MODULE, $name, |mut $caller: Caller<'_, T>, errno: i32, $($arg: $ty),*| {
                 let _ = ($($arg,)*);
                 if errno != 0 {
-                    let (fd, relative): (i32, String) = $target;
+                    let (fd, relative): (i32, GuestPath) = $target;
                     record(&mut $caller, errno, $want, fd, &relative);
                 }
             })?;
@@ -252,39 +371,20 @@ fn memory<T>(caller: &mut Caller<'_, T>) -> Option<wasmtime::Memory> {
     caller.get_export("memory").and_then(Extern::into_memory)
 }
 
-/// Reads a guest string for reporting. Out-of-bounds or oversized ranges give a placeholder, never a panic.
-fn read_string<T>(caller: &mut Caller<'_, T>, ptr: i32, len: i32) -> String {
-    let len = len as u32 as usize;
+/// Reads a guest path for reporting: at most [`MAX_REPORTED_PATH`] bytes of it are copied. Out-of-bounds ranges
+/// (which the real call refused with `EFAULT`) give a placeholder, never a panic.
+fn read_string<T>(caller: &mut Caller<'_, T>, ptr: i32, len: i32) -> GuestPath {
+    let unreadable = || GuestPath::new("<unreadable path>");
     let Some(mem) = memory(caller) else {
-        return "<unreadable path>".into();
+        return unreadable();
     };
-    let shown = len.min(MAX_REPORTED_PATH);
-    match guest_bytes(mem.data(&*caller), ptr, shown) {
-        Some(bytes) => {
-            let mut text = String::from_utf8_lossy(bytes).into_owned();
-            if shown < len {
-                text.push('…');
-            }
-            text
-        }
-        None => "<unreadable path>".into(),
-    }
+    guest_bytes(mem.data(&*caller), ptr, len as u32 as usize).map_or_else(unreadable, GuestPath::from_bytes)
 }
 
 fn read_i32<T>(caller: &mut Caller<'_, T>, ptr: i32) -> Option<i32> {
     let mem = memory(caller)?;
     let bytes = guest_bytes(mem.data(&*caller), ptr, 4)?;
     Some(i32::from_le_bytes(bytes.try_into().ok()?))
-}
-
-fn join(dir: &str, relative: &str) -> String {
-    if relative.starts_with('/') {
-        return relative.to_owned();
-    }
-    if relative.is_empty() || relative == "." {
-        return dir.to_owned();
-    }
-    if dir.ends_with('/') { format!("{dir}{relative}") } else { format!("{dir}/{relative}") }
 }
 
 /// Whether `relative`, resolved lexically from a directory `depth` levels below its mount root, climbs above it.
@@ -305,12 +405,17 @@ fn climbs_out(depth: usize, relative: &str) -> bool {
     false
 }
 
-fn depth_below(mount: &str, dir: &str) -> usize {
-    let rest = dir.strip_prefix(mount).unwrap_or("");
-    rest.split('/').filter(|s| !s.is_empty() && *s != ".").count()
+/// How many levels below its mount's root a directory lies after opening `relative` from one `depth` levels below
+/// it (an open that would climb out of the mount fails, so the count stops at the root).
+fn depth_after(depth: usize, relative: &str) -> usize {
+    relative.split('/').fold(depth, |level, part| match part {
+        "" | "." => level,
+        ".." => level.saturating_sub(1),
+        _ => level.saturating_add(1),
+    })
 }
 
-fn record<T: HasFsAudit>(caller: &mut Caller<'_, T>, errno: i32, want: Want, fd: i32, relative: &str) {
+fn record<T: HasFsAudit>(caller: &mut Caller<'_, T>, errno: i32, want: Want, fd: i32, relative: &GuestPath) {
     let permission_error = matches!(errno, ERRNO_ACCES | ERRNO_PERM | ERRNO_ROFS | ERRNO_NOTCAPABLE);
     caller.data_mut().fs_audit().failed(fd as u32, want, relative, permission_error);
 }
@@ -319,20 +424,107 @@ fn record<T: HasFsAudit>(caller: &mut Caller<'_, T>, errno: i32, want: Want, fd:
 mod tests {
     use super::*;
 
+    fn path(text: &str) -> GuestPath {
+        GuestPath::new(text)
+    }
+
+    impl FsAudit {
+        /// Bytes of guest paths the audit holds.
+        fn held_path_bytes(&self) -> usize {
+            let dirs: usize = self.dirs.values().map(|d| d.guest_path.shown.capacity()).sum();
+            dirs + self.denials.iter().map(|d| d.target.capacity()).sum::<usize>()
+        }
+    }
+
+    fn data_mount() -> FsAudit {
+        FsAudit::new(vec![DirInfo::preopen("/data", Some(Access::ReadOnly)), DirInfo::preopen("/", None)])
+    }
+
     #[test]
     fn detects_lexical_escapes_relative_to_the_mount_root() {
         assert!(climbs_out(0, "../etc/passwd"));
         assert!(climbs_out(1, "a/../../.."));
         assert!(!climbs_out(1, ".."));
         assert!(!climbs_out(0, "a/../b"));
-        assert_eq!(depth_below("/data", "/data/x/y"), 2);
-        assert_eq!(depth_below("/", "/x"), 1);
+        assert_eq!(depth_after(0, "x/y"), 2);
+        assert_eq!(depth_after(2, "./z/../.."), 1);
     }
 
     #[test]
     fn joins_guest_paths() {
-        assert_eq!(join("/data", "a.txt"), "/data/a.txt");
-        assert_eq!(join("/", "etc/passwd"), "/etc/passwd");
-        assert_eq!(join("/data", "."), "/data");
+        assert_eq!(path("/data").join(&path("a.txt")).render(), "/data/a.txt");
+        assert_eq!(path("/").join(&path("etc/passwd")).render(), "/etc/passwd");
+        assert_eq!(path("/data").join(&path(".")).render(), "/data");
+        assert_eq!(path("/data").join(&path("/abs")).render(), "/abs");
+    }
+
+    #[test]
+    fn long_paths_are_kept_cut_and_marked_with_their_length() {
+        let long = "a".repeat(1 << 20);
+        let joined = path("/data").join(&path(&long));
+        assert_eq!(joined.shown.len(), MAX_REPORTED_PATH);
+        assert_eq!(
+            joined.render(),
+            format!("/data/{}…[cut: {} bytes in all]", &long[..MAX_REPORTED_PATH - 6], 6 + long.len())
+        );
+        // Joining below a cut directory keeps its beginning and counts the rest.
+        assert_eq!(
+            joined.join(&path("b")).render(),
+            format!("{}…[cut: {} bytes in all]", joined.shown, joined.len() + 2)
+        );
+        // A path read from guest memory: only its beginning is copied, cut on a character boundary.
+        let read = GuestPath::from_bytes(format!("{}/", "€".repeat(MAX_REPORTED_PATH)).as_bytes());
+        assert_eq!(read.shown, "€".repeat(MAX_REPORTED_PATH / 3));
+        assert!(read.render().ends_with(&format!("€…[cut: {} bytes in all]", 3 * MAX_REPORTED_PATH + 1)));
+        assert_eq!(read.join(&path("x")).len(), 3 * MAX_REPORTED_PATH + 2, "the whole path ends with a slash");
+    }
+
+    /// Opening `./.` from the last directory opened (and closing the one before, so two handle numbers take turns),
+    /// ten thousand times, keeps the audit's paths at the cap: each open is joined to its parent, so the paths would
+    /// otherwise grow by four bytes an open.
+    #[test]
+    fn a_chain_of_opens_does_not_grow_the_audit() {
+        let mut audit = data_mount();
+        let (mut from, mut to) = (3, 5);
+        for _ in 0..10_000 {
+            audit.opened(from, to, &path("./."));
+            (from, to) = (to, if to == 5 { 6 } else { 5 });
+        }
+        let deepest = &audit.dirs[&from].guest_path;
+        assert_eq!(deepest.len(), "/data".len() + 10_000 * "/./.".len());
+        assert!(audit.held_path_bytes() <= 4 * (MAX_REPORTED_PATH + 64), "{}", audit.held_path_bytes());
+        audit.failed(from, Want::Write, &path("new.txt"), true);
+        let denials = audit.into_denials();
+        assert_eq!(denials.len(), 1);
+        assert!(denials[0].target.len() <= REPORT_TEXT_BYTES, "{}", denials[0].target.len());
+        assert!(
+            denials[0].target.ends_with(&format!("[cut: {} bytes in all]", 5 + 40_000 + 8)),
+            "{}",
+            &denials[0].target[2000..]
+        );
+        assert_eq!(denials[0].reason, "mount /data is read-only (granted by allowed_read_paths)");
+    }
+
+    /// Distinct refusals of 1 MiB paths are held cut, and the audit knows at most a fixed number of directories
+    /// whatever handle numbers it is told about.
+    #[test]
+    fn long_refused_paths_and_many_handles_hold_bounded_memory() {
+        let mut audit = data_mount();
+        for i in 0..(2 * MAX_OPEN_HANDLES as u32 + 500) {
+            audit.opened(3, 10 + i, &path(&format!("{i}/{}", "d".repeat(4096))));
+        }
+        assert_eq!(audit.dirs.len(), MAX_KNOWN_DIRS);
+        for i in 0..150u8 {
+            let mut long = "x".repeat(1 << 20);
+            long.push(char::from(b'0' + i % 10));
+            long.push(char::from(b'a' + i / 10));
+            audit.failed(4, Want::Read, &path(&long), false);
+        }
+        let per_path = MAX_REPORTED_PATH + 64;
+        assert!(
+            audit.held_path_bytes() <= (MAX_KNOWN_DIRS + MAX_LISTED_FS_DENIALS) * per_path,
+            "{}",
+            audit.held_path_bytes()
+        );
     }
 }

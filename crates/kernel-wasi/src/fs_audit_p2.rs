@@ -3,9 +3,10 @@
 //! The component linker's `wasi:filesystem` path functions are replaced by thin wrappers that call wasmtime-wasi's
 //! own implementation unchanged and report refusals to the run's [`FsAudit`]. Unlike preview1, component host
 //! functions receive their arguments already lifted (the path is a `String`), so no guest rewrite is needed.
-//! `get-directories` is wrapped too, to learn which resource handle stands for which mount.
+//! `get-directories` is wrapped too, to learn which resource handle stands for which mount. Paths are kept cut at
+//! the report's bound ([`GuestPath`]), however long the guest's.
 
-use crate::fs_audit::{FsAudit, Want};
+use crate::fs_audit::{FsAudit, GuestPath, Want};
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::filesystem::WasiFilesystemView;
@@ -35,7 +36,7 @@ fn settle<T: AuditedFilesystem, R>(
     result: Result<R, FsError>,
     dir: u32,
     want: Want,
-    path: &str,
+    path: &GuestPath,
 ) -> wasmtime::Result<(Result<R, ErrorCode>,)> {
     match result {
         Ok(value) => Ok((Ok(value),)),
@@ -77,19 +78,14 @@ pub(crate) fn add_audit_wrappers<T: AuditedFilesystem>(linker: &mut Linker<T>) -
             } else {
                 Want::Read
             };
-            let result = HostDescriptor::open_at(
-                &mut store.data_mut().filesystem(),
-                fd,
-                path_flags,
-                path.clone(),
-                oflags,
-                flags,
-            );
+            let shown = GuestPath::new(&path);
+            let result =
+                HostDescriptor::open_at(&mut store.data_mut().filesystem(), fd, path_flags, path, oflags, flags);
             if let Ok(opened) = &result {
                 let handle = opened.rep();
-                store.data_mut().audit().opened(dir, handle, &path);
+                store.data_mut().audit().opened(dir, handle, &shown);
             }
-            settle(&mut store, result, dir, want, &path)
+            settle(&mut store, result, dir, want, &shown)
         },
     )?;
 
@@ -104,8 +100,8 @@ pub(crate) fn add_audit_wrappers<T: AuditedFilesystem>(linker: &mut Linker<T>) -
                 },
             )?;
         };
-        (@target $fd:ident, fd, $path:ident) => { ($fd.rep(), $path.clone()) };
-        (@target $fd:ident, $dir:ident, $path:ident) => { ($dir.rep(), $path.clone()) };
+        (@target $fd:ident, fd, $path:ident) => { ($fd.rep(), GuestPath::new(&$path)) };
+        (@target $fd:ident, $dir:ident, $path:ident) => { ($dir.rep(), GuestPath::new(&$path)) };
     }
 
     audited!("[method]descriptor.create-directory-at", create_directory_at, Want::Write, (path: String), path, fd);

@@ -4,9 +4,8 @@
 
 use crate::clock::{HasRunClock, RunClock};
 use crate::fs_audit::{self, DirInfo, FsAudit, HasFsAudit};
-use crate::sockets_audit::{NetDenials, SOCKETS_REFUSED, record};
+use crate::sockets_audit::{self, NetDenials, SOCKETS_REFUSED, record};
 use std::path::Path;
-use std::sync::PoisonError;
 use wasmagent_egress::EgressRecords;
 use wasmagent_engine::{
     CacheSource, CappedOutput, CapturedOutput, GuestLimiter, MAX_OPEN_HANDLES, ReportParts, SandboxEngine, Termination,
@@ -98,6 +97,8 @@ pub struct ModuleRun<E> {
     pub stderr: CapturedOutput,
     /// Accesses the host refused.
     pub denials: Vec<Denial>,
+    /// Refused accesses counted but not listed (past the report bound).
+    pub unlisted_denials: u64,
     /// Wall-clock time of instantiation and execution.
     pub wall_ms: f64,
     /// Fuel consumed.
@@ -145,7 +146,7 @@ impl<E> ModuleRun<E> {
             tool_calls: tools.calls,
             http_requests: egress.exchanges,
             unlisted: Unlisted {
-                denials: tools.unlisted_denials + egress.unlisted_denials,
+                denials: self.unlisted_denials + tools.unlisted_denials + egress.unlisted_denials,
                 tool_calls: tools.unlisted_calls,
                 http_requests: egress.unlisted_exchanges,
             },
@@ -199,14 +200,13 @@ impl WasiEnvironment {
             builder
                 .preopened_dir(&mount.host, &mount.guest, perms)
                 .map_err(|e| KernelError::Unavailable(format!("cannot open mount {}: {e:#}", mount.host.display())))?;
-            preopens
-                .push(DirInfo { guest_path: mount.guest.clone(), mount: Some((mount.guest.clone(), mount.access)) });
+            preopens.push(DirInfo::preopen(&mount.guest, Some(mount.access)));
         }
         if !manifest.mounts().iter().any(|m| m.guest == "/") {
             builder
                 .preopened_dir(root.path(), "/", FsPerms::ReadOnly)
                 .map_err(|e| KernelError::Unavailable(format!("cannot open the empty root: {e:#}")))?;
-            preopens.push(DirInfo { guest_path: "/".into(), mount: None });
+            preopens.push(DirInfo::preopen("/", None));
         }
 
         // Sockets stay off (the default; see crate::sockets_audit), and behind that no address is ever allowed.
@@ -248,12 +248,14 @@ impl WasiEnvironment {
             Err(error) => Termination::from_error(error, limiter, [&self.stdout, &self.stderr], manifest),
         };
         let mut denials = audit.into_denials();
-        denials.append(&mut self.net_denials.lock().unwrap_or_else(PoisonError::into_inner));
+        let (mut net_denials, unlisted_denials) = sockets_audit::take(&self.net_denials);
+        denials.append(&mut net_denials);
         Ok(ModuleRun {
             termination,
             stdout: self.stdout.take(),
             stderr: self.stderr.take(),
             denials,
+            unlisted_denials,
             wall_ms,
             fuel_consumed,
             memory_peak_bytes: limiter.memory_peak() as u64,

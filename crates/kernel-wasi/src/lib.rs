@@ -15,6 +15,7 @@
 
 mod clock;
 pub mod component_host;
+mod deadline;
 mod fs_audit;
 mod fs_audit_p2;
 pub mod host;

@@ -3,7 +3,10 @@
 //!
 //! Actions: `hello`, `env`, `args`, `stdin`, `cat:PATH`, `write:PATH:TEXT`, `mkdir:PATH`, `rm:PATH`, `ls:PATH`,
 //! `print:N` (N bytes of `x` to stdout), `eprint:N`, `exit:N`, `trap`, `loop`, `alloc:MIB`, `bomb`, `recurse`,
-//! `get:URL` (an HTTP GET through `wasi:http`; components only), `post:N:URL` (a POST of N bytes).
+//! `get:URL` (an HTTP GET through `wasi:http`; components only), `post:N:URL` (a POST of N bytes),
+//! `http-stall:URL` (writes a POST body before handing the request over), `http-unfinished:URL` (hands the request
+//! over, writes part of its body and waits for the response without finishing it), `http-dropped-body:URL` (drops
+//! the body unfinished, then waits for the response).
 //! As a micro-tool (JSON in on stdin, JSON out on stdout): `json-echo` prints `{"echo":STDIN,"bytes":N}`;
 //! `json-cat:PATH` prints the file's text as a JSON string, or exits 1 with the error on stderr.
 
@@ -116,6 +119,10 @@ fn main() {
                     Err(e) => println!("ERR post {e}"),
                 }
             }
+            "http-stall" | "http-unfinished" | "http-dropped-body" => match http_misuse(verb, rest) {
+                Ok(outcome) => println!("OK {verb} {outcome}"),
+                Err(e) => println!("ERR {verb} {e}"),
+            },
             "get" => match http("GET", rest, Vec::new()) {
                 Ok((status, body)) => println!("OK get {status} {body}"),
                 Err(e) => println!("ERR get {e}"),
@@ -174,6 +181,47 @@ fn http(method: &str, url: &str, body: Vec<u8>) -> Result<(u16, String), String>
         }
     }
     Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// Uses an outgoing request's body the way `verb` says (see the module documentation); returns how the response
+/// ended, if it ever does.
+#[cfg(all(target_os = "wasi", target_env = "p2"))]
+fn http_misuse(verb: &str, url: &str) -> Result<String, String> {
+    use wasi::http::types::{Fields, Method, OutgoingRequest, Scheme};
+    let (authority, path) = url.trim_start_matches("http://").split_once('/').unwrap_or((url, ""));
+    let request = OutgoingRequest::new(Fields::new());
+    request.set_method(&Method::Post).map_err(|()| "method")?;
+    request.set_scheme(Some(&Scheme::Http)).map_err(|()| "scheme")?;
+    request.set_authority(Some(authority)).map_err(|()| "authority")?;
+    request.set_path_with_query(Some(&format!("/{path}"))).map_err(|()| "path")?;
+    let body = request.body().map_err(|()| "request body")?;
+    if verb == "http-stall" {
+        let stream = body.write().map_err(|()| "request stream")?;
+        for _ in 0..64 {
+            stream.blocking_write_and_flush(&[b'x'; 4096]).map_err(|e| format!("{e:?}"))?;
+        }
+        return Ok("wrote 64 chunks before handing the request over".into());
+    }
+    let future = wasi::http::outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+    {
+        let stream = body.write().map_err(|()| "request stream")?;
+        stream.blocking_write_and_flush(&[b'x'; 16]).map_err(|e| format!("{e:?}"))?;
+    }
+    if verb == "http-dropped-body" {
+        drop(body);
+    }
+    future.subscribe().block();
+    match future.get() {
+        Some(Ok(Ok(response))) => Ok(format!("status {}", response.status())),
+        Some(Ok(Err(e))) => Err(format!("{e:?}")),
+        Some(Err(())) => Err("response taken twice".into()),
+        None => Err("no response".into()),
+    }
+}
+
+#[cfg(not(all(target_os = "wasi", target_env = "p2")))]
+fn http_misuse(_verb: &str, _url: &str) -> Result<String, String> {
+    Err("modules have no network".into())
 }
 
 #[cfg(not(all(target_os = "wasi", target_env = "p2")))]

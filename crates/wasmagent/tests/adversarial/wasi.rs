@@ -389,3 +389,118 @@ fn sleeping_in_poll_oneoff_ends_at_cpu_ms() {
     assert_eq!(report.outcome, Outcome::Ok, "{report:?}");
     assert!(report.usage.wall_ms >= 3000.0, "a sleep within cpu_ms sleeps: {} ms", report.usage.wall_ms);
 }
+
+/// Runs the probe component with `args` under `toml` on another thread, and returns its report with how long it
+/// took; fails (instead of hanging the suite) when the run has not returned within `cpu_ms` + 5 s.
+fn run_component_guarded(toml: &str, cpu_ms: u64, args: Vec<String>) -> (RunReport, std::time::Duration) {
+    let request = RunRequest::wasm("probe.wasm", wasmagent_test_guests::read(PROBE_COMPONENT)).with_args(args);
+    let manifest = manifest(toml);
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let started = std::time::Instant::now();
+    std::thread::spawn(move || {
+        let _ = sender.send(sandbox().run(&manifest, &request));
+    });
+    let limit = std::time::Duration::from_millis(cpu_ms + 5000);
+    let report = receiver
+        .recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("the run still holds its thread {limit:?} after it started (cpu_ms = {cpu_ms})"));
+    (report.unwrap(), started.elapsed())
+}
+
+/// A component can block in the host on a wait that never ends on its own: writing a request body before handing
+/// the request over (nothing reads it yet), or waiting for the response to a request whose body it never finishes.
+/// `wasi:http` is linked for every component, so this needs no grant. Each wait ends at `cpu_ms` as `timeout`, and
+/// the host thread is free again. With no host allowed, the body is not waited for at all: the request is refused.
+///
+/// Enforces: wasi.cpu_ms
+#[test]
+fn a_component_blocked_on_an_http_body_or_response_ends_at_cpu_ms() {
+    // The requests never leave the host: the body is never finished, so nothing is sent.
+    let toml = "cpu_ms = 500\nallowed_hosts = [\"127.0.0.1:9\"]";
+    for action in ["http-stall", "http-unfinished"] {
+        let (report, elapsed) = run_component_guarded(toml, 500, vec![format!("{action}:127.0.0.1:9/x")]);
+        assert_eq!(report.outcome, Outcome::Timeout, "{action}: {report:?}");
+        assert_eq!(report.error.as_ref().unwrap().kind, ErrorKind::Timeout, "{action}: {report:?}");
+        assert!(message(&report).contains("cpu_ms"), "{action}: {report:?}");
+        assert!(elapsed.as_millis() < 1500, "{action}: the run took {elapsed:?} with cpu_ms = 500");
+        assert!(report.http_requests.is_empty(), "{action}: nothing was sent: {report:?}");
+    }
+
+    // The body is dropped unread: the guest's write to it fails, or (when it wrote first) the response is a refusal.
+    let (report, elapsed) = run_component_guarded("cpu_ms = 5000", 5000, vec!["http-unfinished:127.0.0.1:9/x".into()]);
+    assert_eq!(report.outcome, Outcome::Ok, "{report:?}");
+    let refused = ["ERR http-unfinished StreamError::Closed\n", "ERR http-unfinished ErrorCode::HttpRequestDenied\n"];
+    assert!(refused.contains(&report.stdout.as_str()), "{report:?}");
+    assert!(elapsed.as_millis() < 2500, "refused without waiting for the body: {elapsed:?}");
+    let denial = report.denials.iter().find(|d| d.capability == "net.http").expect("a denial");
+    assert!(denial.reason.contains("allowed_hosts is empty"), "{denial:?}");
+    still_serves(Language::Wasm);
+}
+
+/// A request body the guest drops unfinished is an error of that request, not a body "over the cap" (which the host
+/// once made up by allocating `max_http_request_bytes` + 1 bytes); nothing is sent and nothing is refused.
+#[test]
+fn a_request_body_dropped_unfinished_fails_that_request_only() {
+    let toml = "allowed_hosts = [\"127.0.0.1:9\"]";
+    let (report, _) = run_component_guarded(toml, 5000, vec!["http-dropped-body:127.0.0.1:9/x".into()]);
+    assert_eq!(report.outcome, Outcome::Ok, "{report:?}");
+    assert_eq!(report.stdout, "ERR http-dropped-body ErrorCode::HttpProtocolError\n", "{report:?}");
+    assert!(report.denials.is_empty(), "{report:?}");
+    assert!(report.http_requests.is_empty(), "{report:?}");
+}
+
+/// Asserts that the report's first filesystem denial names a path of `whole_len` bytes, cut within the report's
+/// text bound and marked with that length.
+fn assert_target_cut(report: &RunReport, whole_len: usize) {
+    let denial = report.denials.iter().find(|d| d.capability.starts_with("fs.")).expect("a filesystem denial");
+    assert!(denial.target.len() <= wasmagent::bounds::REPORT_TEXT_BYTES, "{} bytes", denial.target.len());
+    let end = &denial.target[denial.target.len().saturating_sub(60)..];
+    assert!(end.ends_with(&format!("…[cut: {whole_len} bytes in all]")), "{end}");
+}
+
+/// A preview1 module opens `./.` from the directory it opened last, ten thousand times (closing the previous one),
+/// then tries to create a file in the read-only mount from there: the refusal names the path cut at the report's
+/// bound with its whole length, and the audit held no more than that along the way.
+#[test]
+fn a_chain_of_ten_thousand_directory_opens_is_reported_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!("allowed_read_paths = [\"{}:/data\"]", dir.path().display());
+    let module = wasm(&format!(
+        r#"(module
+          (import "wasi_snapshot_preview1" "fd_close" (func $fd_close (param i32) (result i32)))
+          {PRELUDE}
+          (data (i32.const 1024) "./.")
+          (data (i32.const 1040) "new")
+          (func (export "_start")
+            (local $fd i32) (local $i i32) (local $errno i32)
+            (local.set $fd (i32.const 3))
+            (loop $chain
+              (local.set $errno (call $path_open (local.get $fd) (i32.const 0) (i32.const 1024) (i32.const 3)
+                (i32.const 2) (i64.const 0) (i64.const 0) (i32.const 0) (i32.const 16)))
+              (if (local.get $errno) (then (call $print (local.get $errno)) (return)))
+              (if (i32.ne (local.get $fd) (i32.const 3)) (then (drop (call $fd_close (local.get $fd)))))
+              (local.set $fd (i32.load (i32.const 16)))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br_if $chain (i32.lt_u (local.get $i) (i32.const 10000))))
+            (call $print (local.get $i))
+            (drop (call $path_open (local.get $fd) (i32.const 0) (i32.const 1040) (i32.const 3)
+              (i32.const 1) (i64.const 0) (i64.const 0) (i32.const 0) (i32.const 16)))))"#
+    ));
+    let report = run_wasm(&toml, module);
+    assert_eq!((report.outcome, report.stdout.as_str()), (Outcome::Ok, "10000\n"), "{report:?}");
+    assert_target_cut(&report, "/data".len() + 10_000 * "/./.".len() + "/new".len());
+    still_serves(Language::Wasm);
+}
+
+/// A component asks for files by 1 MiB paths outside every mount: each refusal names the path cut at the report's
+/// bound with its whole length.
+#[test]
+fn megabyte_paths_from_a_component_are_reported_cut() {
+    let long = "a".repeat(1 << 20);
+    let args = (0..3).map(|i| format!("cat:/{i}{long}")).collect();
+    // The probe prints each path it could not read.
+    let (report, _) = run_component_guarded("max_output_bytes = \"8MiB\"", 5000, args);
+    assert_eq!(report.outcome, Outcome::Ok, "{}", message(&report));
+    assert_eq!(report.denials.len(), 3, "{:?}", report.denials.iter().map(|d| d.target.len()).collect::<Vec<_>>());
+    assert_target_cut(&report, 2 + long.len());
+}
