@@ -490,3 +490,47 @@ fn results_that_fight_serialization_end_with_a_clear_outcome() {
     }
     still_serves(Language::Js);
 }
+
+/// A sandbox offering `slow`, a tool that takes 10 s to answer (as an upstream server may, up to its own timeout),
+/// shared by the JavaScript and Python cases.
+pub(crate) fn slow_tool_sandbox() -> &'static wasmagent::Sandbox {
+    static SANDBOX: std::sync::OnceLock<wasmagent::Sandbox> = std::sync::OnceLock::new();
+    SANDBOX.get_or_init(|| {
+        let mut tools = wasmagent::ToolRegistry::new();
+        let slow = wasmagent::Tool::new("slow", "Answers after 10 s.", json!({"type": "object"}), |_| {
+            std::thread::sleep(std::time::Duration::from_secs(10));
+            Ok(json!("late"))
+        });
+        tools.register(slow).unwrap();
+        wasmagent::Sandbox::builder().pool_slots(2).tools(tools).build().unwrap()
+    })
+}
+
+/// Runs `code` in `language` on [`slow_tool_sandbox`] with `cpu_ms = 500` and `slow` granted; returns the report and
+/// the wall-clock time the run took.
+pub(crate) fn run_calling_the_slow_tool(language: Language, code: &str) -> (RunReport, std::time::Duration) {
+    let sandbox = slow_tool_sandbox();
+    let raw = wasmagent::CapabilityManifest::from_toml_str("cpu_ms = 500\nextra_capabilities = [\"tool:slow\"]");
+    let manifest = sandbox.resolve(&raw.unwrap(), std::path::Path::new("/")).unwrap();
+    // Compiled first: compilation is bounded by max_compile_ms, not cpu_ms, and is not what is timed here.
+    let warm = sandbox.run(&manifest, &wasmagent::RunRequest::source("warm", language, "1")).unwrap();
+    assert_eq!(warm.outcome, Outcome::Ok, "{warm:?}");
+    let started = std::time::Instant::now();
+    let report = sandbox.run(&manifest, &wasmagent::RunRequest::source("attack", language, code)).unwrap();
+    (report, started.elapsed())
+}
+
+/// A host tool that answers after minutes holds the run only until its deadline: the call is abandoned at `cpu_ms`
+/// and the run ends as timed out, not when the tool answers.
+///
+/// Enforces: js.cpu_ms
+#[test]
+fn a_tool_call_past_cpu_ms_ends_the_run_at_cpu_ms() {
+    let (report, elapsed) = run_calling_the_slow_tool(Language::Js, "tools.slow({})");
+    assert_eq!(report.outcome, Outcome::Timeout, "{report:?}");
+    assert!(elapsed < std::time::Duration::from_millis(2000), "the run took {elapsed:?} with cpu_ms = 500");
+    let call = &report.tool_calls[0];
+    assert_eq!(call.outcome, "error", "{report:?}");
+    assert!(call.error.as_deref().unwrap_or_default().contains("deadline (cpu_ms) passed"), "{report:?}");
+    still_serves(Language::Js);
+}

@@ -273,3 +273,82 @@ fn sleeping_past_cpu_ms_ends_at_cpu_ms() {
     assert_eq!(report.outcome, Outcome::Timeout, "{report:?}");
     assert!(report.usage.wall_ms < 1000.0, "the run took {} ms", report.usage.wall_ms);
 }
+
+/// Tool calls with 2 MiB names and no tool granted: each is refused with its size, read without copying the name
+/// out of guest memory, and the report stays small (it held every name whole before).
+///
+/// Enforces: python.report_bounds
+#[test]
+fn tool_calls_with_huge_names_leave_the_report_small() {
+    let report = py(
+        &manifest(""),
+        r#"
+from wasmagent import tools, ToolError
+name = "n" * (2 << 20)
+refused = []
+for i in range(100):
+    try:
+        tools.call(name, {})
+    except ToolError as error:
+        refused.append(str(error))
+[len(refused), refused[0]]
+"#,
+    );
+    assert_eq!(report.outcome, Outcome::Ok, "{}", message(&report));
+    assert_eq!(report.value[0], json!(100));
+    let refused = report.value[1].as_str().unwrap();
+    assert_eq!(refused, "the tool name is 2097152 bytes; the largest accepted is 256");
+    let size = serde_json::to_vec(&report).unwrap().len();
+    assert!(size < 2 << 20, "the report is {size} bytes");
+    assert_eq!(report.usage.host_calls, 100);
+    for call in &report.tool_calls {
+        assert!(call.name.len() <= 300, "a {}-byte tool name was recorded", call.name.len());
+    }
+    for denial in &report.denials {
+        assert!(denial.target.len() <= 300, "a {}-byte denial target was recorded", denial.target.len());
+    }
+    still_serves(Language::Python);
+}
+
+/// A result over `max_output_bytes` is refused by its size before the host parses it: here one nested deeper than
+/// the host's JSON parser accepts, which parsing first turned into an internal error.
+///
+/// Enforces: python.max_output_bytes
+#[test]
+fn a_huge_result_is_refused_at_max_output_bytes_before_it_is_parsed() {
+    let report = py(&manifest("max_output_bytes = 100000"), "v = 'x' * 200000\nfor _ in range(200):\n    v = [v]\nv");
+    assert_eq!(report.outcome, Outcome::OutputLimit, "{}", message(&report));
+    assert_eq!(report.error.as_ref().unwrap().kind, ErrorKind::OutputLimit);
+    assert!(message(&report).contains("200402 bytes of JSON, more than max_output_bytes (100000)"), "{report:?}");
+    assert_eq!(report.value, json!(null));
+    still_serves(Language::Python);
+}
+
+/// An exception whose message is 10 MiB ends the run with the message cut, its length given.
+///
+/// Enforces: python.report_bounds
+#[test]
+fn a_ten_mebibyte_exception_message_is_cut() {
+    let report = py(&manifest(""), "raise ValueError('x' * (10 << 20))");
+    assert_eq!(report.outcome, Outcome::Error, "{report:?}");
+    let kept = message(&report);
+    assert!(kept.len() <= wasmagent::bounds::REPORT_ERROR_BYTES + 64, "a {}-byte message", kept.len());
+    assert!(kept.starts_with("Traceback") || kept.contains("ValueError"), "{}", &kept[..200]);
+    assert!(kept.ends_with("bytes in all]"), "{}", &kept[kept.len() - 64..]);
+    still_serves(Language::Python);
+}
+
+/// A host tool that answers after minutes holds the run only until its deadline (see the JavaScript case).
+///
+/// Enforces: python.cpu_ms
+#[test]
+fn a_tool_call_past_cpu_ms_ends_the_run_at_cpu_ms() {
+    let code = "from wasmagent import tools\ntools.slow()";
+    let (report, elapsed) = crate::js::run_calling_the_slow_tool(Language::Python, code);
+    assert_eq!(report.outcome, Outcome::Timeout, "{report:?}");
+    assert!(elapsed < std::time::Duration::from_millis(2000), "the run took {elapsed:?} with cpu_ms = 500");
+    let call = &report.tool_calls[0];
+    assert_eq!(call.outcome, "error", "{report:?}");
+    assert!(call.error.as_deref().unwrap_or_default().contains("deadline (cpu_ms) passed"), "{report:?}");
+    still_serves(Language::Python);
+}
