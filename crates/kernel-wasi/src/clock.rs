@@ -5,11 +5,12 @@
 //! (`poll_oneoff` in preview1, `wasi:io/poll` in preview2: `time.sleep`, `nanosleep`) would otherwise sleep past it
 //! for as long as it asked. Preview1 sleeps go through a guard ([`crate::instrument`] calls
 //! [`guard_poll_oneoff`] before the real `poll_oneoff`) that ends the run at the deadline instead; preview2 clock
-//! subscriptions are cut off at the deadline ([`add_clock_wrappers`]), after which the guest's next instruction
-//! meets the expired epoch deadline. Either way the run ends as `timeout`, close to `cpu_ms`. Waits on anything
-//! else a component can block on (HTTP responses and bodies, streams) end at the same deadline
-//! ([`crate::deadline`]).
+//! subscriptions are cut off just past the deadline ([`add_clock_wrappers`]), and the wait on them ends at the
+//! deadline itself, like every wait a component can block in ([`crate::deadline`]). Either way the run ends as
+//! `timeout`, at `cpu_ms`: a sleep cut off exactly at the deadline would instead return to the guest, which could
+//! finish before its epoch deadline fired.
 
+use crate::deadline::BACKGROUND_GRACE;
 use std::time::{Duration, Instant, SystemTime};
 use wasmtime::component::{Linker, Resource};
 use wasmtime::{StoreContextMut, Trap};
@@ -137,18 +138,20 @@ pub(crate) trait ComponentClock: HasRunClock + 'static {
 }
 
 /// Replaces `subscribe-duration` and `subscribe-instant` of `wasi:clocks/monotonic-clock` with wrappers that call
-/// wasmtime-wasi's own implementation with the wait cut off at the run's deadline.
+/// wasmtime-wasi's own implementation with the wait cut off [`BACKGROUND_GRACE`] past the run's deadline (the wait
+/// on it ends the run at the deadline).
 pub(crate) fn add_clock_wrappers<T: ComponentClock>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     let mut clocks = linker.instance(MONOTONIC_CLOCK)?;
     clocks.func_wrap("subscribe-duration", |mut store: StoreContextMut<'_, T>, (nanos,): (u64,)| {
-        let remaining = store.data().run_clock().remaining();
-        let capped = Duration::from_nanos(nanos).min(remaining);
+        let limit = store.data().run_clock().remaining() + BACKGROUND_GRACE;
+        let capped = Duration::from_nanos(nanos).min(limit);
         subscribe(&mut store, capped)
     })?;
     clocks.func_wrap("subscribe-instant", |mut store: StoreContextMut<'_, T>, (when,): (u64,)| {
         let clock = store.data().run_clock();
-        let capped = Duration::from_nanos(when.saturating_sub(clock.guest_now())).min(clock.remaining());
+        let limit = clock.remaining() + BACKGROUND_GRACE;
+        let capped = Duration::from_nanos(when.saturating_sub(clock.guest_now())).min(limit);
         subscribe(&mut store, capped)
     })?;
     Ok(())

@@ -10,8 +10,8 @@
 //! [`add_deadline_wrappers`] replaces those functions with wrappers that run wasmtime-wasi's own (asynchronous)
 //! implementation with a timeout at the run's deadline. A wait that is still pending then ends the run as `timeout`
 //! (the same [`Trap::Interrupt`] an expired epoch deadline raises), so no component run outlasts `cpu_ms` by more
-//! than the time it takes to unwind. Clock subscriptions are also cut off at the deadline ([`crate::clock`]), so a
-//! plain sleep past `cpu_ms` ends the same way.
+//! than the time it takes to unwind. Clock subscriptions are cut off just past the deadline ([`crate::clock`]), so
+//! a sleep past `cpu_ms` ends the same way.
 
 use crate::clock::HasRunClock;
 use std::future::Future;
@@ -25,8 +25,9 @@ use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable, StreamResu
 use wasmtime_wasi::runtime::in_tokio;
 
 /// How long after its run's deadline host work the guest started may still go on in the background (a request
-/// body being read for the egress path). Waits the guest itself is blocked in end at the deadline; this grace makes
-/// sure they are what ends the run, as `timeout`, rather than a background failure the guest could still handle.
+/// body being read for the egress path, a clock subscription). Waits the guest itself is blocked in end at the
+/// deadline; this grace makes sure they are what ends the run, as `timeout`, rather than a background failure or a
+/// sleep cut short that the guest could still act on.
 pub(crate) const BACKGROUND_GRACE: Duration = Duration::from_millis(250);
 
 /// The `wasi:io` version wasmtime-wasi 48 implements; older 0.2 imports are linked to it by semver.
