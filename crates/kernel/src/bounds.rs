@@ -8,8 +8,11 @@
 use crate::report::{RunReport, Unlisted};
 pub use wasmagent_manifest::defaults::{REPORT_ERROR_BYTES, REPORT_LISTED_RECORDS, REPORT_TEXT_BYTES};
 
+/// Most bytes the cut marker (`…[cut: N bytes in all]`) adds.
+pub const CUT_MARKER_BYTES: usize = 48;
+
 /// `text`, cut to at most `max` bytes (on a character boundary) and marked with its original length when it was
-/// longer. The marker itself is at most 40 bytes more.
+/// longer. The result is at most `max` + [`CUT_MARKER_BYTES`] bytes.
 pub fn cut(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();
@@ -21,9 +24,10 @@ pub fn cut(text: &str, max: usize) -> String {
     format!("{}…[cut: {} bytes in all]", &text[..end], text.len())
 }
 
-/// [`cut`] in place.
+/// [`cut`] in place, for text over `max` + [`CUT_MARKER_BYTES`] bytes: text already cut at `max` (or barely over
+/// it) is left as it is, so cutting twice never hides the original length.
 pub fn cut_in_place(text: &mut String, max: usize) {
-    if text.len() > max {
+    if text.len() > max.saturating_add(CUT_MARKER_BYTES) {
         *text = cut(text, max);
     }
 }
@@ -95,12 +99,20 @@ impl<T> RecordList<T> {
 impl RunReport {
     /// Applies the report bounds: at most [`REPORT_LISTED_RECORDS`] entries per record list (the rest counted in
     /// `unlisted`), record text cut at [`REPORT_TEXT_BYTES`] and `error.message` at [`REPORT_ERROR_BYTES`].
-    /// `stdout`, `stderr` and `value` are bounded by the kernels at `max_output_bytes`.
+    /// `stdout`, `stderr` and `value` are bounded by the kernels at `max_output_bytes`, artifact contents at
+    /// `max_artifact_bytes`.
     pub fn enforce_bounds(&mut self) {
-        let Unlisted { denials, tool_calls, http_requests } = &mut self.unlisted;
+        let Unlisted { denials, tool_calls, http_requests, artifacts } = &mut self.unlisted;
         *denials += truncate(&mut self.denials);
         *tool_calls += truncate(&mut self.tool_calls);
         *http_requests += truncate(&mut self.http_requests);
+        *artifacts += truncate(&mut self.artifacts);
+        for artifact in &mut self.artifacts {
+            cut_in_place(&mut artifact.mime, REPORT_TEXT_BYTES);
+            if let Some(title) = &mut artifact.title {
+                cut_in_place(title, REPORT_TEXT_BYTES);
+            }
+        }
         for denial in &mut self.denials {
             cut_in_place(&mut denial.capability, REPORT_TEXT_BYTES);
             cut_in_place(&mut denial.target, REPORT_TEXT_BYTES);
@@ -145,6 +157,11 @@ mod tests {
         let text = cut(&long, 5);
         assert_eq!(text, "éé…[cut: 20 bytes in all]");
         assert_eq!(cut_bytes(&[b'a'; 8], 4), "aaaa…[cut: 8 bytes in all]");
+        let mut once = cut(&"x".repeat(1 << 20), 100);
+        let expected = once.clone();
+        cut_in_place(&mut once, 100);
+        assert_eq!(once, expected, "a text cut once keeps its marker and original length");
+        assert!(cut(&"x".repeat(usize::MAX >> 40), 0).len() <= CUT_MARKER_BYTES);
     }
 
     #[test]
