@@ -318,6 +318,10 @@ pub(crate) struct RunArgs {
     #[arg(long = "max-host-calls", value_name = "N")]
     pub(crate) max_host_calls: Option<u64>,
 
+    /// Artifacts (`display.*` output of scripts) per run, all together, in bytes or with a unit.
+    #[arg(long = "max-artifact-bytes", value_name = "BYTES")]
+    pub(crate) max_artifact_bytes: Option<ByteSize>,
+
     /// Trust module signatures by this public key (file or `ed25519:<hex>`). Repeatable.
     #[arg(long = "trusted-key", value_name = "KEY")]
     pub(crate) trusted_keys: Vec<String>,
@@ -350,6 +354,11 @@ pub(crate) struct RunArgs {
     /// Print the run report as one JSON object on stdout instead of forwarding the guest's output.
     #[arg(long)]
     pub(crate) json: bool,
+
+    /// Write each artifact the run displayed to a new file in this directory (created if missing), named from its
+    /// position and kind: `001-html.html`, `002-table.json`, `003-image.png`. Existing files are never replaced.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) artifacts: Option<PathBuf>,
 
     /// Arguments passed to the guest after its name.
     #[arg(last = true, value_name = "GUEST_ARGS")]

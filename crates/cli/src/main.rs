@@ -8,6 +8,7 @@
 
 mod agent_cmd;
 mod args;
+mod artifacts;
 mod manifest_cmd;
 mod mcp_cmd;
 mod run_cmd;

@@ -66,6 +66,12 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
         forward_output(&report)?;
         print_summary(&report);
     }
+    if let Some(dir) = &args.artifacts {
+        let written = crate::artifacts::write_all(dir, &report.artifacts)?;
+        if !args.json {
+            eprintln!("wasmagent: wrote {written} artifact{} to {}", if written == 1 { "" } else { "s" }, dir.display());
+        }
+    }
     if let Some(error) = record_error {
         bail!("the run finished but its audit record could not be written: {error}");
     }
@@ -91,6 +97,7 @@ fn build_manifest(args: &RunArgs) -> anyhow::Result<CapabilityManifest> {
         max_http_request_bytes: None,
         max_http_response_bytes: None,
         http_timeout_ms: None,
+        max_artifact_bytes: args.max_artifact_bytes,
         extra_capabilities: Vec::new(),
         trusted_keys: args
             .trusted_keys

@@ -57,6 +57,7 @@ impl ReportParts<'_> {
             denials,
             tool_calls: self.tool_calls,
             http_requests: self.http_requests,
+            artifacts: Vec::new(),
             unlisted: self.unlisted,
             usage: Usage {
                 wall_ms: (self.wall_ms * 1000.0).round() / 1000.0,

@@ -3,12 +3,14 @@
 //! Every pointer and length comes from the guest and is checked against its memory before use; a bad one gets an
 //! error, never a panic. Tool calls are checked against the grants, the size caps and `max_host_calls` on the host,
 //! whatever the guest-side `tools` object looks like ([`wasmagent_tools::ToolSession`]); `fetch` requests go to the
-//! run's [`EgressSession`]. Responses use a two-step protocol (`tool_call` or `http_request` returns the length,
+//! run's [`EgressSession`]; `display` artifacts to the run's [`ArtifactSession`] (sized before they are copied).
+//! Responses use a two-step protocol (`tool_call` or `http_request` returns the length,
 //! `tool_response` copies the bytes), so the host never calls back into the guest from an import.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmagent_egress::{EgressRecords, EgressSession, HttpRequest, HttpResponse};
+use wasmagent_kernel_wasi::artifacts::{ArtifactSession, Displayed};
 use wasmagent_kernel_wasi::host::{ModuleState, guest_bytes};
 use wasmagent_manifest::EffectiveManifest;
 use wasmagent_tools::{MAX_TOOL_ARGS_BYTES, MAX_TOOL_NAME_BYTES, ToolRecords, ToolRegistry, ToolSession};
@@ -18,6 +20,7 @@ use wasmtime::{Caller, Extern, Linker};
 pub(crate) struct Bridge {
     tools: ToolSession,
     egress: EgressSession,
+    artifacts: ArtifactSession,
     result_cap: usize,
     pending: Option<Vec<u8>>,
     result: Option<Result<Vec<u8>, usize>>,
@@ -30,6 +33,7 @@ impl Bridge {
         Bridge {
             tools: ToolSession::new(tools, manifest, deadline),
             egress,
+            artifacts: ArtifactSession::new(manifest),
             result_cap: usize::try_from(manifest.max_output_bytes()).unwrap_or(usize::MAX),
             pending: None,
             result: None,
@@ -41,9 +45,9 @@ impl Bridge {
         self.result.as_ref().map(|r| r.as_ref().map(Vec::as_slice).map_err(|len| *len))
     }
 
-    /// Tool calls, host-call count and denials, and HTTP requests, for the report.
-    pub(crate) fn into_records(self) -> (ToolRecords, EgressRecords) {
-        (self.tools.into_records(), self.egress.take_records())
+    /// Tool calls, host-call count and denials, HTTP requests, and artifacts, for the report.
+    pub(crate) fn into_records(self) -> (ToolRecords, EgressRecords, ArtifactSession) {
+        (self.tools.into_records(), self.egress.take_records(), self.artifacts)
     }
 }
 
@@ -124,6 +128,19 @@ fn fetch(
     Ok(out)
 }
 
+/// Largest `display` description (kind, type, title as JSON) accepted from the guest.
+const MAX_ARTIFACT_META_BYTES: usize = 64 * 1024;
+
+/// The description the guest's `display.*` functions send with the content.
+#[derive(serde::Deserialize)]
+struct ArtifactMeta {
+    kind: String,
+    #[serde(default)]
+    mime: String,
+    #[serde(default)]
+    title: Option<String>,
+}
+
 /// Adds the `wasmagent` imports.
 pub(crate) fn add_to_linker(linker: &mut Linker<ModuleState<Bridge>>) -> wasmtime::Result<()> {
     linker.func_wrap("wasmagent", "result", |mut caller: Caller<'_, ModuleState<Bridge>>, ptr: i32, len: i32| {
@@ -161,6 +178,33 @@ pub(crate) fn add_to_linker(linker: &mut Linker<ModuleState<Bridge>>) -> wasmtim
             let (len, response) = pending_response(fetch(&caller.data().ext.egress, meta, body));
             caller.data_mut().ext.pending = Some(response);
             len
+        },
+    )?;
+    linker.func_wrap(
+        "wasmagent",
+        "artifact",
+        |mut caller: Caller<'_, ModuleState<Bridge>>, meta_ptr: i32, meta_len: i32, body_ptr: i32, body_len: i32| {
+            // 0: added; 1: refused by a limit (a denial says why); negative: minus the length of the error
+            // message, collected with `tool_response`.
+            let outcome = (|| {
+                let meta = read_guest(&mut caller, meta_ptr, meta_len, MAX_ARTIFACT_META_BYTES, "display request")?;
+                let meta: ArtifactMeta =
+                    serde_json::from_slice(&meta).map_err(|e| format!("malformed display request: {e}"))?;
+                let memory = memory(&mut caller).ok_or(NO_MEMORY)?;
+                let (data, bridge) = memory.data_and_store_mut(&mut caller);
+                let len = body_len as u32 as usize;
+                let content = || copy_from_guest(data, body_ptr, body_len, usize::MAX, "display content");
+                bridge.ext.artifacts.display(&meta.kind, &meta.mime, meta.title.as_deref(), len, content)
+            })();
+            match outcome {
+                Ok(Displayed::Added) => 0,
+                Ok(Displayed::Refused) => 1,
+                Err(message) => {
+                    let (len, response) = pending_response(Err(message));
+                    caller.data_mut().ext.pending = Some(response);
+                    len
+                }
+            }
         },
     )?;
     linker.func_wrap(

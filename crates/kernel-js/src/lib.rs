@@ -2,7 +2,7 @@
 //! `guests/dist/js.wasm`), one fresh instance of the snapshot per run.
 //!
 //! It owns the JavaScript run semantics (the value of the last expression, awaited when it is a promise, as JSON;
-//! exceptions with their stack; `console`, `env`, `fs`, `tools`) and the host side of the guest's bridge
+//! exceptions with their stack; `console`, `env`, `fs`, `tools`, `fetch`, `display`) and the host side of the guest's bridge
 //! (`wasmagent.result`, `wasmagent.tool_call`, `wasmagent.tool_response`), which checks every pointer and length,
 //! every grant, every size cap and `max_host_calls`. Files, environment, output capture, time, fuel and memory are
 //! the wasi kernel's: the engine module runs through [`wasmagent_kernel_wasi::host`], so a script is held to the
@@ -142,14 +142,21 @@ impl Kernel for JsKernel {
             memory.write(&mut *store, ptr as usize, input.as_bytes())?;
             start.call(&mut *store, (ptr, len))
         })?;
-        Ok(run.into_report(KERNEL_NAME, cache, manifest, request.code_digest().to_owned(), |termination, bridge| {
-            let (termination, value) = match termination.outcome {
-                Outcome::Ok => outcome_of(bridge.result(), manifest),
-                _ => (script::explain_stack_overflow(termination, STACK_OVERFLOW), serde_json::Value::Null),
-            };
-            let (tools, egress) = bridge.into_records();
-            Verdict { termination, value, tools, egress }
-        }))
+        let mut artifacts = None;
+        let mut report =
+            run.into_report(KERNEL_NAME, cache, manifest, request.code_digest().to_owned(), |termination, bridge| {
+                let (termination, value) = match termination.outcome {
+                    Outcome::Ok => outcome_of(bridge.result(), manifest),
+                    _ => (script::explain_stack_overflow(termination, STACK_OVERFLOW), serde_json::Value::Null),
+                };
+                let (tools, egress, displayed) = bridge.into_records();
+                artifacts = Some(displayed);
+                Verdict { termination, value, tools, egress }
+            });
+        if let Some(artifacts) = artifacts {
+            artifacts.finish(&mut report);
+        }
+        Ok(report)
     }
 }
 

@@ -2,20 +2,23 @@
 //!
 //! The component model lifts the guest's strings and records before they reach the host, so there are no pointers
 //! to check here: tool calls go straight to the run's [`ToolSession`] (grants, size caps, `max_host_calls`) and
-//! HTTP requests to the run's [`EgressSession`] (allow-list, floor, caps, secrets). The guest receives
-//! `err(message)` for a refused or failed call and raises `ToolError` or `HTTPRequestError`.
+//! HTTP requests to the run's [`EgressSession`] (allow-list, floor, caps, secrets), `display` artifacts to the run's
+//! [`ArtifactSession`]. The guest receives `err(message)` for a refused or failed call and raises `ToolError` or
+//! `HTTPRequestError`.
 //!
 //! A tool call's name and arguments are read lazily ([`WasmStr`]): their size is checked against the caps before
-//! they are copied out of guest memory, as the JavaScript kernel does.
+//! they are copied out of guest memory, as the JavaScript kernel does; so is an artifact's content
+//! ([`WasmList`]), against `max_artifact_bytes`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmagent_egress::{EgressRecords, EgressSession, HttpRequest};
+use wasmagent_kernel_wasi::artifacts::{ArtifactSession, Displayed};
 use wasmagent_kernel_wasi::component_host::ComponentState;
 use wasmagent_manifest::EffectiveManifest;
 use wasmagent_tools::{MAX_TOOL_ARGS_BYTES, MAX_TOOL_NAME_BYTES, ToolRecords, ToolRegistry, ToolSession};
 use wasmtime::StoreContextMut;
-use wasmtime::component::{ComponentType, Lift, Linker, Lower, WasmStr};
+use wasmtime::component::{ComponentType, Lift, Linker, Lower, WasmList, WasmStr};
 
 /// The interface the engine imports (see `guests/python/wit/world.wit`).
 const HOST_INTERFACE: &str = "wasmagent:python/host@0.1.0";
@@ -24,6 +27,7 @@ const HOST_INTERFACE: &str = "wasmagent:python/host@0.1.0";
 pub(crate) struct Bridge {
     tools: ToolSession,
     egress: EgressSession,
+    artifacts: ArtifactSession,
 }
 
 /// `http-request` of the WIT world.
@@ -51,12 +55,12 @@ impl Bridge {
     /// The bridge of a run starting now: its tool calls end by the run's `cpu_ms` deadline.
     pub(crate) fn new(tools: Arc<ToolRegistry>, manifest: &EffectiveManifest, egress: EgressSession) -> Self {
         let deadline = Instant::now() + Duration::from_millis(manifest.cpu_ms());
-        Bridge { tools: ToolSession::new(tools, manifest, deadline), egress }
+        Bridge { tools: ToolSession::new(tools, manifest, deadline), egress, artifacts: ArtifactSession::new(manifest) }
     }
 
-    /// Tool calls, host-call count and denials, and HTTP requests, for the report.
-    pub(crate) fn into_records(self) -> (ToolRecords, EgressRecords) {
-        (self.tools.into_records(), self.egress.take_records())
+    /// Tool calls, host-call count and denials, HTTP requests, and artifacts, for the report.
+    pub(crate) fn into_records(self) -> (ToolRecords, EgressRecords, ArtifactSession) {
+        (self.tools.into_records(), self.egress.take_records(), self.artifacts)
     }
 }
 
@@ -110,5 +114,32 @@ pub(crate) fn add_to_linker(linker: &mut Linker<ComponentState<Bridge>>) -> wasm
             Ok((outcome,))
         },
     )?;
+    host.func_wrap(
+        "display",
+        |mut store: StoreContextMut<'_, ComponentState<Bridge>>,
+         (kind, mime, title, content): (WasmStr, WasmStr, Option<WasmStr>, WasmList<u8>)| {
+            let text = |s: &WasmStr, what| read_bounded(s, &store, MAX_DISPLAY_FIELD_BYTES, what);
+            let request = (|| {
+                let (kind, mime) = (text(&kind, "artifact kind")?, text(&mime, "artifact type")?);
+                let title = title.as_ref().map(|t| text(t, "artifact title")).transpose()?;
+                Ok::<_, String>((kind, mime, title))
+            })();
+            let outcome = request.and_then(|(kind, mime, title)| {
+                // Admitted first, so content over the limit is never copied out of guest memory.
+                match store.data_mut().ext.artifacts.admit(&kind, &mime, content.len())? {
+                    None => Ok(Displayed::Refused),
+                    Some(admitted) => {
+                        let bytes = content.as_le_slice(&store).to_vec();
+                        let artifacts = &mut store.data_mut().ext.artifacts;
+                        artifacts.add(admitted, title.as_deref(), bytes).map(|()| Displayed::Added)
+                    }
+                }
+            });
+            Ok((outcome.map(|displayed| displayed == Displayed::Added),))
+        },
+    )?;
     Ok(())
 }
+
+/// Longest artifact kind, type or title accepted from the guest.
+const MAX_DISPLAY_FIELD_BYTES: usize = 64 * 1024;

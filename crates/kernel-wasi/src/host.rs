@@ -149,6 +149,7 @@ impl<E> ModuleRun<E> {
                 denials: self.unlisted_denials + tools.unlisted_denials + egress.unlisted_denials,
                 tool_calls: tools.unlisted_calls,
                 http_requests: egress.unlisted_exchanges,
+                artifacts: 0,
             },
             wall_ms: self.wall_ms,
             fuel_consumed: self.fuel_consumed,

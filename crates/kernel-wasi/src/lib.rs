@@ -13,6 +13,7 @@
 //! Guests see an empty read-only directory at `/` unless a mount is placed there, so that an access outside every
 //! mount reaches the host and is reported in `denials` instead of failing silently inside the guest's libc.
 
+pub mod artifacts;
 mod clock;
 pub mod component_host;
 mod deadline;

@@ -11,7 +11,10 @@ mod report;
 mod request;
 
 pub use error::KernelError;
-pub use report::{Denial, ErrorInfo, ErrorKind, HttpExchange, Outcome, RunReport, SCHEMA, ToolCall, Unlisted, Usage};
+pub use report::{
+    Artifact, ArtifactKind, Denial, ErrorInfo, ErrorKind, HttpExchange, Outcome, RunReport, SCHEMA, ToolCall, Unlisted,
+    Usage,
+};
 pub use request::{Code, Language, RunRequest};
 pub use wasmagent_manifest as manifest;
 

@@ -34,6 +34,9 @@ pub struct RunReport {
     /// Every HTTP request the guest made through the egress path, in order (refused ones included).
     #[serde(default)]
     pub http_requests: Vec<HttpExchange>,
+    /// What the guest displayed (`display.html`, `display.table`, ...), in order, within `max_artifact_bytes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<Artifact>,
     /// Records past the report's per-list bound (`REPORT_LISTED_RECORDS`): counted, not listed.
     #[serde(default, skip_serializing_if = "Unlisted::is_empty")]
     pub unlisted: Unlisted,
@@ -61,6 +64,13 @@ pub struct Unlisted {
     pub tool_calls: u64,
     /// HTTP requests not listed in `http_requests`.
     pub http_requests: u64,
+    /// Artifacts not listed in `artifacts`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub artifacts: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Unlisted {
@@ -200,6 +210,60 @@ pub struct HttpExchange {
     pub error: Option<String>,
 }
 
+/// Rich output from guest code (`display.*`): shown as a card by the console, written to a file by
+/// `wasmagent run --artifacts DIR`. Exactly one of `text` and `base64` is set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Artifact {
+    /// What the content is, which decides how it is shown.
+    pub kind: ArtifactKind,
+    /// Its media type: `text/html`, `image/svg+xml`, `text/markdown`, `application/json`, `image/png`, ...
+    pub mime: String,
+    /// The title the guest gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// The content, for every kind but `image`: HTML, SVG or Markdown source, or JSON (a table's rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// The content of an `image`, base64 (standard alphabet, padded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base64: Option<String>,
+    /// Size of the content in bytes (of `text` as UTF-8, or of the decoded image); what counts against
+    /// `max_artifact_bytes`.
+    pub bytes: u64,
+}
+
+/// Kinds of [`Artifact`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ArtifactKind {
+    /// An HTML document (shown in a sandboxed frame: scripts without any origin, no network).
+    Html,
+    /// An SVG image (shown like HTML).
+    Svg,
+    /// Markdown source (the console renders it to sanitised HTML).
+    Markdown,
+    /// Rows as JSON: an array of arrays, or of objects whose keys are the columns.
+    Table,
+    /// A raster image: PNG, JPEG, GIF or WebP.
+    Image,
+    /// Any JSON value.
+    Json,
+}
+
+impl ArtifactKind {
+    /// The name used in reports and file names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArtifactKind::Html => "html",
+            ArtifactKind::Svg => "svg",
+            ArtifactKind::Markdown => "markdown",
+            ArtifactKind::Table => "table",
+            ArtifactKind::Image => "image",
+            ArtifactKind::Json => "json",
+        }
+    }
+}
+
 /// Resources a run used.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Usage {
@@ -240,6 +304,7 @@ impl RunReport {
             denials: Vec::new(),
             tool_calls: Vec::new(),
             http_requests: Vec::new(),
+            artifacts: Vec::new(),
             unlisted: Unlisted::default(),
             usage: Usage { code_cache: "none".into(), ..Usage::default() },
             manifest: serde_json::to_value(manifest).unwrap_or(serde_json::Value::Null),

@@ -22,6 +22,8 @@ pub const MAX_HTTP_RESPONSE_BYTES: u64 = 8 * 1024 * 1024;
 /// Longest one HTTP request may take (connect to last body byte), in milliseconds. The run's `cpu_ms` deadline
 /// still applies: a request never outlives the run.
 pub const HTTP_TIMEOUT_MS: u64 = 10_000;
+/// Artifacts (`display.*` output of the script kernels) per run, in bytes of content all together.
+pub const MAX_ARTIFACT_BYTES: u64 = 4 * 1024 * 1024;
 
 /// The smallest memory limit accepted: one WebAssembly page.
 pub const MIN_MEMORY_LIMIT_BYTES: u64 = 64 * 1024;
@@ -49,6 +51,8 @@ pub struct ManifestCeilings {
     pub max_http_response_bytes: u64,
     /// Largest `http_timeout_ms` accepted. Default 300 000 (five minutes).
     pub http_timeout_ms: u64,
+    /// Largest `max_artifact_bytes` accepted. Default 64 MiB.
+    pub max_artifact_bytes: u64,
     /// Whether a manifest may write `allowed_hosts = ["*"]`: any public host (the egress floor still refuses
     /// private and metadata addresses). Default false.
     pub allow_any_public_host: bool,
@@ -66,6 +70,7 @@ impl Default for ManifestCeilings {
             max_http_request_bytes: 64 * 1024 * 1024,
             max_http_response_bytes: 256 * 1024 * 1024,
             http_timeout_ms: 300_000,
+            max_artifact_bytes: 64 * 1024 * 1024,
             allow_any_public_host: false,
         }
     }

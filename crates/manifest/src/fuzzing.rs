@@ -90,6 +90,7 @@ fn check_within(m: &EffectiveManifest, c: &ManifestCeilings) {
         ("max_http_request_bytes", m.max_http_request_bytes(), 0, c.max_http_request_bytes),
         ("max_http_response_bytes", m.max_http_response_bytes(), 0, c.max_http_response_bytes),
         ("http_timeout_ms", m.http_timeout_ms(), 1, c.http_timeout_ms),
+        ("max_artifact_bytes", m.max_artifact_bytes(), 0, c.max_artifact_bytes),
     ];
     for (field, value, min, max) in limits {
         assert!((min..=max).contains(&value), "{field} = {value} is outside {min}..={max}");

@@ -60,6 +60,10 @@ pub struct CapabilityManifest {
     /// Longest one HTTP request may take, in milliseconds (default 10 000; never longer than the run's deadline).
     #[serde(default, alias = "httpTimeoutMs", skip_serializing_if = "Option::is_none")]
     pub http_timeout_ms: Option<u64>,
+    /// Artifacts (`display.*` output) per run, all together, in bytes or a size string (default 4 MiB).
+    #[serde(default, alias = "maxArtifactBytes", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub max_artifact_bytes: Option<ByteSize>,
     /// Named grants such as `tool:web_search`. Empty by default.
     #[serde(default, alias = "extraCapabilities")]
     pub extra_capabilities: Vec<String>,
@@ -142,6 +146,7 @@ impl CapabilityManifest {
         self.max_http_request_bytes = other.max_http_request_bytes.or(self.max_http_request_bytes);
         self.max_http_response_bytes = other.max_http_response_bytes.or(self.max_http_response_bytes);
         self.http_timeout_ms = other.http_timeout_ms.or(self.http_timeout_ms);
+        self.max_artifact_bytes = other.max_artifact_bytes.or(self.max_artifact_bytes);
     }
 }
 

@@ -37,6 +37,7 @@ struct Echo {
     max_http_request_bytes: u64,
     max_http_response_bytes: u64,
     http_timeout_ms: u64,
+    max_artifact_bytes: u64,
     extra_capabilities: Vec<String>,
     trusted_keys: Vec<String>,
     require_signature: bool,
@@ -93,6 +94,13 @@ impl CapabilityManifest {
         )?;
         let http_timeout_ms =
             limit("http_timeout_ms", self.http_timeout_ms, defaults::HTTP_TIMEOUT_MS, 1, ceilings.http_timeout_ms)?;
+        let max_artifact_bytes = limit(
+            "max_artifact_bytes",
+            self.max_artifact_bytes.map(|b| b.0),
+            defaults::MAX_ARTIFACT_BYTES,
+            0,
+            ceilings.max_artifact_bytes,
+        )?;
 
         for (key, value) in &self.env {
             if key.is_empty() || key.contains(['=', '\0']) {
@@ -178,6 +186,7 @@ impl CapabilityManifest {
             max_http_request_bytes,
             max_http_response_bytes,
             http_timeout_ms,
+            max_artifact_bytes,
             extra_capabilities,
             trusted_keys,
             require_signature,
@@ -303,6 +312,10 @@ impl EffectiveManifest {
     pub fn http_timeout_ms(&self) -> u64 {
         self.echo.http_timeout_ms
     }
+    /// Artifact bytes allowed per run, all artifacts together.
+    pub fn max_artifact_bytes(&self) -> u64 {
+        self.echo.max_artifact_bytes
+    }
     /// Named grants, sorted, without duplicates.
     pub fn extra_capabilities(&self) -> &[String] {
         &self.echo.extra_capabilities
@@ -342,6 +355,7 @@ mod tests {
         assert_eq!(m.max_http_requests(), defaults::MAX_HTTP_REQUESTS);
         assert_eq!(m.max_http_response_bytes(), defaults::MAX_HTTP_RESPONSE_BYTES);
         assert_eq!(m.http_timeout_ms(), defaults::HTTP_TIMEOUT_MS);
+        assert_eq!(m.max_artifact_bytes(), defaults::MAX_ARTIFACT_BYTES);
     }
 
     #[test]
@@ -353,6 +367,8 @@ mod tests {
         assert_eq!(err.field(), Some("memory_limit_bytes"));
         let err = resolve("max_http_response_bytes = \"1GiB\"").unwrap_err();
         assert_eq!(err.field(), Some("max_http_response_bytes"));
+        assert_eq!(resolve("max_artifact_bytes = \"1GiB\"").unwrap_err().field(), Some("max_artifact_bytes"));
+        assert_eq!(resolve("maxArtifactBytes = \"1MiB\"").unwrap().max_artifact_bytes(), 1 << 20);
         assert_eq!(resolve("http_timeout_ms = 0").unwrap_err().field(), Some("http_timeout_ms"));
     }
 

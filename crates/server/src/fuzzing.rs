@@ -114,6 +114,7 @@ fn check_within(max: &EffectiveManifest, request: &EffectiveManifest) {
         ("max_http_request_bytes", request.max_http_request_bytes(), max.max_http_request_bytes()),
         ("max_http_response_bytes", request.max_http_response_bytes(), max.max_http_response_bytes()),
         ("http_timeout_ms", request.http_timeout_ms(), max.http_timeout_ms()),
+        ("max_artifact_bytes", request.max_artifact_bytes(), max.max_artifact_bytes()),
     ];
     for (field, asked, allowed) in limits {
         assert!(asked <= allowed, "{field}: {asked} accepted under a maximum of {allowed}");

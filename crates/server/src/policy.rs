@@ -36,6 +36,7 @@ pub(crate) fn request_manifest(
     raw.max_http_response_bytes =
         raw.max_http_response_bytes.or(Some(wasmagent::manifest::ByteSize(max.max_http_response_bytes())));
     raw.http_timeout_ms = raw.http_timeout_ms.or(Some(max.http_timeout_ms()));
+    raw.max_artifact_bytes = raw.max_artifact_bytes.or(Some(wasmagent::manifest::ByteSize(max.max_artifact_bytes())));
     raw.require_signature = raw.require_signature.or(Some(max.require_signature()));
     if raw.trusted_keys.is_empty() {
         raw.trusted_keys = max.trusted_keys().to_vec();
@@ -111,7 +112,7 @@ pub(crate) fn narrows(max: &EffectiveManifest, request: &EffectiveManifest) -> R
             return Err(exceeds(field, format!("{} is not within the server's grants", mount.host.display())));
         }
     }
-    let limits: [(&str, u64, u64); 9] = [
+    let limits: [(&str, u64, u64); 10] = [
         ("cpu_ms", request.cpu_ms(), max.cpu_ms()),
         ("memory_limit_bytes", request.memory_limit_bytes(), max.memory_limit_bytes()),
         ("max_output_bytes", request.max_output_bytes(), max.max_output_bytes()),
@@ -120,6 +121,7 @@ pub(crate) fn narrows(max: &EffectiveManifest, request: &EffectiveManifest) -> R
         ("max_http_request_bytes", request.max_http_request_bytes(), max.max_http_request_bytes()),
         ("max_http_response_bytes", request.max_http_response_bytes(), max.max_http_response_bytes()),
         ("http_timeout_ms", request.http_timeout_ms(), max.http_timeout_ms()),
+        ("max_artifact_bytes", request.max_artifact_bytes(), max.max_artifact_bytes()),
         ("fuel", request.fuel().unwrap_or(u64::MAX), max.fuel().unwrap_or(u64::MAX)),
     ];
     for (field, asked, allowed) in limits {

@@ -36,8 +36,8 @@ use wasmagent_signing::record::AuditLog;
 pub use wasmagent_egress::{self as egress, EgressConfig, Resolve, StaticResolver};
 pub use wasmagent_engine::DEFAULT_MAX_CACHE_BYTES;
 pub use wasmagent_kernel::{
-    Code, Denial, ErrorInfo, ErrorKind, Kernel, KernelError, Language, Outcome, RunReport, RunRequest, SCHEMA,
-    Unlisted, Usage, bounds,
+    Artifact, ArtifactKind, Code, Denial, ErrorInfo, ErrorKind, Kernel, KernelError, Language, Outcome, RunReport,
+    RunRequest, SCHEMA, Unlisted, Usage, bounds,
 };
 pub use wasmagent_manifest::{
     self as manifest, CapabilityManifest, EffectiveManifest, ManifestCeilings, ManifestError,

@@ -7,8 +7,9 @@
 //! Everything the script can reach is installed here: `console` (WASI stdout/stderr), `env` (the WASI
 //! environment, which the host builds from the manifest and nothing else), `fs` (WASI files, so the host's mounts
 //! and denial reports apply unchanged), `tools` (only the granted names, dotted ones as nested namespaces; every
-//! call is checked again by the host) and `fetch` (with `Headers` and `Response`; every request goes through the
-//! host's egress policy). There is no `process`, `require` or module loader.
+//! call is checked again by the host), `fetch` (with `Headers` and `Response`; every request goes through the
+//! host's egress policy) and `display` (artifacts for the run report, held to `max_artifact_bytes` by the host).
+//! There is no `process`, `require` or module loader.
 
 use rquickjs::context::EvalOptions;
 use rquickjs::prelude::Func;
@@ -31,6 +32,9 @@ unsafe extern "C" {
     /// path; returns the length of the response (`u32` LE meta length, meta JSON, body), or minus the length of
     /// the error message.
     fn http_request(meta_ptr: *const u8, meta_len: usize, body_ptr: *const u8, body_len: usize) -> i32;
+    /// Adds an artifact (`meta`: JSON {kind, mime, title}; `body`: the content); returns 0 when it was added, 1
+    /// when a limit refused it (the report's denials say why), or minus the length of an error message.
+    fn artifact(meta_ptr: *const u8, meta_len: usize, body_ptr: *const u8, body_len: usize) -> i32;
 }
 
 #[link(wasm_import_module = "wasi_snapshot_preview1")]
@@ -151,6 +155,27 @@ const GLUE: &str = r#"
     }
     return value;
   };
+  // `display.*` returns true when the artifact was added and false when a limit refused it (the report says why).
+  const show = (kind, content, title, mime) => n.artifact(stringify({
+    kind, mime: mime === undefined ? '' : String_(mime), title: title === undefined || title === null ? null : String_(title),
+  }), content);
+  const json = (value) => value === undefined ? 'null' : stringify(value, replacer);
+  hidden('display', freeze({
+    html: (html, title) => show('html', String_(html), title),
+    svg: (svg, title) => show('svg', String_(svg), title),
+    markdown: (text, title) => show('markdown', String_(text), title),
+    table: (rows, title) => {
+      if (!isArray(rows)) throw new TypeError_('display.table: rows must be an array');
+      return show('table', json(rows), title);
+    },
+    json: (value, title) => show('json', json(value), title),
+    image: (bytes, mime, title) => {
+      let buffer = bytes;
+      if (isView(bytes)) buffer = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+      if (!(buffer instanceof ArrayBuffer_)) throw new TypeError_('display.image: bytes must be an ArrayBuffer or a typed array');
+      return show('image', buffer, title, mime === undefined ? '' : mime);
+    },
+  }));
   return freeze({
     serialize: (value) => value === undefined ? 'null' : stringify(value, replacer),
     setup: (env, toolNames) => {
@@ -196,6 +221,7 @@ fn init_engine() -> Result<Engine, String> {
         natives.set("toolCall", Func::from(call_tool)).map_err(|e| e.to_string())?;
         natives.set("httpFetch", Func::from(http_fetch)).map_err(|e| e.to_string())?;
         natives.set("utf8", Func::from(utf8)).map_err(|e| e.to_string())?;
+        natives.set("artifact", Func::from(display)).map_err(|e| e.to_string())?;
         natives.set("fsRead", Func::from(fs_read)).map_err(|e| e.to_string())?;
         natives.set("fsWrite", Func::from(fs_write)).map_err(|e| e.to_string())?;
         natives.set("fsReaddir", Func::from(fs_readdir)).map_err(|e| e.to_string())?;
@@ -394,12 +420,7 @@ fn take_response(ctx: &Ctx<'_>, len: i32, what: &str) -> rquickjs::Result<Result
 }
 
 fn http_fetch<'js>(ctx: Ctx<'js>, meta: String, body: Value<'js>) -> rquickjs::Result<Object<'js>> {
-    let body = match (body.as_string(), ArrayBuffer::from_value(body.clone())) {
-        (Some(text), _) => text.to_string()?.into_bytes(),
-        // SAFETY: the bytes are copied before any JavaScript runs again.
-        (None, Some(buffer)) => unsafe { buffer.as_bytes() }.map(<[u8]>::to_vec).unwrap_or_default(),
-        (None, None) => Vec::new(),
-    };
+    let body = bytes_of(&body)?;
     // SAFETY: both slices live for the duration of the call; the host copies them.
     let len = unsafe { http_request(meta.as_ptr(), meta.len(), body.as_ptr(), body.len()) };
     let response = match take_response(&ctx, len, "fetch")? {
@@ -414,6 +435,30 @@ fn http_fetch<'js>(ctx: Ctx<'js>, meta: String, body: Value<'js>) -> rquickjs::R
     result.set("meta", String::from_utf8_lossy(meta).into_owned())?;
     result.set("body", ArrayBuffer::new(ctx.clone(), body.to_vec())?)?;
     Ok(result)
+}
+
+/// The bytes of a string (UTF-8) or an `ArrayBuffer`; anything else is empty.
+fn bytes_of(value: &Value<'_>) -> rquickjs::Result<Vec<u8>> {
+    Ok(match (value.as_string(), ArrayBuffer::from_value(value.clone())) {
+        (Some(text), _) => text.to_string()?.into_bytes(),
+        // SAFETY: the bytes are copied before any JavaScript runs again.
+        (None, Some(buffer)) => unsafe { buffer.as_bytes() }.map(<[u8]>::to_vec).unwrap_or_default(),
+        (None, None) => Vec::new(),
+    })
+}
+
+fn display<'js>(ctx: Ctx<'js>, meta: String, content: Value<'js>) -> rquickjs::Result<bool> {
+    let body = bytes_of(&content)?;
+    // SAFETY: both slices live for the duration of the call; the host copies them.
+    let code = unsafe { artifact(meta.as_ptr(), meta.len(), body.as_ptr(), body.len()) };
+    match code {
+        0 => Ok(true),
+        1 => Ok(false),
+        len => match take_response(&ctx, len, "display")? {
+            Err(message) => Err(Exception::throw_type(&ctx, &message)),
+            Ok(_) => Err(throw(&ctx, "display: the host sent an unexpected answer".into())),
+        },
+    }
 }
 
 fn utf8(buffer: ArrayBuffer<'_>) -> String {

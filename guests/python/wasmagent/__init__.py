@@ -1,4 +1,5 @@
-"""What wasmagent offers to Python code in the sandbox: `from wasmagent import tools` and `from wasmagent import http`.
+"""What wasmagent offers to Python code in the sandbox: `from wasmagent import tools`, `from wasmagent import http`
+and `from wasmagent import display`.
 
 `tools.NAME(**kwargs)` or `tools.call("NAME", {...})` calls a host tool synchronously, JSON in and JSON out. Dotted
 names work as attributes (`tools.github.search_issues(q="...")`). The host decides on every call whether the tool is
@@ -10,9 +11,9 @@ import json
 from wit_world.imports import host
 from componentize_py_types import Err
 
-from wasmagent import http
+from wasmagent import display, http
 
-__all__ = ["ToolError", "http", "tools"]
+__all__ = ["ToolError", "display", "http", "tools"]
 
 
 class ToolError(Exception):

@@ -75,7 +75,7 @@ fn the_global_object_and_its_prototype_chain_hold_only_allow_listed_names() {
           for (const k of Reflect.ownKeys(o)) names.add(typeof k === 'symbol' ? k.toString() : k);
         }
         const members = {};
-        for (const name of ['console', 'fs', 'env', 'tools', 'performance']) {
+        for (const name of ['console', 'fs', 'env', 'tools', 'performance', 'display']) {
           members[name] = Reflect.ownKeys(globalThis[name]).map(String).sort();
         }
         // Walk everything reachable through data properties and prototypes, never calling a getter.
@@ -92,7 +92,8 @@ fn the_global_object_and_its_prototype_chain_hold_only_allow_listed_names() {
           }
         }
         const bridge = ['toolCall', 'httpFetch', 'fsRead', 'fsWrite', 'fsReaddir', 'fsStat', 'fsExists', 'utf8',
-                        'serialize', 'setup', 'wasmagent_run', 'wasmagent_alloc', 'tool_call', 'http_request'];
+                        'serialize', 'setup', 'wasmagent_run', 'wasmagent_alloc', 'tool_call', 'http_request',
+                        'artifact'];
         ({ names: [...names].sort(), members, bridge: bridge.filter((n) => everywhere.has(n)), objects: seen.size })
         "#,
     );
@@ -100,7 +101,9 @@ fn the_global_object_and_its_prototype_chain_hold_only_allow_listed_names() {
     let names: Vec<&str> = report.value["names"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     let unexpected: Vec<&str> = names.iter().copied().filter(|n| !GLOBAL_ALLOW_LIST.contains(n)).collect();
     assert!(unexpected.is_empty(), "names on the global chain outside the allow-list: {unexpected:?}");
-    for name in ["console", "env", "fetch", "fs", "tools", "Headers", "Response", "Object", "JSON", "__proto__"] {
+    for name in
+        ["console", "env", "fetch", "fs", "tools", "display", "Headers", "Response", "Object", "JSON", "__proto__"]
+    {
         assert!(names.contains(&name), "{name} is missing from {names:?}");
     }
     assert_eq!(
@@ -111,6 +114,7 @@ fn the_global_object_and_its_prototype_chain_hold_only_allow_listed_names() {
             "env": [],
             "tools": ["echo"],
             "performance": ["now", "timeOrigin"],
+            "display": ["html", "image", "json", "markdown", "svg", "table"],
         })
     );
     assert_eq!(report.value["bridge"], json!([]), "the bridge's natives are reachable: {report:?}");
@@ -119,8 +123,8 @@ fn the_global_object_and_its_prototype_chain_hold_only_allow_listed_names() {
 }
 
 /// Every name on the global object and `Object.prototype` today: standard ECMAScript, QuickJS's helpers, and
-/// wasmagent's own (`console`, `env`, `fetch`, `fs`, `tools`, `Headers`, `Response`). A new name fails the test
-/// until it is reviewed and added here.
+/// wasmagent's own (`console`, `env`, `fetch`, `fs`, `tools`, `display`, `Headers`, `Response`). A new name fails
+/// the test until it is reviewed and added here.
 const GLOBAL_ALLOW_LIST: &[&str] = &[
     // wasmagent's own
     "console",
@@ -128,6 +132,7 @@ const GLOBAL_ALLOW_LIST: &[&str] = &[
     "fetch",
     "fs",
     "tools",
+    "display",
     "Headers",
     "Response",
     // QuickJS's web helpers and its own error class
