@@ -9,12 +9,22 @@
 //! request is refused whatever its body). The wait for the response is the session's, which ends at the run's
 //! deadline. When the guest drops the response future (or the run ends), the hook's task is aborted and the request
 //! abandoned with it.
+//!
+//! A component may hold at most [`MAX_IN_FLIGHT_PER_RUN`] requests and unread responses at once: each request takes
+//! a place before its body is read and keeps it in its response body until the guest has dropped that body, so
+//! what a component can make the host buffer is at most that many bodies of `max_http_response_bytes` (plus as many
+//! request bodies of `max_http_request_bytes`), however many responses it leaves unread. A request that finds no
+//! place waits for one until the run's deadline.
 
 use crate::deadline::BACKGROUND_GRACE;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
-use wasmagent_egress::{EgressSession, HttpRequest};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmagent_egress::{EgressSession, HttpRequest, MAX_IN_FLIGHT_PER_RUN};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 /// The hooks of one component run.
@@ -22,12 +32,44 @@ pub(crate) struct EgressHooks {
     session: Option<EgressSession>,
     /// When waiting for a request body ends: the run's deadline and [`BACKGROUND_GRACE`].
     body_deadline: Instant,
+    /// Places for requests and the responses the guest has not dropped yet.
+    held: Arc<Semaphore>,
 }
 
 impl EgressHooks {
     /// Hooks sending through `session` (refusing everything without one), for a run that ends at `deadline`.
     pub(crate) fn new(session: Option<EgressSession>, deadline: Instant) -> Self {
-        EgressHooks { session, body_deadline: deadline + BACKGROUND_GRACE }
+        EgressHooks {
+            session,
+            body_deadline: deadline + BACKGROUND_GRACE,
+            held: Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_RUN)),
+        }
+    }
+}
+
+/// A response body that keeps its request's place until the guest drops it.
+struct HeldBody {
+    bytes: Option<Bytes>,
+    _place: OwnedSemaphorePermit,
+}
+
+impl http_body::Body for HeldBody {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, HttpError>>> {
+        Poll::Ready(self.get_mut().bytes.take().map(|bytes| Ok(http_body::Frame::data(bytes))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.bytes.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.bytes.as_ref().map_or(0, |b| b.len() as u64))
     }
 }
 
@@ -80,9 +122,19 @@ impl WasiHttpHooks for EgressHooks {
     ) -> ResponseFuture {
         let session = self.session.clone();
         let deadline = self.body_deadline;
+        let held = self.held.clone();
         Box::new(async move {
             let Some(session) = session else {
                 return Err(HttpError::HttpRequestDenied);
+            };
+            let place = match tokio::time::timeout_at(deadline.into(), held.acquire_owned()).await {
+                Ok(Ok(place)) => place,
+                Ok(Err(_)) | Err(_) => {
+                    return Err(HttpError::InternalError(Some(format!(
+                        "the run's deadline (cpu_ms) passed while {MAX_IN_FLIGHT_PER_RUN} earlier requests or their \
+                         unread responses held every place"
+                    ))));
+                }
             };
             let (parts, body) = request.into_parts();
             let body = if session.enabled() {
@@ -113,7 +165,7 @@ impl WasiHttpHooks for EgressHooks {
             for (name, value) in &response.headers {
                 builder = builder.header(name, value);
             }
-            let body = Full::new(Bytes::from(response.body)).map_err(|never| match never {}).boxed_unsync();
+            let body = HeldBody { bytes: Some(Bytes::from(response.body)), _place: place }.boxed_unsync();
             let response = builder.body(body).map_err(|e| HttpError::InternalError(Some(e.to_string())))?;
             let done: Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send> = Box::new(async { Ok(()) });
             Ok((response, done))

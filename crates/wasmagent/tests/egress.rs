@@ -292,6 +292,23 @@ fn component_requests_are_counted() {
     assert!(report.denials[0].reason.contains("max_http_requests (2)"), "{report:?}");
 }
 
+/// A component that keeps responses without reading them cannot make the host buffer more than
+/// `MAX_IN_FLIGHT_PER_RUN` of them: the next request waits for a place until the run's deadline, and is never sent.
+///
+/// Enforces: wasi.report_bounds
+#[test]
+fn a_component_holds_at_most_four_unread_responses() {
+    let m = manifest("cpu_ms = 1500");
+    let url = fixture().server.url("/hello");
+    let held = probe_action(&m, wasmagent_test_guests::PROBE_COMPONENT, format!("http-hold:4:{}", &url[7..]));
+    assert_eq!(held.stdout, "OK http-hold 4\n", "{held:?}");
+    let started = std::time::Instant::now();
+    let report = probe_action(&m, wasmagent_test_guests::PROBE_COMPONENT, format!("http-hold:6:{}", &url[7..]));
+    assert_eq!(report.outcome, Outcome::Timeout, "{report:?}");
+    assert_eq!(report.http_requests.len(), wasmagent::egress::MAX_IN_FLIGHT_PER_RUN, "{report:?}");
+    assert!(started.elapsed().as_millis() < 3500, "ends at cpu_ms: {:?}", started.elapsed());
+}
+
 #[test]
 fn modules_have_no_network_whatever_the_manifest_says() {
     let report = probe(&manifest(""), wasmagent_test_guests::PROBE_MODULE, &fixture().server.url("/hello"));

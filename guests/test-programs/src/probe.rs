@@ -6,7 +6,8 @@
 //! `get:URL` (an HTTP GET through `wasi:http`; components only), `post:N:URL` (a POST of N bytes),
 //! `http-stall:URL` (writes a POST body before handing the request over), `http-unfinished:URL` (hands the request
 //! over, writes part of its body and waits for the response without finishing it), `http-dropped-body:URL` (drops
-//! the body unfinished, then waits for the response).
+//! the body unfinished, then waits for the response), `http-hold:N:URL` (N GETs one after another, keeping every
+//! response with its body unread).
 //! As a micro-tool (JSON in on stdin, JSON out on stdout): `json-echo` prints `{"echo":STDIN,"bytes":N}`;
 //! `json-cat:PATH` prints the file's text as a JSON string, or exits 1 with the error on stderr.
 
@@ -123,6 +124,13 @@ fn main() {
                 Ok(outcome) => println!("OK {verb} {outcome}"),
                 Err(e) => println!("ERR {verb} {e}"),
             },
+            "http-hold" => {
+                let (n, url) = rest.split_once(':').unwrap_or(("0", rest));
+                match http_hold(n.parse().unwrap_or(0), url) {
+                    Ok(held) => println!("OK http-hold {held}"),
+                    Err(e) => println!("ERR http-hold {e}"),
+                }
+            }
             "get" => match http("GET", rest, Vec::new()) {
                 Ok((status, body)) => println!("OK get {status} {body}"),
                 Err(e) => println!("ERR get {e}"),
@@ -217,6 +225,36 @@ fn http_misuse(verb: &str, url: &str) -> Result<String, String> {
         Some(Err(())) => Err("response taken twice".into()),
         None => Err("no response".into()),
     }
+}
+
+/// Sends `n` GETs to `url` one after another and keeps every response, its body unread; returns how many it holds.
+#[cfg(all(target_os = "wasi", target_env = "p2"))]
+fn http_hold(n: usize, url: &str) -> Result<usize, String> {
+    use wasi::http::types::{Fields, OutgoingBody, OutgoingRequest, Scheme};
+    let (authority, path) = url.trim_start_matches("http://").split_once('/').unwrap_or((url, ""));
+    let mut held = Vec::new();
+    for i in 0..n {
+        let request = OutgoingRequest::new(Fields::new());
+        request.set_scheme(Some(&Scheme::Http)).map_err(|()| "scheme")?;
+        request.set_authority(Some(authority)).map_err(|()| "authority")?;
+        request.set_path_with_query(Some(&format!("/{path}"))).map_err(|()| "path")?;
+        let body = request.body().map_err(|()| "request body")?;
+        let future = wasi::http::outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+        OutgoingBody::finish(body, None).map_err(|e| format!("{e:?}"))?;
+        future.subscribe().block();
+        match future.get() {
+            Some(Ok(Ok(response))) => held.push(response),
+            Some(Ok(Err(e))) => return Err(format!("after {i}: {e:?}")),
+            Some(Err(())) => return Err("response taken twice".into()),
+            None => return Err(format!("after {i}: no response")),
+        }
+    }
+    Ok(held.len())
+}
+
+#[cfg(not(all(target_os = "wasi", target_env = "p2")))]
+fn http_hold(_n: usize, _url: &str) -> Result<usize, String> {
+    Err("modules have no network".into())
 }
 
 #[cfg(not(all(target_os = "wasi", target_env = "p2")))]
