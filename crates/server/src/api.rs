@@ -65,8 +65,11 @@ pub struct RunStatus {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "wasmagent", description = "Run untrusted code in WebAssembly sandboxes under a capability manifest."),
-    paths(crate::runs::create_run, crate::runs::get_run, crate::runs::dead_letters),
-    components(schemas(RunRequestBody, AsyncAccepted, RunStatus, ErrorBody, RunReport, CapabilityManifest)),
+    paths(crate::runs::create_run, crate::runs::get_run, crate::runs::dead_letters, crate::agent_runs::create,
+          crate::agent_runs::status, crate::agent_runs::events, crate::agent_runs::approve),
+    components(schemas(RunRequestBody, AsyncAccepted, RunStatus, ErrorBody, RunReport, CapabilityManifest,
+                       crate::agent_runs::AgentRunRequestBody, crate::agent_runs::AgentRunStatus,
+                       crate::agent_runs::ApprovalAnswer)),
     modifiers(&BearerAuth),
 )]
 struct ApiDoc;

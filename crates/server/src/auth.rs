@@ -1,5 +1,6 @@
 //! Who is calling: JWT bearer tokens (HS256, RS256, EdDSA; one algorithm pinned per key) or static API keys
-//! (stored hashed, compared in constant time). Scopes: `runs:write`, `runs:read`.
+//! (stored hashed, compared in constant time). Scopes: `runs:write`, `runs:read`, `agents:run`,
+//! `admin`.
 
 use crate::config::{AuthConfig, JwtKeyConfig};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -11,6 +12,8 @@ use subtle::ConstantTimeEq;
 pub const SCOPE_WRITE: &str = "runs:write";
 /// Scope needed to read runs.
 pub const SCOPE_READ: &str = "runs:read";
+/// Scope needed to start agent runs, read them and answer their approvals (`/v1/agent-runs`).
+pub const SCOPE_AGENTS: &str = "agents:run";
 /// Scope needed for operator views (the webhook dead-letter list, whose URLs may carry tokens).
 pub const SCOPE_ADMIN: &str = "admin";
 /// How far in the future a token's `nbf` may be.
@@ -125,7 +128,7 @@ impl Authenticator {
 
     fn authenticate(&self, authorization: Option<&str>, api_key: Option<&str>) -> Result<Principal, AuthError> {
         if self.insecure_anonymous {
-            let scopes = vec![SCOPE_WRITE.into(), SCOPE_READ.into(), SCOPE_ADMIN.into()];
+            let scopes = vec![SCOPE_WRITE.into(), SCOPE_READ.into(), SCOPE_ADMIN.into(), SCOPE_AGENTS.into()];
             return Ok(Principal { subject: "anonymous".into(), scopes });
         }
         let unauthenticated = |m: &str| AuthError::Unauthenticated(m.to_owned());

@@ -52,6 +52,72 @@ pub struct ServerConfig {
     pub mcp: McpConfig,
     /// The signed audit log of every run (as `wasmagent run --record`).
     pub audit: AuditConfig,
+    /// Agent runs (`POST /v1/agent-runs`): the models they may use, the task cap, budgets, approvals, bounds.
+    pub agent: AgentRunsConfig,
+}
+
+/// `[agent]`: agent runs over HTTP, behind scope `agents:run`. With no `models` every agent run is refused (403).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentRunsConfig {
+    /// The models a request may name (`[[agent.models]]`); the first is used when a request names none.
+    pub models: Vec<AgentModelConfig>,
+    /// Longest task accepted, in bytes (default 16 KiB); a longer one is 413 before any model is called.
+    pub max_task_bytes: usize,
+    /// Model turns per run (default 20); a request may ask for fewer, never more (403).
+    pub max_steps: u32,
+    /// Input plus output model tokens per run (default 200 000).
+    pub max_model_tokens: u64,
+    /// Wall-clock time per run, in seconds (default 600).
+    pub timeout_secs: u64,
+    /// Agent runs at once on this server (default 4); beyond it requests get 503 with Retry-After.
+    pub max_concurrent_runs: usize,
+    /// Host tools (`NAME`, `NS.*` or `*`) whose every call pauses for `POST /v1/agent-runs/{id}/approvals`. The
+    /// approval gate has one listener, so with any entry here agent runs go one at a time.
+    pub needs_approval: Vec<String>,
+    /// How long a call waits for its approval before it is declined, in seconds (default 300).
+    pub approval_timeout_secs: u64,
+    /// Events kept per run for SSE resumption (default 10 000); past it the oldest are dropped.
+    pub max_events_per_run: usize,
+    /// Bytes of events (as JSON) kept per run (default 4 MiB); past it the oldest are dropped.
+    pub max_event_bytes_per_run: usize,
+    /// Agent runs remembered for `GET /v1/agent-runs/{id}` (default 1 000; the oldest finished ones are dropped).
+    pub max_stored_runs: usize,
+    /// Bytes the remembered finished agent runs may weigh, events and report (default 256 MiB; oldest dropped first).
+    pub max_stored_run_bytes: usize,
+}
+
+impl Default for AgentRunsConfig {
+    fn default() -> Self {
+        AgentRunsConfig {
+            models: Vec::new(),
+            max_task_bytes: 16 * 1024,
+            max_steps: 20,
+            max_model_tokens: 200_000,
+            timeout_secs: 600,
+            max_concurrent_runs: 4,
+            needs_approval: Vec::new(),
+            approval_timeout_secs: 300,
+            max_events_per_run: 10_000,
+            max_event_bytes_per_run: 4 * 1024 * 1024,
+            max_stored_runs: 1_000,
+            max_stored_run_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// One model agent runs may use. Its key comes from `api_key_env` or `api_key_file`, never from this file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentModelConfig {
+    /// `openai:MODEL` (OpenAI Chat Completions and compatible servers) or `anthropic:MODEL`; what requests name.
+    pub model: String,
+    /// The server, without the endpoint path; the provider's own when unset.
+    pub base_url: Option<String>,
+    /// Environment variable holding the key (default: the provider's usual one, when it is set).
+    pub api_key_env: Option<String>,
+    /// File whose first line is the key.
+    pub api_key_file: Option<PathBuf>,
 }
 
 /// Where the server appends a signed, hash-chained record of every run it executes (the format of `wasmagent run
@@ -113,6 +179,7 @@ impl Default for ServerConfig {
             tools: None,
             mcp: McpConfig::default(),
             audit: AuditConfig::default(),
+            agent: AgentRunsConfig::default(),
         }
     }
 }
@@ -260,6 +327,11 @@ impl ServerConfig {
         for path in paths.into_iter().flatten() {
             fix(path);
         }
+        for model in &mut self.agent.models {
+            if let Some(path) = model.api_key_file.as_mut() {
+                fix(path);
+            }
+        }
     }
 
     /// Checks what the types cannot.
@@ -287,6 +359,28 @@ impl ServerConfig {
         }
         if self.audit.log.is_some() != self.audit.key_file.is_some() {
             return Err("audit.log and audit.key_file go together: records are always signed".into());
+        }
+        let agent = &self.agent;
+        if agent.max_task_bytes == 0
+            || agent.max_steps == 0
+            || agent.max_model_tokens == 0
+            || agent.timeout_secs == 0
+            || agent.max_concurrent_runs == 0
+            || agent.approval_timeout_secs == 0
+            || agent.max_events_per_run == 0
+            || agent.max_event_bytes_per_run == 0
+            || agent.max_stored_run_bytes == 0
+        {
+            return Err("agent limits must be at least 1".into());
+        }
+        if agent.max_stored_runs < agent.max_concurrent_runs {
+            return Err("agent.max_stored_runs must be at least agent.max_concurrent_runs".into());
+        }
+        for (i, model) in agent.models.iter().enumerate() {
+            model.model.parse::<wasmagent_models::ModelSpec>().map_err(|e| format!("agent.models[{i}]: {e}"))?;
+            if model.api_key_env.is_some() && model.api_key_file.is_some() {
+                return Err(format!("agent.models[{i}]: api_key_env and api_key_file are exclusive"));
+            }
         }
         Ok(())
     }

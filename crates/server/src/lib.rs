@@ -1,5 +1,6 @@
 //! wasmagent over HTTP (`wasmagent serve`): `POST /v1/runs` (sync or async), `GET /v1/runs/{id}`, `/mcp` (code
-//! mode over streamable HTTP), `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
+//! mode over streamable HTTP), `/v1/agent-runs` (agent tasks: JSON, SSE with resumption, approvals, async),
+//! `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
 //!
 //! It owns the service around the sandbox: configuration (`server.toml`), authentication (JWT, API keys), the
 //! operator's maximum manifest that every request may only narrow, per-subject rate limits (memory or Redis, both
@@ -8,6 +9,7 @@
 //! It must not run guest code itself or decide what a manifest means: runs go to [`wasmagent::Sandbox`], manifests
 //! to `wasmagent-manifest`.
 
+mod agent_runs;
 mod api;
 mod auth;
 pub mod config;
@@ -22,9 +24,10 @@ mod runs;
 mod state;
 pub mod webhook;
 
+pub use agent_runs::{AgentRunRequestBody, AgentRunStatus, ApprovalAnswer};
 pub use api::{AsyncAccepted, RunRequestBody, RunStatus, openapi_json};
-pub use auth::{AuthError, Authenticator, Principal, SCOPE_ADMIN, SCOPE_READ, SCOPE_WRITE};
-pub use config::{AuditConfig, McpConfig, ServerConfig};
+pub use auth::{AuthError, Authenticator, Principal, SCOPE_ADMIN, SCOPE_AGENTS, SCOPE_READ, SCOPE_WRITE};
+pub use config::{AgentModelConfig, AgentRunsConfig, AuditConfig, McpConfig, ServerConfig};
 pub use error::ErrorBody;
 pub use state::AppState;
 
@@ -45,6 +48,10 @@ pub fn router(state: Arc<AppState>, cors_allowed_origins: &[String]) -> Result<R
         .route("/v1/runs", post(runs::create_run))
         .route("/v1/runs/{id}", get(runs::get_run))
         .route("/v1/webhooks/dead-letters", get(runs::dead_letters))
+        .route("/v1/agent-runs", post(agent_runs::create))
+        .route("/v1/agent-runs/{id}", get(agent_runs::status))
+        .route("/v1/agent-runs/{id}/events", get(agent_runs::events))
+        .route("/v1/agent-runs/{id}/approvals", post(agent_runs::approve))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

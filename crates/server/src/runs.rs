@@ -60,8 +60,17 @@ pub(crate) async fn create_run(
 
 /// The request body, at most `max_body_bytes` (413) and all of it within `request_body_timeout` of the headers
 /// (408, and the connection is closed).
-async fn read_body(state: &AppState, headers: &HeaderMap, mut body: Body) -> Result<Bytes, ApiError> {
-    let limit = state.max_body_bytes;
+pub(crate) async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    read_body_within(state, headers, body, state.max_body_bytes).await
+}
+
+/// [`read_body`] with another size limit than `max_body_bytes`.
+pub(crate) async fn read_body_within(
+    state: &AppState,
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -172,11 +181,7 @@ pub(crate) fn prepare(
     max: &EffectiveManifest,
     request: RunRequestBody,
 ) -> Result<(EffectiveManifest, RunRequest), ApiError> {
-    let manifest =
-        policy::request_manifest(ceilings, max, request.manifest.unwrap_or_default()).map_err(|e| match e {
-            PolicyError::Invalid(m) => ApiError::invalid(m),
-            PolicyError::Exceeds { field, message } => ApiError::exceeds(field, message),
-        })?;
+    let manifest = request_manifest(ceilings, max, request.manifest.unwrap_or_default())?;
     let source = |language: Language, default_name: &str| {
         let code = request.code.clone().ok_or_else(|| ApiError::invalid("`code` is required for this language"))?;
         if request.module.is_some() {
@@ -201,6 +206,18 @@ pub(crate) fn prepare(
     };
     let run = run.with_args(request.args).with_stdin(request.stdin.unwrap_or_default().into_bytes());
     Ok((manifest, run))
+}
+
+/// A request's manifest resolved against `ceilings`, narrowing `max`, or why not (400 / 403 naming the field).
+pub(crate) fn request_manifest(
+    ceilings: &ManifestCeilings,
+    max: &EffectiveManifest,
+    manifest: wasmagent::CapabilityManifest,
+) -> Result<EffectiveManifest, ApiError> {
+    policy::request_manifest(ceilings, max, manifest).map_err(|e| match e {
+        PolicyError::Invalid(m) => ApiError::invalid(m),
+        PolicyError::Exceeds { field, message } => ApiError::exceeds(field, message),
+    })
 }
 
 /// A server-wide run slot: at once if one is free, else after waiting in the bounded queue, else 503. Accepted

@@ -44,6 +44,8 @@ pub struct AppState {
     pub(crate) pending_async: AtomicUsize,
     /// Records runs the kernel refused; the sandbox records the others in the same log.
     pub(crate) audit: Option<Arc<AuditLog>>,
+    /// Agent runs (`/v1/agent-runs`): models, their sandbox, the stored runs.
+    pub(crate) agents: crate::agent_runs::AgentService,
 }
 
 impl AppState {
@@ -65,13 +67,17 @@ impl AppState {
             None => None,
         };
         let tools = toolbox.as_ref().map_or_else(ToolRegistry::new, |t| t.registry().clone());
-        let mut builder = Sandbox::builder()
-            .ceilings(config.ceilings.clone())
-            .cache_dir(wasmagent::default_cache_dir())
-            .max_cache_bytes(wasmagent::default_max_cache_bytes().map_err(|e| e.to_string())?)
-            .pool_slots(config.pool_slots)
-            .egress(egress.clone())
-            .tools(tools.clone());
+        let max_cache_bytes = wasmagent::default_max_cache_bytes().map_err(|e| e.to_string())?;
+        let sandbox_builder = |tools: &ToolRegistry| {
+            Sandbox::builder()
+                .ceilings(config.ceilings.clone())
+                .cache_dir(wasmagent::default_cache_dir())
+                .max_cache_bytes(max_cache_bytes)
+                .pool_slots(config.pool_slots)
+                .egress(egress.clone())
+                .tools(tools.clone())
+        };
+        let mut builder = sandbox_builder(&tools);
         let audit = match (&config.audit.log, &config.audit.key_file) {
             (Some(log), Some(key_file)) => {
                 let key = SecretKey::from_file(key_file).map_err(|e| format!("audit.key_file: {e}"))?;
@@ -90,6 +96,15 @@ impl AppState {
             let http = HttpOptions { allowed_hosts: config.mcp.allowed_hosts.clone(), ..HttpOptions::default() };
             (server, http)
         });
+        let agents = crate::agent_runs::AgentService::new(&config.agent, &sandbox, &tools, |gated| {
+            // Tools that need approval are gated only for agent runs: their own sandbox, in the same audit log.
+            let mut builder = sandbox_builder(gated);
+            if let (Some(log), Some(key_file)) = (&config.audit.log, &config.audit.key_file) {
+                let key = SecretKey::from_file(key_file).map_err(|e| format!("audit.key_file: {e}"))?;
+                builder = builder.audit_log(AuditLog::new(log, key));
+            }
+            builder.build().map_err(|e| format!("cannot start the agent sandbox: {e}"))
+        })?;
         let auth = Authenticator::new(&config.auth, insecure_no_auth)?;
         let limiter: Box<dyn RateLimiter> = match &config.rate_limit.redis_url {
             Some(url) => Box::new(
@@ -138,6 +153,7 @@ impl AppState {
             webhooks,
             pending_async: AtomicUsize::new(0),
             audit,
+            agents,
         })
     }
 
@@ -273,7 +289,7 @@ fn serialized_len(status: &RunStatus) -> usize {
 }
 
 /// Counts what is written to it, so a report is measured without holding a second copy of it.
-struct ByteCounter(usize);
+pub(crate) struct ByteCounter(pub(crate) usize);
 
 impl std::io::Write for ByteCounter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
