@@ -183,14 +183,7 @@ fn code_mode_over_streamable_http_reuses_the_server_credentials() {
     )
     .unwrap();
     let key = "an-api-key-for-the-mcp-test";
-    let key_hash = {
-        use std::fmt::Write as _;
-        let digest = <sha2::Sha256 as sha2::Digest>::digest(key.as_bytes());
-        digest.iter().fold(String::new(), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-    };
+    let key_hash = key_hash(key);
     let config = dir.path().join("server.toml");
     std::fs::write(
         &config,
@@ -210,6 +203,55 @@ fn code_mode_over_streamable_http_reuses_the_server_credentials() {
     assert_ne!(summary["wrong_key"], "accepted", "the SDK must not get a session with a wrong key");
     assert_eq!(summary["wrong_key_status"], 401);
     assert_eq!(summary["no_key_status"], 401);
+}
+
+#[test]
+fn execute_code_over_streamable_http_is_admitted_like_v1_runs() {
+    let python = sdk_python();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, other_key) = ("an-api-key-for-the-admission-test", "another-subject's-key");
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "max_concurrent_runs = 1\nmax_queued_runs = 0\n[max_manifest]\ncpu_ms = 3000\n\
+             [rate_limit]\nconcurrent_runs = 1\n\
+             [[auth.api_keys]]\nsubject = \"agent\"\nsha256 = \"{}\"\nscopes = [\"runs:write\"]\n\
+             [[auth.api_keys]]\nsubject = \"other\"\nsha256 = \"{}\"\nscopes = [\"runs:write\"]\n",
+            key_hash(key),
+            key_hash(other_key)
+        ),
+    )
+    .unwrap();
+    let served = Served::start(&config, dir.path());
+    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_admission_client.py");
+    let out = Command::new(&python).arg(&client).args([&served.url, key, other_key]).output().unwrap();
+    let summary = summary_of(&out);
+    assert_eq!(summary["in_flight_seen"], true, "a run over /mcp counts as a run in flight: {summary}");
+    assert_eq!(summary["same_subject_status"], 429, "the subject's run slot is held for the whole call: {summary}");
+    let refused = &summary["other_while_busy"];
+    assert_eq!(refused["is_error"], true, "{refused}");
+    assert!(refused["text"].as_str().unwrap().contains("every run slot is busy and the queue is full"), "{refused}");
+    assert_eq!(summary["still_in_flight"], 1.0, "the refused call ran nothing: {summary}");
+    let slow = &summary["slow"];
+    assert!(slow["text"].as_str().unwrap().starts_with("outcome: timeout"), "{slow}");
+    assert_eq!(summary["other_after"]["structured"]["value"], 42, "the slot is free again: {summary}");
+    let metrics = &summary["metrics"];
+    assert_eq!(metrics["busy"], 1.0, "{metrics}");
+    assert_eq!(metrics["concurrency_limited"], 1.0, "{metrics}");
+    assert_eq!(metrics["timeout_runs"], 1.0, "{metrics}");
+    assert_eq!(metrics["ok_runs"], 1.0, "{metrics}");
+    assert_eq!(metrics["in_flight"], 0.0, "{metrics}");
+}
+
+/// The `sha256` of an API key, as the server's configuration lists it.
+fn key_hash(key: &str) -> String {
+    use std::fmt::Write as _;
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(key.as_bytes());
+    digest.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// `wasmagent serve` in a child process, killed on drop.

@@ -1,5 +1,6 @@
 //! MCP over streamable HTTP: a tower service for a web server to mount (`/mcp` on `wasmagent serve`). The web
-//! server authenticates requests before they reach it; this only speaks the protocol.
+//! server authenticates requests before they reach it and puts its [`Admission`](crate::Admission) in each one's
+//! extensions; this speaks the protocol, and runs nothing a request's admission has not let in.
 
 use crate::CodeModeServer;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -25,7 +26,9 @@ impl Default for HttpOptions {
     }
 }
 
-/// The streamable HTTP service for `server`: each MCP session gets a clone of it.
+/// The streamable HTTP service for `server`: each MCP session gets a clone of it. Every `execute_code` and direct
+/// tool call waits for the [`Admission`](crate::Admission) in its HTTP request's extensions and holds it until it
+/// ends; a request without one is refused.
 pub fn http_service(
     server: CodeModeServer,
     options: &HttpOptions,
@@ -36,5 +39,6 @@ pub fn http_service(
     } else {
         config.with_allowed_hosts(options.allowed_hosts.clone())
     };
+    let server = server.admitted_by_web_server();
     StreamableHttpService::new(move || Ok(server.clone()), Arc::new(LocalSessionManager::default()), config)
 }

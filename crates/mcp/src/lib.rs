@@ -14,14 +14,16 @@
 //! granted by its `extra_capabilities`, as everywhere), and running is the kernels'. The command that starts it is
 //! `wasmagent mcp` in the cli crate.
 
+mod admission;
 mod bm25;
 mod catalog;
 mod http;
 mod server;
 mod signature;
 
+pub use admission::{Admission, AdmitFuture, RunAdmission, RunPermit};
 pub use http::{HttpOptions, http_service};
-pub use server::CodeModeServer;
+pub use server::{CodeModeServer, is_run_tool};
 
 use std::sync::Arc;
 use wasmagent::{EffectiveManifest, Sandbox, ToolRegistry};

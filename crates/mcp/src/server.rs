@@ -2,14 +2,17 @@
 
 use crate::MAX_CODE_BYTES;
 use crate::McpOptions;
+use crate::admission::{Admission, RunPermit};
 use crate::catalog::{self, Catalog};
 use rmcp::handler::server::router::tool::{ToolRoute, ToolRouter};
 use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject, ServerCapabilities, ServerConfig,
+    CallToolResponse, CallToolResult, ContentBlock, Extensions, Implementation, JsonObject, ServerCapabilities,
+    ServerConfig,
 };
-use rmcp::{ServerHandler, tool, tool_handler, tool_router};
+use rmcp::service::RequestContext;
+use rmcp::{RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use serde::Deserialize;
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -51,6 +54,8 @@ pub struct CodeModeServer {
     tools: Arc<ToolRegistry>,
     catalog: Arc<Catalog>,
     tool_router: ToolRouter<Self>,
+    /// Whether every run and direct tool call needs the web server's [`Admission`] (set for HTTP).
+    admission_required: bool,
 }
 
 impl std::fmt::Debug for CodeModeServer {
@@ -80,25 +85,60 @@ impl CodeModeServer {
                 let attr = rmcp::model::Tool::new(name, tool.description().to_owned(), Arc::new(schema));
                 tool_router.add_route(ToolRoute::new_dyn(attr, |context: ToolCallContext<'_, Self>| {
                     Box::pin(async move {
-                        let result = context.service.call_direct(&context.name, context.arguments).await;
+                        let extensions = &context.request_context.extensions;
+                        let result = context.service.call_direct(&context.name, context.arguments, extensions).await;
                         Ok(CallToolResponse::Complete(result))
                     })
                 }));
             }
         }
-        CodeModeServer { sandbox, manifest: Arc::new(manifest), tools: Arc::new(tools.clone()), catalog, tool_router }
+        CodeModeServer {
+            sandbox,
+            manifest: Arc::new(manifest),
+            tools: Arc::new(tools.clone()),
+            catalog,
+            tool_router,
+            admission_required: false,
+        }
+    }
+
+    /// This server as the HTTP transport serves it: each run and direct tool call waits for the [`Admission`] the
+    /// web server puts in its request, and is refused when the request carries none.
+    pub(crate) fn admitted_by_web_server(mut self) -> Self {
+        self.admission_required = true;
+        self
+    }
+
+    /// Room for one run or direct tool call, from the admission the request carries (none on stdio), or why not.
+    async fn admit(&self, extensions: &Extensions) -> Result<Option<RunPermit>, String> {
+        let admission =
+            extensions.get::<http::request::Parts>().and_then(|parts| parts.extensions.get::<Admission>()).cloned();
+        match admission {
+            Some(admission) => admission.admit().await.map(Some),
+            None if self.admission_required => {
+                Err("refused: the web server gave this request no run admission, so nothing may run".to_owned())
+            }
+            None => Ok(None),
+        }
     }
 
     /// A classic call of an exposed tool, checked and capped like a call from guest code.
-    async fn call_direct(&self, name: &str, arguments: Option<JsonObject>) -> CallToolResult {
+    async fn call_direct(&self, name: &str, arguments: Option<JsonObject>, extensions: &Extensions) -> CallToolResult {
+        let permit = match self.admit(extensions).await {
+            Ok(permit) => permit,
+            Err(message) => return refusal(message),
+        };
         let (tools, manifest, name) = (self.tools.clone(), self.manifest.clone(), name.to_owned());
         let args = serde_json::to_vec(&Value::Object(arguments.unwrap_or_default()));
-        // Tool handlers are synchronous (a micro-tool runs a sandbox, an upstream call waits on its server).
+        // Tool handlers are synchronous (a micro-tool runs a sandbox, an upstream call waits on its server). The
+        // permit is held until the call ends, even if the client goes away first.
         let outcome = tokio::task::spawn_blocking(move || {
             let args = args.map_err(|e| format!("the arguments are not JSON: {e}"));
             // Held to the manifest's cpu_ms, as a call from guest code is.
             let deadline = std::time::Instant::now() + std::time::Duration::from_millis(manifest.cpu_ms());
-            ToolSession::new(tools, &manifest, deadline).call(Ok(name), args)
+            let result = ToolSession::new(tools, &manifest, deadline).call(Ok(name), args);
+            drop(permit);
+            result
         })
         .await;
         match outcome {
@@ -124,7 +164,16 @@ impl CodeModeServer {
     /// memory limit, exception or syntax error is reported with isError set. Call search_docs first to find the host
     /// tools your code can call and their exact signatures.
     #[tool]
-    async fn execute_code(&self, Parameters(args): Parameters<ExecuteCode>) -> CallToolResult {
+    async fn execute_code(
+        &self,
+        Parameters(args): Parameters<ExecuteCode>,
+        context: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        // Admitted before anything else, so that every way this call ends gives the room back before it answers.
+        let permit = match self.admit(&context.extensions).await {
+            Ok(permit) => permit,
+            Err(message) => return refusal(message),
+        };
         let language = match args.language.trim().to_ascii_lowercase().as_str() {
             "javascript" | "js" => Language::Js,
             "python" | "py" => Language::Python,
@@ -144,8 +193,20 @@ impl CodeModeServer {
             _ => "main.js",
         };
         let request = RunRequest::source(name, language, args.code);
-        // Sandbox::run is synchronous and bounded by the manifest's cpu_ms; it must not hold an async worker.
-        let outcome = tokio::task::spawn_blocking(move || sandbox.run(&manifest, &request)).await;
+        // Sandbox::run is synchronous and bounded by the manifest's cpu_ms; it must not hold an async worker. The
+        // permit is held until the run ends, even if the client goes away first.
+        let outcome = tokio::task::spawn_blocking(move || {
+            let outcome = sandbox.run(&manifest, &request);
+            if let Some(permit) = permit {
+                permit.finish(match &outcome {
+                    Ok(report) => Some(report),
+                    Err(Error::Record { report, .. }) => Some(report),
+                    Err(_) => None,
+                });
+            }
+            outcome
+        })
+        .await;
         match outcome {
             Ok(Ok(report)) => report_result(&report, None),
             Ok(Err(Error::Record { report, error })) => report_result(&report, Some(error.to_string())),
@@ -187,6 +248,12 @@ impl ServerHandler for CodeModeServer {
                  return only what you need.",
             )
     }
+}
+
+/// Whether calling the tool `name` runs something (`execute_code`, or a host tool exposed as a direct MCP tool) and
+/// so needs the web server's [`Admission`] over HTTP; `search_docs` only reads the catalog.
+pub fn is_run_tool(name: &str) -> bool {
+    name != "search_docs"
 }
 
 /// A request refused before anything ran: an error result without a report.
