@@ -135,6 +135,9 @@ impl<E> ModuleRun<E> {
         let Verdict { termination, value, tools, egress } = verdict(self.termination, self.ext);
         let mut denials = self.denials;
         denials.extend(tools.denials);
+        let mut http_requests = egress.exchanges;
+        // Requests per-run tools (the browser) made for the run are the run's requests too.
+        http_requests.extend(tools.http_requests);
         denials.extend(egress.denials);
         ReportParts {
             kernel,
@@ -144,11 +147,11 @@ impl<E> ModuleRun<E> {
             stderr: self.stderr,
             denials,
             tool_calls: tools.calls,
-            http_requests: egress.exchanges,
+            http_requests,
             unlisted: Unlisted {
                 denials: self.unlisted_denials + tools.unlisted_denials + egress.unlisted_denials,
                 tool_calls: tools.unlisted_calls,
-                http_requests: egress.unlisted_exchanges,
+                http_requests: egress.unlisted_exchanges + tools.unlisted_http_requests,
                 artifacts: 0,
             },
             wall_ms: self.wall_ms,

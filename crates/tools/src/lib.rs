@@ -16,8 +16,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod run;
 mod session;
 mod worker;
+
+pub use run::{RunContext, RunRecords};
 
 pub use session::{
     MAX_TOOL_ARGS_BYTES, MAX_TOOL_ERROR_BYTES, MAX_TOOL_NAME_BYTES, MAX_TOOL_RESULT_BYTES, ToolRecords, ToolSession,
@@ -33,7 +36,13 @@ use wasmagent_manifest::EffectiveManifest;
 /// What a tool handler returns: a JSON result, or an error message the guest sees as an exception.
 pub type ToolResult = Result<Value, String>;
 
-type Handler = dyn Fn(Value) -> ToolResult + Send + Sync;
+/// How a tool answers: a function of its arguments, or one that also sees the run calling it ([`Tool::per_run`]).
+enum Handler {
+    Plain(Box<dyn Fn(Value) -> ToolResult + Send + Sync>),
+    PerRun(Box<PerRunHandler>),
+}
+
+type PerRunHandler = dyn Fn(&RunContext, Value) -> ToolResult + Send + Sync;
 
 /// One host tool.
 #[derive(Clone)]
@@ -59,7 +68,21 @@ impl Tool {
         input_schema: Value,
         handler: impl Fn(Value) -> ToolResult + Send + Sync + 'static,
     ) -> Self {
-        Tool { name: name.into(), description: description.into(), input_schema, handler: Arc::new(handler) }
+        let handler = Arc::new(Handler::Plain(Box::new(handler)));
+        Tool { name: name.into(), description: description.into(), input_schema, handler }
+    }
+
+    /// A tool whose calls in one run share state (a browser page): `handler` also receives the [`RunContext`] of
+    /// the calling run, whose [`RunContext::on_end`] hooks release that state when the run ends. Such a tool is
+    /// called only through a [`ToolSession`].
+    pub fn per_run(
+        name: impl Into<String>,
+        description: impl Into<String>,
+        input_schema: Value,
+        handler: impl Fn(&RunContext, Value) -> ToolResult + Send + Sync + 'static,
+    ) -> Self {
+        let handler = Arc::new(Handler::PerRun(Box::new(handler)));
+        Tool { name: name.into(), description: description.into(), input_schema, handler }
     }
 
     /// The tool's name.
@@ -77,17 +100,17 @@ impl Tool {
 
     /// Calls the handler. A panic in the handler is turned into an error rather than unwinding into the kernel, and
     /// an empty error message into one that names the tool (guests must be able to tell an error from an empty
-    /// result, and a blank message tells nobody anything).
+    /// result, and a blank message tells nobody anything). A [`Tool::per_run`] tool has no run here and refuses.
     pub fn call(&self, args: Value) -> ToolResult {
-        call_handler(&self.name, &self.handler, args)
+        call_handler(&self.name, &self.handler, None, args)
     }
 
     /// The call of this tool with `args`, as a worker runs it: the result as JSON bytes, refused over
     /// [`MAX_TOOL_RESULT_BYTES`].
-    pub(crate) fn work(&self, args: Value) -> worker::Work {
-        let (name, handler) = (self.name.clone(), self.handler.clone());
+    pub(crate) fn work(&self, run: &Arc<RunContext>, args: Value) -> worker::Work {
+        let (name, handler, run) = (self.name.clone(), self.handler.clone(), run.clone());
         Box::new(move || {
-            let value = call_handler(&name, &handler, args)?;
+            let value = call_handler(&name, &handler, Some(&run), args)?;
             let bytes = serde_json::to_vec(&value).map_err(|e| format!("the result is not JSON: {e}"))?;
             if bytes.len() > MAX_TOOL_RESULT_BYTES {
                 return Err(format!(
@@ -100,8 +123,13 @@ impl Tool {
     }
 }
 
-fn call_handler(name: &str, handler: &Arc<Handler>, args: Value) -> ToolResult {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(args))) {
+fn call_handler(name: &str, handler: &Handler, run: Option<&RunContext>, args: Value) -> ToolResult {
+    let call = || match (handler, run) {
+        (Handler::Plain(handler), _) => handler(args),
+        (Handler::PerRun(handler), Some(run)) => handler(run, args),
+        (Handler::PerRun(_), None) => Err(format!("tool {name} keeps state for a run; call it through a ToolSession")),
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
         Ok(Err(message)) if message.is_empty() => Err(format!("tool {name} failed without saying why")),
         Ok(result) => result,
         Err(_) => Err(format!("tool {name} failed internally")),

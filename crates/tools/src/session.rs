@@ -3,12 +3,12 @@
 //! means, so that every kernel grants, refuses, counts and records tool calls the same way.
 
 use crate::worker::Unfinished;
-use crate::{MAX_ABANDONED_CALLS, Tool, ToolRegistry};
+use crate::{MAX_ABANDONED_CALLS, RunContext, Tool, ToolRegistry};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Instant;
 use wasmagent_kernel::bounds::{REPORT_TEXT_BYTES, RecordList, cut};
-use wasmagent_kernel::{Denial, ToolCall};
+use wasmagent_kernel::{Denial, HttpExchange, ToolCall};
 use wasmagent_manifest::EffectiveManifest;
 
 /// Longest tool name accepted from a guest.
@@ -30,6 +30,17 @@ pub struct ToolSession {
     deadline: Instant,
     calls: RecordList<ToolCall>,
     denials: RecordList<Denial>,
+    run: RunEnd,
+}
+
+/// The run's context, ended (its tools' per-run state released) when the session is dropped if
+/// [`ToolSession::into_records`] did not end it first.
+struct RunEnd(Arc<RunContext>);
+
+impl Drop for RunEnd {
+    fn drop(&mut self) {
+        self.0.end();
+    }
 }
 
 /// What a run's tool calls left for its report.
@@ -45,6 +56,10 @@ pub struct ToolRecords {
     pub unlisted_calls: u64,
     /// Denials counted but not listed (past the report bound; repeats of an unlisted one counted again).
     pub unlisted_denials: u64,
+    /// Network requests per-run tools made for the run ([`crate::RunRecords`]), for its `http_requests`.
+    pub http_requests: Vec<HttpExchange>,
+    /// Such requests counted but not listed.
+    pub unlisted_http_requests: u64,
 }
 
 impl ToolSession {
@@ -59,6 +74,7 @@ impl ToolSession {
             deadline,
             calls: RecordList::default(),
             denials: RecordList::default(),
+            run: RunEnd(Arc::new(RunContext::new(manifest, deadline))),
         }
     }
 
@@ -120,7 +136,7 @@ impl ToolSession {
     /// Runs `tool` on a worker, waiting for it until the run's deadline.
     fn run(&self, tool: &Tool, args: serde_json::Value) -> Result<Vec<u8>, String> {
         let name = tool.name();
-        match self.tools.workers().run(self.deadline, tool.work(args)) {
+        match self.tools.workers().run(self.deadline, tool.work(&self.run.0, args)) {
             Ok(result) => result,
             Err(Unfinished::DeadlinePassed) => Err(format!(
                 "the run's deadline (cpu_ms) passed before tool {name} answered; the call was abandoned and its \
@@ -191,10 +207,29 @@ impl ToolSession {
     }
 
     /// The calls, the host-call count and the denials, for the report.
-    pub fn into_records(self) -> ToolRecords {
-        let (calls, unlisted_calls) = self.calls.into_parts();
-        let (denials, unlisted_denials) = self.denials.into_parts();
-        ToolRecords { calls, host_calls: self.host_calls, denials, unlisted_calls, unlisted_denials }
+    /// Ends the run first: per-run tool state is released and what those tools report joins the records.
+    pub fn into_records(mut self) -> ToolRecords {
+        let (mut http_requests, mut unlisted_http_requests, mut tools_unlisted_denials) = (Vec::new(), 0, 0);
+        for records in self.run.0.end() {
+            for denial in records.denials {
+                self.denials.push(denial);
+            }
+            tools_unlisted_denials += records.unlisted_denials;
+            http_requests.extend(records.http_requests);
+            unlisted_http_requests += records.unlisted_http_requests;
+        }
+        let (calls, unlisted_calls) = std::mem::take(&mut self.calls).into_parts();
+        let (denials, unlisted_denials) = std::mem::take(&mut self.denials).into_parts();
+        let unlisted_denials = unlisted_denials + tools_unlisted_denials;
+        ToolRecords {
+            calls,
+            host_calls: self.host_calls,
+            denials,
+            unlisted_calls,
+            unlisted_denials,
+            http_requests,
+            unlisted_http_requests,
+        }
     }
 }
 
