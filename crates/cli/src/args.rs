@@ -248,6 +248,17 @@ pub(crate) enum ManifestCommand {
         /// The manifest file.
         file: PathBuf,
     },
+    /// Say what manifest B grants beyond manifest A, one sentence per grant ("adds read access to /srv/data",
+    /// "adds host https://api.example.com:443", "raises cpu_ms from 5000 to 20000"), then what B takes away.
+    ///
+    /// Both are compared as effective manifests (defaults applied, mounts resolved on this machine).
+    /// Exit status: 0 when B grants nothing beyond A; 1 when it does; 2 when a manifest is not valid.
+    Diff {
+        /// The manifest reviewed against (for example the one in use).
+        a: PathBuf,
+        /// The manifest under review (for example a proposal from `run --learn`).
+        b: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -354,6 +365,17 @@ pub(crate) struct RunArgs {
     /// Print the run report as one JSON object on stdout instead of forwarding the guest's output.
     #[arg(long)]
     pub(crate) json: bool,
+
+    /// Run, then print on stdout a manifest (TOML, for --manifest) that adds to the given one the narrowest
+    /// entries that would have allowed each denial: a mount, a host, a tool, or a limit that stopped the run
+    /// raised ×2. Never anything under the egress floor. The guest's output and the explanations go to stderr.
+    /// Exit status 0 when nothing was denied and no limit stopped the run, 1 otherwise.
+    #[arg(long, conflicts_with = "json")]
+    pub(crate) learn: bool,
+
+    /// Tools file (TOML) declaring the host tools the code may call (each only where the manifest grants it).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) tools: Option<PathBuf>,
 
     /// Write each artifact the run displayed to a new file in this directory (created if missing), named from its
     /// position and kind: `001-html.html`, `002-table.json`, `003-image.png`. Existing files are never replaced.

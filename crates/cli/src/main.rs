@@ -34,6 +34,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         args::Command::Run(run) => run_cmd::run(*run),
         args::Command::Manifest(args::ManifestCommand::Check { file }) => manifest_cmd::check(&file),
+        args::Command::Manifest(args::ManifestCommand::Diff { a, b }) => manifest_cmd::diff(&a, &b),
         args::Command::Keygen { out } => signing_cmd::keygen(&out),
         args::Command::Sign { module, key, out } => signing_cmd::sign(&module, &key, out.as_deref()),
         args::Command::Verify { module, pubkey } => signing_cmd::verify(&module, &pubkey),

@@ -2,11 +2,12 @@ use crate::args::RunArgs;
 use anyhow::{Context, bail};
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
+use wasmagent::learn::LearnOptions;
 use wasmagent::signing::keys::SecretKey;
 use wasmagent::signing::record::AuditLog;
 use wasmagent::{
-    CapabilityManifest, Code, EgressConfig, Error, ErrorKind, Language, ManifestCeilings, Outcome, RunReport,
-    RunRequest, Sandbox, default_cache_dir, default_max_cache_bytes,
+    CapabilityManifest, Code, EffectiveManifest, EgressConfig, Error, ErrorKind, Language, ManifestCeilings, Outcome,
+    RunReport, RunRequest, Sandbox, ToolRegistry, default_cache_dir, default_max_cache_bytes,
 };
 
 /// Largest module read from standard input; the engine refuses anything larger anyway.
@@ -14,7 +15,7 @@ const MAX_STDIN_MODULE: u64 = 64 * 1024 * 1024;
 
 /// `wasmagent run`.
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
-    let manifest = build_manifest(&args)?;
+    let given = build_manifest(&args)?;
     let (name, code) = read_code(&args)?;
     let stdin = match &args.stdin {
         Some(path) => std::fs::read(path).with_context(|| format!("cannot read --stdin {}", path.display()))?,
@@ -38,12 +39,15 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
     if let (Some(record), Some(key)) = (&args.record, &args.record_key) {
         builder = builder.audit_log(AuditLog::new(record, SecretKey::from_file(key)?));
     }
-    builder = builder.egress(EgressConfig::load(args.egress_config.as_deref(), &args.allow_private)?).ceilings(
-        ManifestCeilings { allow_any_public_host: args.allow_any_public_host, ..ManifestCeilings::default() },
-    );
+    let egress = EgressConfig::load(args.egress_config.as_deref(), &args.allow_private)?;
+    let toolbox = args.tools.as_deref().map(|path| crate::mcp_cmd::load_tools(path, &egress)).transpose()?;
+    let tools = toolbox.as_ref().map_or_else(ToolRegistry::new, |t| t.registry().clone());
+    let ceilings =
+        ManifestCeilings { allow_any_public_host: args.allow_any_public_host, ..ManifestCeilings::default() };
+    builder = builder.egress(egress.clone()).tools(tools.clone()).ceilings(ceilings.clone());
     let sandbox = builder.build()?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let manifest = sandbox.resolve(&manifest, &cwd)?;
+    let manifest = sandbox.resolve(&given, &cwd)?;
     let request = RunRequest::new(name, code).with_args(args.guest_args.clone()).with_stdin(stdin);
     let outcome = match &args.remote {
         Some(url) => {
@@ -59,6 +63,13 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
         Err(other) => return Err(other.into()),
     };
 
+    if args.learn {
+        if let Some(error) = record_error {
+            bail!("the run finished but its audit record could not be written: {error}");
+        }
+        let options = LearnOptions { ceilings: &ceilings, egress: &egress, tools: &tools, base: &cwd };
+        return print_learned(&given, &manifest, &report, &options);
+    }
     if args.json {
         let line = serde_json::to_string(&report).context("cannot serialize the run report")?;
         println!("{line}");
@@ -69,13 +80,54 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
     if let Some(dir) = &args.artifacts {
         let written = crate::artifacts::write_all(dir, &report.artifacts)?;
         if !args.json {
-            eprintln!("wasmagent: wrote {written} artifact{} to {}", if written == 1 { "" } else { "s" }, dir.display());
+            eprintln!(
+                "wasmagent: wrote {written} artifact{} to {}",
+                if written == 1 { "" } else { "s" },
+                dir.display()
+            );
         }
     }
     if let Some(error) = record_error {
         bail!("the run finished but its audit record could not be written: {error}");
     }
     Ok(exit_status(&report))
+}
+
+/// `run --learn`: the proposal on stdout; the run's output, its denials and the explanations on stderr.
+fn print_learned(
+    given: &CapabilityManifest,
+    effective: &EffectiveManifest,
+    report: &RunReport,
+    options: &LearnOptions<'_>,
+) -> anyhow::Result<u8> {
+    let mut stderr = std::io::stderr();
+    stderr.write_all(report.stdout.as_bytes()).context("cannot write to stderr")?;
+    if !report.value.is_null() {
+        writeln!(stderr, "{}", report.value).context("cannot write to stderr")?;
+    }
+    stderr.write_all(report.stderr.as_bytes()).context("cannot write to stderr")?;
+    print_summary(report);
+    let proposal = wasmagent::learn::propose(given, effective, report, options)?;
+    for line in &proposal.added {
+        eprintln!("wasmagent: learn: {line}");
+    }
+    for line in &proposal.refused {
+        eprintln!("wasmagent: learn: not proposed: {line}");
+    }
+    let converged = report.denials.is_empty() && report.unlisted.denials == 0 && !report.outcome.is_limit();
+    if converged {
+        eprintln!("wasmagent: learn: nothing was denied and no limit stopped the run; this manifest is enough");
+    } else if proposal.adds_nothing() {
+        eprintln!("wasmagent: learn: nothing can be proposed; the manifest below is the one given");
+    } else {
+        eprintln!(
+            "wasmagent: learn: run again with the manifest below as --manifest, instead of the manifest flags given \
+             here (it holds them), to check that nothing is denied"
+        );
+    }
+    print!("{}", proposal.to_toml()?);
+    std::io::stdout().flush().context("cannot write to stdout")?;
+    Ok(if converged { 0 } else { 1 })
 }
 
 fn build_manifest(args: &RunArgs) -> anyhow::Result<CapabilityManifest> {

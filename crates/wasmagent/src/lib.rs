@@ -23,6 +23,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod learn;
+pub mod manifest_diff;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wasmagent_egress::Egress;
