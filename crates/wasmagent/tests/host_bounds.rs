@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+#[allow(dead_code, reason = "this binary uses only part of the shared helpers")]
 mod common;
 
 use std::time::Instant;
@@ -55,7 +56,7 @@ fn report_ceiling(max_output_bytes: u64) -> u64 {
         + 64 * 1024
 }
 
-/// Enforces: js.report_bounds, python.report_bounds
+/// Enforces: js.report_bounds, python.report_bounds, wasi.report_bounds
 #[test]
 fn hostile_runs_stay_within_the_stated_host_memory_bound() {
     // Compile both engines first: compilation is bounded separately (max_compile_ms, two at once) and is not what
@@ -112,6 +113,31 @@ refused
 "#,
         ),
     ];
+    // WASI: a component asks for 200 files by 64 KiB paths outside every mount (each refusal is recorded).
+    let long = "a".repeat(64 * 1024);
+    let args: Vec<String> = (0..200).map(|i| format!("cat:/{i}{long}")).collect();
+    let probe = wasmagent_test_guests::read(wasmagent_test_guests::PROBE_COMPONENT);
+    let manifest = common::manifest("cpu_ms = 10000\nmax_output_bytes = \"16MiB\"");
+    assert_eq!(
+        common::sandbox().run(&manifest, &RunRequest::wasm("warm", probe.clone())).unwrap().outcome,
+        Outcome::Ok
+    );
+    reset_peak();
+    let before = status_bytes("VmRSS:");
+    let report = common::sandbox().run(&manifest, &RunRequest::wasm("attack", probe).with_args(args)).unwrap();
+    let report_bytes = serde_json::to_vec(&report).unwrap().len() as u64;
+    let growth = status_bytes("VmHWM:").saturating_sub(before);
+    eprintln!(
+        "WASI: 200 refused reads of 64 KiB paths: report {report_bytes} bytes, peak RSS growth {} MiB",
+        growth / MIB
+    );
+    assert_eq!(report.outcome, Outcome::Ok, "{:?}", report.error);
+    // At most 100 refused filesystem accesses are listed, then one denial counts the rest.
+    assert_eq!(report.denials.len(), 101, "{:?}", report.denials.last());
+    assert!(report.denials.iter().all(|d| d.target.len() <= wasmagent::bounds::REPORT_TEXT_BYTES + 48));
+    let bound = manifest.memory_limit_bytes() + report_ceiling(manifest.max_output_bytes()) + ENGINE_ALLOWANCE;
+    assert!(growth <= bound, "WASI: the host's peak grew by {} MiB, over {} MiB", growth / MIB, bound / MIB);
+
     for (name, language, code) in cases {
         let (report, growth, seconds) = measured(toml, language, code);
         let report_bytes = serde_json::to_vec(&report).unwrap().len() as u64;
