@@ -24,6 +24,7 @@ const FIELDS: &[&str] = &[
     "max_http_request_bytes",
     "max_http_response_bytes",
     "http_timeout_ms",
+    "max_artifact_bytes",
     "extra_capabilities",
     "trusted_keys",
     "require_signature",
@@ -36,6 +37,11 @@ const FIELDS: &[&str] = &[
 const NOT_APPLICABLE: &[(&str, &str, &str)] = &[
     ("wasi", "max_host_calls", "WebAssembly tools get no host-tool imports, so they make no host calls"),
     ("wasi", "extra_capabilities", "WebAssembly tools get no host-tool imports, so no grant can apply"),
+    (
+        "wasi",
+        "max_artifact_bytes",
+        "WebAssembly tools get no display import, so they make no artifacts (files they write go to write mounts)",
+    ),
     ("js", "trusted_keys", "scripts carry no signature; only WebAssembly code is verified"),
     ("python", "trusted_keys", "scripts carry no signature; only WebAssembly code is verified"),
 ];

@@ -19,8 +19,8 @@ pub const MAX_HTTP_REQUESTS: u64 = 100;
 pub const MAX_HTTP_REQUEST_BYTES: u64 = 1024 * 1024;
 /// Largest HTTP response body a guest may receive, in bytes.
 pub const MAX_HTTP_RESPONSE_BYTES: u64 = 8 * 1024 * 1024;
-/// Longest one HTTP request may take (connect to last body byte), in milliseconds. The run's `cpu_ms` deadline
-/// still applies: a request never outlives the run.
+/// Longest one HTTP request may take as a whole (waiting for a slot, name resolution, every redirect hop, to the
+/// last body byte), in milliseconds. The run's `cpu_ms` deadline still applies: a request never outlives the run.
 pub const HTTP_TIMEOUT_MS: u64 = 10_000;
 /// Artifacts (`display.*` output of the script kernels) per run, in bytes of content all together.
 pub const MAX_ARTIFACT_BYTES: u64 = 4 * 1024 * 1024;
