@@ -17,7 +17,10 @@ fn python(toml: &str, code: &str) -> RunReport {
     run(&manifest(toml), Language::Python, "script.py", code)
 }
 
-fn summary(artifacts: &[Artifact]) -> Vec<(ArtifactKind, &str, Option<&str>, Option<&str>, Option<&str>, u64)> {
+/// An artifact's kind, mime, title, text, base64 and size, for comparing whole lists at once.
+type Summary<'a> = (ArtifactKind, &'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>, u64);
+
+fn summary(artifacts: &[Artifact]) -> Vec<Summary<'_>> {
     artifacts
         .iter()
         .map(|a| (a.kind, a.mime.as_str(), a.title.as_deref(), a.text.as_deref(), a.base64.as_deref(), a.bytes))
@@ -25,8 +28,7 @@ fn summary(artifacts: &[Artifact]) -> Vec<(ArtifactKind, &str, Option<&str>, Opt
 }
 
 /// What both languages' six calls below must produce, in order.
-fn expected_six()
--> Vec<(ArtifactKind, &'static str, Option<&'static str>, Option<&'static str>, Option<&'static str>, u64)> {
+fn expected_six() -> Vec<Summary<'static>> {
     vec![
         (ArtifactKind::Html, "text/html", Some("page"), Some("<p>é</p>"), None, 9),
         (ArtifactKind::Svg, "image/svg+xml", None, Some("<svg/>"), None, 6),
