@@ -50,6 +50,12 @@ impl ApiError {
         error
     }
 
+    /// Names the manifest field the error is about.
+    pub(crate) fn with_field(mut self, field: Option<&str>) -> Self {
+        self.0.body.field = field.map(str::to_owned);
+        self
+    }
+
     /// 503 with Retry-After.
     pub(crate) fn busy(message: impl Into<String>, retry_after_secs: u64) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)

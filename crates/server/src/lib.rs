@@ -13,6 +13,7 @@ mod agent_runs;
 mod api;
 mod auth;
 pub mod config;
+pub mod console;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -48,6 +49,12 @@ pub fn router(state: Arc<AppState>, cors_allowed_origins: &[String]) -> Result<R
         .route("/v1/runs", post(runs::create_run))
         .route("/v1/runs/{id}", get(runs::get_run))
         .route("/v1/webhooks/dead-letters", get(runs::dead_letters))
+        .route("/v1/manifests/check", post(console::check_manifest))
+        .route("/v1/render/markdown", post(console::render_markdown))
+        .route("/console", get(console::page))
+        .route("/console/console.js", get(console::script))
+        .route("/console/console.css", get(console::style))
+        .route("/console/frame", get(console::frame))
         .route("/v1/agent-runs", post(agent_runs::create))
         .route("/v1/agent-runs/{id}", get(agent_runs::status))
         .route("/v1/agent-runs/{id}/events", get(agent_runs::events))
