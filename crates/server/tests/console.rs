@@ -393,3 +393,57 @@ async fn hostile_cards_are_harmless() {
         "2000px"
     );
 }
+
+/// The console's two API endpoints need the same credentials as runs, and answer as documented.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_check_and_markdown_rendering_need_credentials_and_answer_as_documented() {
+    async fn serve(insecure_no_auth: bool) -> (String, tokio::sync::oneshot::Sender<()>) {
+        let mut config = ServerConfig { pool_slots: 2, max_concurrent_runs: 1, ..ServerConfig::default() };
+        config.max_manifest = wasmagent::CapabilityManifest::from_toml_str("max_artifact_bytes = \"4KiB\"").unwrap();
+        let state = Arc::new(AppState::new(&config, insecure_no_auth).await.unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            wasmagent_server::serve(listener, state, &[], async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        (base, stop)
+    }
+    let client = reqwest::Client::new();
+    let post = |base: &str, path: &str, body: &str| client.post(format!("{base}{path}")).body(body.to_owned()).send();
+
+    let (closed, _stop_closed) = serve(false).await;
+    for path in ["/v1/manifests/check", "/v1/render/markdown"] {
+        assert_eq!(post(&closed, path, "cpu_ms = 100").await.unwrap().status(), 401, "{path}");
+    }
+    assert_eq!(client.get(format!("{closed}/console")).send().await.unwrap().status(), 200);
+
+    let (open, _stop_open) = serve(true).await;
+    let checked: serde_json::Value = post(&open, "/v1/manifests/check", "cpu_ms = 100\nmax_artifact_bytes = \"1KiB\"")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(checked["manifest"]["cpu_ms"], 100);
+    assert_eq!(checked["effective"]["max_artifact_bytes"], 1024);
+    let wider = post(&open, "/v1/manifests/check", "max_artifact_bytes = \"8KiB\"").await.unwrap();
+    assert_eq!(wider.status(), 403);
+    assert!(checked["digest"].as_str().unwrap().starts_with("sha256:"));
+    let typo = post(&open, "/v1/manifests/check", "cpu_msx = 1").await.unwrap();
+    assert_eq!(typo.status(), 400);
+    assert!(typo.text().await.unwrap().contains("cpu_msx"));
+    let above = post(&open, "/v1/manifests/check", "max_artifact_bytes = \"1GiB\"").await.unwrap();
+    let above: serde_json::Value = above.json().await.unwrap();
+    assert_eq!(above["field"], "max_artifact_bytes", "{above}");
+    let rendered: serde_json::Value =
+        post(&open, "/v1/render/markdown", "**b** <script>x</script>").await.unwrap().json().await.unwrap();
+    assert_eq!(rendered["html"], "<p><strong>b</strong> </p>\n");
+    // Markdown is bounded by the maximum manifest's max_artifact_bytes (4 KiB here).
+    let too_big = "x".repeat(4097);
+    assert_eq!(post(&open, "/v1/render/markdown", &too_big).await.unwrap().status(), 413);
+}
