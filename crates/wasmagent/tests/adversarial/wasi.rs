@@ -299,7 +299,7 @@ fn thousands_of_imports_are_refused_or_run_with_a_clear_outcome() {
 }
 
 /// A module may not import the audit functions (it could forge denial records) nor the script engines' bridges
-/// (tools, HTTP): both are refused before anything runs.
+/// (tools, HTTP, artifacts): both are refused before anything runs.
 #[test]
 fn imports_of_the_hosts_private_interfaces_are_refused() {
     let message = refusal(wasm(
@@ -308,7 +308,7 @@ fn imports_of_the_hosts_private_interfaces_are_refused() {
            (memory (export "memory") 1) (func (export "_start")))"#,
     ));
     assert!(message.contains("reserved module \"wasmagent:fs-audit\""), "{message}");
-    for import in ["tool_call", "http_request", "result"] {
+    for import in ["tool_call", "http_request", "artifact", "result"] {
         let message = refusal(wasm(&format!(
             r#"(module (import "wasmagent" "{import}" (func)) (memory (export "memory") 1) (func (export "_start")))"#
         )));
