@@ -153,6 +153,7 @@ fn there_is_no_ambient_authority() {
         "console",
         "decodeURI",
         "decodeURIComponent",
+        "display",
         "encodeURI",
         "encodeURIComponent",
         "env",
