@@ -9,9 +9,11 @@
 //! `target/componentize-py`) builds `guests/python` into a component with the interpreter pre-initialised.
 //! Each is written to `guests/dist/<name>.wasm` with `guests/dist/<name>.provenance.json`:
 //! the digest of the guest's sources and lockfile, the toolchain versions, the exact commands, and the artifact's
-//! digest. With `--check`, nothing is written: the build runs into a temporary directory and the task fails when
-//! the committed provenance does not match the sources (the artifact is stale) or the committed artifact does not
-//! match its provenance. `WASMAGENT_GUESTS=python` (a comma-separated list of names) limits the task to those guests.
+//! digest. With `--check`, nothing is written and nothing is built: the task fails when the committed provenance
+//! does not match the sources (the artifact is stale) or the committed artifact does not match its provenance, which
+//! is what CI runs, so it does not rebuild engines whose recorded source digests match. `--check --rebuild` also
+//! rebuilds each engine into a temporary directory and says whether the result is byte-identical to the committed
+//! one. `WASMAGENT_GUESTS=python` (a comma-separated list of names) limits the task to those guests.
 
 use anyhow::{Context, bail};
 use source_digest::source_digest;
@@ -30,11 +32,12 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize()?;
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["guests"] => guests(&root, false),
-        ["guests", "--check"] => guests(&root, true),
+        ["guests"] => guests(&root, Mode::Write),
+        ["guests", "--check"] => guests(&root, Mode::Check),
+        ["guests", "--check", "--rebuild"] => guests(&root, Mode::CheckAndRebuild),
         ["matrix"] => matrix::matrix(&root, false),
         ["matrix", "--check"] => matrix::matrix(&root, true),
-        _ => bail!("usage: cargo xtask guests [--check] | cargo xtask matrix [--check]"),
+        _ => bail!("usage: cargo xtask guests [--check [--rebuild]] | cargo xtask matrix [--check]"),
     }
 }
 
@@ -63,32 +66,40 @@ const GUESTS: &[Guest] = &[
     Guest { name: "python", dir: "python", kind: GuestKind::Componentize { app: "runner" } },
 ];
 
-fn guests(root: &Path, check: bool) -> anyhow::Result<()> {
+/// What `cargo xtask guests` does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Build every engine and write it with its provenance to guests/dist/.
+    Write,
+    /// Check the committed engines against their sources and provenance, building nothing.
+    Check,
+    /// Check, and also rebuild each engine to compare it with the committed one.
+    CheckAndRebuild,
+}
+
+fn guests(root: &Path, mode: Mode) -> anyhow::Result<()> {
     let dist = root.join("guests/dist");
     let mut failures = Vec::new();
     let only = std::env::var("WASMAGENT_GUESTS").ok();
     for guest in GUESTS.iter().filter(|g| only.as_deref().is_none_or(|o| o.split(',').any(|n| n == g.name))) {
         let source_digest = source_digest(&root.join("guests").join(guest.dir))?;
+        let wasm_path = dist.join(format!("{}.wasm", guest.name));
+        let provenance_path = dist.join(format!("{}.provenance.json", guest.name));
+        if mode == Mode::Check {
+            failures.extend(committed_mismatches(guest, &source_digest, &wasm_path, &provenance_path)?);
+            println!(
+                "{}: checked against its sources and provenance (not rebuilt; `--check --rebuild` rebuilds)",
+                guest.name
+            );
+            continue;
+        }
         let built = build(root, guest)?;
         let artifact_digest = format!("sha256:{}", hex::encode(Sha256::digest(&built)));
         let provenance = provenance(root, guest, &source_digest, &artifact_digest, built.len())?;
-        let wasm_path = dist.join(format!("{}.wasm", guest.name));
-        let provenance_path = dist.join(format!("{}.provenance.json", guest.name));
-        if check {
-            let committed: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(&provenance_path).with_context(|| format!("reading {}", provenance_path.display()))?,
-            )?;
-            let committed_artifact = std::fs::read(&wasm_path)?;
-            let committed_digest = format!("sha256:{}", hex::encode(Sha256::digest(&committed_artifact)));
-            if committed["source_digest"] != source_digest.as_str() {
-                failures.push(format!(
-                    "{}: the sources changed since guests/dist/{}.wasm was built; run `cargo xtask guests`",
-                    guest.name, guest.name
-                ));
-            }
-            if committed["artifact_digest"] != committed_digest.as_str() {
-                failures.push(format!("{}: guests/dist/{}.wasm does not match its provenance", guest.name, guest.name));
-            }
+        if mode == Mode::CheckAndRebuild {
+            failures.extend(committed_mismatches(guest, &source_digest, &wasm_path, &provenance_path)?);
+            let committed_digest = format!("sha256:{}", hex::encode(Sha256::digest(std::fs::read(&wasm_path)?)));
+            let committed: serde_json::Value = serde_json::from_slice(&std::fs::read(&provenance_path)?)?;
             let reproducible = committed_digest == artifact_digest;
             println!(
                 "{}: sources {}; rebuilt artifact {} the committed one",
@@ -104,6 +115,32 @@ fn guests(root: &Path, check: bool) -> anyhow::Result<()> {
         }
     }
     if failures.is_empty() { Ok(()) } else { bail!("{}", failures.join("\n")) }
+}
+
+/// Why the committed `wasm_path` and its provenance do not fit `source_digest` (stale sources, or an artifact that
+/// is not the one its provenance names); empty when they fit.
+fn committed_mismatches(
+    guest: &Guest,
+    source_digest: &str,
+    wasm_path: &Path,
+    provenance_path: &Path,
+) -> anyhow::Result<Vec<String>> {
+    let committed: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(provenance_path).with_context(|| format!("reading {}", provenance_path.display()))?,
+    )?;
+    let committed_artifact = std::fs::read(wasm_path).with_context(|| format!("reading {}", wasm_path.display()))?;
+    let committed_digest = format!("sha256:{}", hex::encode(Sha256::digest(&committed_artifact)));
+    let mut failures = Vec::new();
+    if committed["source_digest"] != source_digest {
+        failures.push(format!(
+            "{}: the sources changed since guests/dist/{}.wasm was built; run `cargo xtask guests`",
+            guest.name, guest.name
+        ));
+    }
+    if committed["artifact_digest"] != committed_digest.as_str() {
+        failures.push(format!("{}: guests/dist/{}.wasm does not match its provenance", guest.name, guest.name));
+    }
+    Ok(failures)
 }
 
 fn cargo_command(root: &Path, guest: &Guest, sysroot: &Path, target_dir: &Path) -> Command {
