@@ -142,21 +142,14 @@ impl Kernel for JsKernel {
             memory.write(&mut *store, ptr as usize, input.as_bytes())?;
             start.call(&mut *store, (ptr, len))
         })?;
-        let mut artifacts = None;
-        let mut report =
-            run.into_report(KERNEL_NAME, cache, manifest, request.code_digest().to_owned(), |termination, bridge| {
-                let (termination, value) = match termination.outcome {
-                    Outcome::Ok => outcome_of(bridge.result(), manifest),
-                    _ => (script::explain_stack_overflow(termination, STACK_OVERFLOW), serde_json::Value::Null),
-                };
-                let (tools, egress, displayed) = bridge.into_records();
-                artifacts = Some(displayed);
-                Verdict { termination, value, tools, egress }
-            });
-        if let Some(artifacts) = artifacts {
-            artifacts.finish(&mut report);
-        }
-        Ok(report)
+        Ok(run.into_report(KERNEL_NAME, cache, manifest, request.code_digest().to_owned(), |termination, bridge| {
+            let (termination, value) = match termination.outcome {
+                Outcome::Ok => outcome_of(bridge.result(), manifest),
+                _ => (script::explain_stack_overflow(termination, STACK_OVERFLOW), serde_json::Value::Null),
+            };
+            let (tools, egress, artifacts) = bridge.into_records();
+            Verdict { termination, value, tools, egress, artifacts: Some(artifacts) }
+        }))
     }
 }
 

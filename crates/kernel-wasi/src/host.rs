@@ -119,6 +119,8 @@ pub struct Verdict {
     pub tools: ToolRecords,
     /// The run's HTTP requests.
     pub egress: EgressRecords,
+    /// What the guest's `display` calls produced (script kernels; `None` for WASI tools).
+    pub artifacts: Option<crate::artifacts::ArtifactSession>,
 }
 
 impl<E> ModuleRun<E> {
@@ -132,14 +134,14 @@ impl<E> ModuleRun<E> {
         code_digest: String,
         verdict: impl FnOnce(Termination, E) -> Verdict,
     ) -> RunReport {
-        let Verdict { termination, value, tools, egress } = verdict(self.termination, self.ext);
+        let Verdict { termination, value, tools, egress, artifacts } = verdict(self.termination, self.ext);
         let mut denials = self.denials;
         denials.extend(tools.denials);
         let mut http_requests = egress.exchanges;
         // Requests per-run tools (the browser) made for the run are the run's requests too.
         http_requests.extend(tools.http_requests);
         denials.extend(egress.denials);
-        ReportParts {
+        let mut report = ReportParts {
             kernel,
             termination,
             value,
@@ -162,7 +164,11 @@ impl<E> ModuleRun<E> {
             manifest,
             code_digest,
         }
-        .into_report()
+        .into_report();
+        if let Some(artifacts) = artifacts {
+            artifacts.finish(&mut report);
+        }
+        report
     }
 }
 

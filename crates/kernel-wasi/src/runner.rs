@@ -42,5 +42,6 @@ pub(crate) fn run(
         value: serde_json::Value::Null,
         tools: Default::default(),
         egress: egress.map(|session| session.take_records()).unwrap_or_default(),
+        artifacts: None,
     }))
 }
