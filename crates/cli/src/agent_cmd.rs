@@ -1,12 +1,12 @@
 //! `wasmagent agent`.
 
 use crate::args::AgentArgs;
-use crate::mcp_cmd::{egress_config, load_tools};
+use crate::mcp_cmd::{egress_config, load_tools, tool_sandbox};
 use anyhow::Context;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
-use wasmagent::{CapabilityManifest, Sandbox, ToolRegistry, default_cache_dir};
+use wasmagent::{CapabilityManifest, ToolRegistry};
 use wasmagent_agent::{Agent, AgentConfig, AgentEvent, AgentOutcome, Approvals, Budgets, Decision};
 use wasmagent_models::{ApiKey, ChatModel, ModelConfig, ModelSpec};
 
@@ -28,14 +28,7 @@ pub(crate) fn agent(args: &AgentArgs) -> anyhow::Result<u8> {
     let tools = toolbox.as_ref().map_or_else(ToolRegistry::new, |t| t.registry().clone());
     let approvals = Approvals::new(APPROVAL_TIMEOUT);
     let tools = if args.needs_approval.is_empty() { tools } else { approvals.gate(&tools, &args.needs_approval)? };
-    let sandbox = Sandbox::builder()
-        .cache_dir(default_cache_dir())
-        .on_compile(|| {
-            eprintln!("wasmagent: compiling an engine (once per machine; later runs load it from the cache)…")
-        })
-        .tools(tools.clone())
-        .egress(egress)
-        .build()?;
+    let sandbox = tool_sandbox(tools.clone(), egress)?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let manifest = sandbox.resolve(&manifest, &cwd)?;
 

@@ -21,15 +21,7 @@ pub(crate) fn mcp(args: &McpArgs) -> anyhow::Result<u8> {
     let egress = egress_config(&args.operator)?;
     let toolbox = args.tools.as_deref().map(|path| load_tools(path, &egress)).transpose()?;
     let tools = toolbox.as_ref().map_or_else(ToolRegistry::new, |t| t.registry().clone());
-    let sandbox = Sandbox::builder()
-        .cache_dir(default_cache_dir())
-        .max_cache_bytes(default_max_cache_bytes()?)
-        .on_compile(|| {
-            eprintln!("wasmagent: compiling an engine (once per machine; later runs load it from the cache)…")
-        })
-        .tools(tools.clone())
-        .egress(egress)
-        .build()?;
+    let sandbox = tool_sandbox(tools.clone(), egress)?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let manifest = sandbox.resolve(&manifest, &cwd)?;
     let options = McpOptions { expose_tools: args.expose_tools };
@@ -40,6 +32,20 @@ pub(crate) fn mcp(args: &McpArgs) -> anyhow::Result<u8> {
 }
 
 /// The operator's egress configuration from `--egress-config` and `--allow-private`.
+/// The sandbox of a long-lived front end (`mcp`, `agent`): the user's compiled-code cache within its cap, a note
+/// on standard error when an engine is compiled, `tools` and the operator's egress configuration.
+pub(crate) fn tool_sandbox(tools: ToolRegistry, egress: EgressConfig) -> anyhow::Result<Sandbox> {
+    Ok(Sandbox::builder()
+        .cache_dir(default_cache_dir())
+        .max_cache_bytes(default_max_cache_bytes()?)
+        .on_compile(|| {
+            eprintln!("wasmagent: compiling an engine (once per machine; later runs load it from the cache)…")
+        })
+        .tools(tools)
+        .egress(egress)
+        .build()?)
+}
+
 pub(crate) fn egress_config(operator: &OperatorArgs) -> anyhow::Result<EgressConfig> {
     Ok(EgressConfig::load(operator.egress_config.as_deref(), &operator.allow_private)?)
 }
