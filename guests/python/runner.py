@@ -1,4 +1,5 @@
-"""The Python engine's entry point: runs one program per instance and answers with JSON.
+"""The Python engine's entry point: runs one program per instance and answers with JSON (a session runs one per
+call, in one namespace kept for the instance).
 
 componentize-py pre-initialises the interpreter with this module imported, so a run starts from a ready snapshot.
 Anything captured at that time (environment, arguments, random seeds) is reset here, at the start of each run.
@@ -225,13 +226,28 @@ def _answer(**fields):
     return json.dumps(fields, separators=(",", ":"))
 
 
+# A session's namespace: `{"session": true}` requests run in it, so the names one call defines (variables,
+# functions, imports) are there in the next. None in the snapshot: every instance starts without one.
+_SESSION_SCOPE = None
+
+
+def _scope(request, filename):
+    """A fresh namespace for a run, or the instance's session namespace for a session's call."""
+    global _SESSION_SCOPE
+    if not request.get("session"):
+        return {"__name__": "__main__", "__builtins__": builtins, "__file__": filename}
+    if _SESSION_SCOPE is None:
+        _SESSION_SCOPE = {"__name__": "__main__", "__builtins__": builtins, "__file__": filename}
+    return _SESSION_SCOPE
+
+
 def _run(request):
     """Runs one program; the answer is JSON: {"value": ...}, {"exit": n} or {"error": {"kind", "message"}}."""
     code = request["code"]
     filename = request.get("name") or "main.py"
     _reset_process(request)
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
-    scope = {"__name__": "__main__", "__builtins__": builtins, "__file__": filename}
+    scope = _scope(request, filename)
     try:
         body, last = _split_last_expression(code, filename)
         exec(body, scope)

@@ -2,7 +2,8 @@
 //!
 //! `wizer-initialize` builds the runtime, the context and the guest-side glue once, at build time; wasmtime-wizer
 //! snapshots the result. Each run is a fresh instance of that snapshot: the host writes a JSON request with
-//! `wasmagent_alloc`, calls `wasmagent_run`, and receives the outcome through the `wasmagent.result` import.
+//! `wasmagent_alloc`, calls `wasmagent_run`, and receives the outcome through the `wasmagent.result` import. A
+//! session calls `wasmagent_run` again on the same instance for each of its calls: globals a script defines stay.
 //!
 //! Everything the script can reach is installed here: `console` (WASI stdout/stderr), `env` (the WASI
 //! environment, which the host builds from the manifest and nothing else), `fs` (WASI files, so the host's mounts
@@ -62,6 +63,10 @@ thread_local! {
     /// xorshift128+ state for `Math.random`, reseeded from WASI at the start of every run (a snapshot would
     /// otherwise give every run the same sequence).
     static RNG: Cell<(u64, u64)> = const { Cell::new((0x9e37_79b9_7f4a_7c15, 0xbf58_476d_1ce4_e5b9)) };
+    /// Whether `env` and `tools` are installed in this instance. The snapshot is taken before any run, so every
+    /// fresh instance starts without them; a session's instance keeps them (its manifest does not change) and
+    /// installs them once, on its first call, since they are non-configurable once defined.
+    static SET_UP: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The guest-side glue, evaluated once at initialisation. It captures the built-ins it uses, so nothing a script
@@ -290,12 +295,17 @@ fn evaluate(ctx: &Ctx<'_>, hooks: Persistent<Object<'static>>, request: &Request
         Err(e) => return error_json("internal", &e.to_string(), None),
     };
     let setup = (|| -> rquickjs::Result<()> {
+        if SET_UP.with(Cell::get) {
+            return Ok(());
+        }
         let env = Object::new(ctx.clone())?;
         for (key, value) in std::env::vars() {
             env.set(key, value)?;
         }
         let setup: Function = hooks.get("setup")?;
-        setup.call::<_, ()>((env, request.tools.clone()))
+        setup.call::<_, ()>((env, request.tools.clone()))?;
+        SET_UP.with(|done| done.set(true));
+        Ok(())
     })()
     .catch(ctx);
     if let Err(e) = setup {
