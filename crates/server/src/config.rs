@@ -54,6 +54,9 @@ pub struct ServerConfig {
     pub audit: AuditConfig,
     /// Agent runs (`POST /v1/agent-runs`): the models they may use, the task cap, budgets, approvals, bounds.
     pub agent: AgentRunsConfig,
+    /// `[cluster]`: with `redis_url`, async runs, their results and webhook deliveries are shared through Redis by
+    /// every server configured with it (README, "Running several servers"); without it, this server works alone.
+    pub cluster: wasmagent_cluster::ClusterConfig,
 }
 
 /// `[agent]`: agent runs over HTTP, behind scope `agents:run`. With no `models` every agent run is refused (403).
@@ -180,6 +183,7 @@ impl Default for ServerConfig {
             mcp: McpConfig::default(),
             audit: AuditConfig::default(),
             agent: AgentRunsConfig::default(),
+            cluster: wasmagent_cluster::ClusterConfig::default(),
         }
     }
 }
@@ -359,6 +363,9 @@ impl ServerConfig {
         }
         if self.audit.log.is_some() != self.audit.key_file.is_some() {
             return Err("audit.log and audit.key_file go together: records are always signed".into());
+        }
+        if self.cluster.redis_url.is_some() {
+            self.cluster.validate()?;
         }
         let agent = &self.agent;
         if agent.max_task_bytes == 0

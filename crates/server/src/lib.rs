@@ -12,6 +12,7 @@
 mod agent_runs;
 mod api;
 mod auth;
+mod cluster;
 pub mod config;
 pub mod console;
 mod error;
@@ -89,10 +90,15 @@ pub fn router(state: Arc<AppState>, cors_allowed_origins: &[String]) -> Result<R
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    if let Some(cluster) = &state.cluster
+        && let Err(error) = cluster.ready().await
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {error}"));
+    }
     if state.run_slots.available_permits() == 0 && state.queued.load(Ordering::SeqCst) >= state.max_queued {
-        (StatusCode::SERVICE_UNAVAILABLE, "busy")
+        (StatusCode::SERVICE_UNAVAILABLE, "busy".to_owned())
     } else {
-        (StatusCode::OK, "ready")
+        (StatusCode::OK, "ready".to_owned())
     }
 }
 
@@ -112,6 +118,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = router(state.clone(), cors_allowed_origins)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // In a cluster, this node takes queued runs and webhook deliveries from Redis until shutdown.
+    let workers = cluster::Workers::start(&state);
     let (signalled, on_signal) = tokio::sync::oneshot::channel::<tokio::time::Instant>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
@@ -135,6 +143,10 @@ pub async fn serve(
             deadline
         }
     };
+    // A cluster node stops taking runs, finishes those it holds or hands them back (deliveries stay in Redis).
+    if let Some(workers) = workers {
+        workers.stop(deadline).await;
+    }
     // Async runs, then the webhook deliveries they started (including retries), within what is left.
     let pending = |state: &AppState| {
         state.pending_async.load(Ordering::SeqCst) + state.webhooks.as_ref().map_or(0, |w| w.pending())

@@ -45,7 +45,11 @@ pub(crate) async fn create_run(
         .map_err(|e| ApiError::invalid(format!("the request body is not a valid run: {e}")))?;
     let run_async = request.run_async;
     let (manifest, run) = prepare(state.sandbox.ceilings(), &state.max_manifest, request)?;
-    let mut response = if run_async {
+    let mut response = if let (true, Some(cluster)) = (run_async, &state.cluster) {
+        // Checked here, queued for any node; this subject's concurrent-run slot ends with the submission.
+        drop(slot);
+        cluster.submit(&principal.subject, &body, &manifest).await.map_err(|e| e.with_headers(rate_headers(&window)))?
+    } else if run_async {
         let id = state.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(&principal.subject);
         let accepted = AsyncAccepted { id: id.clone(), status: "queued".into(), url: format!("/v1/runs/{id}") };
         spawn_async(state.clone(), id, manifest, run, slot);
@@ -122,6 +126,9 @@ pub(crate) async fn get_run(
     Path(id): Path<String>,
 ) -> Result<Json<RunStatus>, ApiError> {
     let principal = state.authorize(&headers, SCOPE_READ)?;
+    if let Some(cluster) = &state.cluster {
+        return cluster.status(&id, &principal.subject).await.map(Json);
+    }
     let store = state.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     store
         .get(&id, &principal.subject)
@@ -135,6 +142,9 @@ pub(crate) async fn get_run(
     security(("bearer" = [])))]
 pub(crate) async fn dead_letters(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
     state.authorize(&headers, SCOPE_ADMIN)?;
+    if let Some(cluster) = &state.cluster {
+        return Ok(Json(cluster.dead_letters().await?).into_response());
+    }
     let letters = state.webhooks.as_ref().map(|w| w.dead_letters()).unwrap_or_default();
     Ok(Json(letters).into_response())
 }
@@ -260,6 +270,17 @@ async fn execute(
     queue_bound: bool,
 ) -> Result<RunReport, ApiError> {
     let permit = server_slot(state, queue_bound).await?;
+    execute_with_permit(state, permit, manifest, run, slot).await
+}
+
+/// [`execute`] in a server-wide slot already taken.
+pub(crate) async fn execute_with_permit(
+    state: &Arc<AppState>,
+    permit: OwnedSemaphorePermit,
+    manifest: EffectiveManifest,
+    run: RunRequest,
+    slot: RunSlot,
+) -> Result<RunReport, ApiError> {
     let in_flight = state.metrics.start_run();
     let sandbox = state.sandbox.clone();
     let audit = state.audit.clone();
@@ -330,7 +351,7 @@ struct RunFinished<'a> {
     error: Option<&'a str>,
 }
 
-fn webhook_body(id: &str, outcome: &Result<RunReport, ApiError>) -> Option<Vec<u8>> {
+pub(crate) fn webhook_body(id: &str, outcome: &Result<RunReport, ApiError>) -> Option<Vec<u8>> {
     let finished = match outcome {
         Ok(report) => RunFinished { run_id: id, status: "done", report: Some(report), error: None },
         Err(error) => RunFinished { run_id: id, status: "failed", report: None, error: Some(error.message()) },

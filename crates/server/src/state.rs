@@ -46,6 +46,8 @@ pub struct AppState {
     pub(crate) audit: Option<Arc<AuditLog>>,
     /// Agent runs (`/v1/agent-runs`): models, their sandbox, the stored runs.
     pub(crate) agents: crate::agent_runs::AgentService,
+    /// The cluster store, when `[cluster] redis_url` is set: async runs, results and webhooks go through Redis.
+    pub(crate) cluster: Option<crate::cluster::Cluster>,
 }
 
 impl AppState {
@@ -130,6 +132,10 @@ impl AppState {
             webhook_config.max_pending = config.webhooks.max_pending_deliveries;
             Some(Webhooks::new(webhook_config, egress).map_err(|e| format!("webhooks: {e}"))?)
         };
+        let cluster = match &config.cluster.redis_url {
+            Some(_) => Some(crate::cluster::Cluster::new(&config.cluster, config.max_stored_run_bytes)?),
+            None => None,
+        };
         Ok(AppState {
             sandbox,
             mcp,
@@ -154,6 +160,7 @@ impl AppState {
             pending_async: AtomicUsize::new(0),
             audit,
             agents,
+            cluster,
         })
     }
 

@@ -12,7 +12,8 @@
 //! exponential backoff and end, after the last attempt, in a bounded in-memory dead-letter list. Deliveries in
 //! flight are bounded too ([`WebhookConfig::max_pending`]): one past the bound is not sent and goes straight to the
 //! dead letters, saying why, so a receiver that is down cannot make the server hold an unbounded backlog of bodies.
-//! Nothing is persisted: deliveries still in flight when the process stops are lost.
+//! Nothing is persisted: deliveries still in flight when the process stops are lost, unless the server is part of a
+//! cluster (`[cluster]`), where deliveries, retries and dead letters live in Redis (`crate::cluster`).
 
 use hmac::{Hmac, Mac};
 use serde::Serialize;
@@ -495,8 +496,41 @@ impl Webhooks {
         }
     }
 
+    /// One signed attempt of a delivery the cluster store holds (`wasmagent-cluster`), to this node's receiver with
+    /// `url`; an error naming the URL when this node has no such receiver.
+    pub(crate) async fn attempt_stored(
+        &self,
+        delivery_id: &str,
+        run_id: &str,
+        url: &str,
+        body: &[u8],
+    ) -> Result<u16, String> {
+        let receiver = self
+            .receivers
+            .iter()
+            .position(|r| r.url == url)
+            .ok_or_else(|| format!("{url} is not among this node's webhooks.urls"))?;
+        let delivery = Delivery { id: delivery_id.to_owned(), run_id: run_id.to_owned(), receiver, body: body.into() };
+        self.attempt(&delivery).await
+    }
+
+    /// The receivers' URLs.
+    pub(crate) fn urls(&self) -> impl Iterator<Item = &str> {
+        self.receivers.iter().map(|r| r.url.as_str())
+    }
+
+    /// Attempts per delivery, the first one included.
+    pub(crate) fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// Longest one attempt may take.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The wait after failed attempt number `attempt`: the base doubled per earlier retry, capped, plus up to 10%.
-    fn backoff_after(&self, attempt: u32) -> Duration {
+    pub(crate) fn backoff_after(&self, attempt: u32) -> Duration {
         let factor = 2u32.checked_pow(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
         let delay = self.base_backoff.saturating_mul(factor).min(self.max_backoff);
         let jitter = f64::from(getrandom::u32().unwrap_or(0)) / f64::from(u32::MAX) * 0.1;
@@ -569,13 +603,13 @@ fn receiver(url: &str, timeout: Duration) -> Result<Receiver, WebhookError> {
 }
 
 /// 16 random bytes in hex.
-fn delivery_id() -> Result<String, getrandom::Error> {
+pub(crate) fn delivery_id() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes)?;
     Ok(hex::encode(bytes))
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
