@@ -79,6 +79,14 @@ impl CappedOutput {
         }
     }
 
+    /// Empties the stream and its counters, for the next call of a session (each call has its own cap).
+    pub fn restart(&self) {
+        let mut buffer = self.lock();
+        buffer.data.clear();
+        buffer.written = 0;
+        buffer.overflowed = false;
+    }
+
     fn overflow_error(&self) -> wasmtime::Error {
         wasmtime::format_err!("output limit: the guest wrote more than max_output_bytes ({} bytes)", self.lock().cap)
     }

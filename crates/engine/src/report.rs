@@ -72,6 +72,9 @@ impl ReportParts<'_> {
             manifest_digest: self.manifest.digest().into(),
             code_digest: self.code_digest,
             signer_key_id: None,
+            session_id: None,
+            session_call: None,
+            session_ended: None,
         };
         report.enforce_bounds();
         report

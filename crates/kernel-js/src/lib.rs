@@ -13,17 +13,20 @@
 mod bridge;
 #[doc(hidden)]
 pub mod fuzzing;
+mod session;
+
+pub use session::JsSession;
 
 use bridge::Bridge;
 use std::sync::{Arc, OnceLock};
 use wasmagent_egress::Egress;
 use wasmagent_engine::{CacheSource, CodeTrust, Metering, SandboxEngine, Termination};
 use wasmagent_kernel::{Code, ErrorKind, Kernel, KernelError, Language, Outcome, RunReport, RunRequest};
-use wasmagent_kernel_wasi::host::{EmptyRoot, GuestIo, ModuleState, Verdict, module_linker, run_module};
+use wasmagent_kernel_wasi::host::{EmptyRoot, GuestIo, ModuleRun, ModuleState, Verdict, module_linker, run_module};
 use wasmagent_kernel_wasi::script;
 use wasmagent_manifest::EffectiveManifest;
 use wasmagent_tools::ToolRegistry;
-use wasmtime::InstancePre;
+use wasmtime::{Instance, InstancePre, Store};
 
 /// Name used in reports.
 pub const KERNEL_NAME: &str = "js";
@@ -46,7 +49,7 @@ pub struct JsKernel {
     engine: SandboxEngine,
     tools: Arc<ToolRegistry>,
     egress: Arc<Egress>,
-    empty_root: EmptyRoot,
+    empty_root: Arc<EmptyRoot>,
     /// Per [`Metering`] (fuel-metered and unmetered code come from separate engines), prepared on first use.
     prepared: [OnceLock<Result<(EnginePre, CacheSource), String>>; 2],
     on_compile: Option<Box<dyn Fn() + Send + Sync>>,
@@ -60,7 +63,7 @@ impl JsKernel {
             engine,
             tools,
             egress,
-            empty_root: EmptyRoot::new()?,
+            empty_root: Arc::new(EmptyRoot::new()?),
             prepared: [OnceLock::new(), OnceLock::new()],
             on_compile: None,
         })
@@ -121,36 +124,55 @@ impl Kernel for JsKernel {
         };
         script::check_source_size(&self.engine, text)?;
         let (pre, cache) = self.prepared(Metering::for_manifest(manifest))?;
-        let granted = self.tools.granted_names(manifest);
-        let input = serde_json::json!({
-            "code": text,
-            "name": request.name,
-            "tools": granted,
-            "memory_limit": manifest.memory_limit_bytes().saturating_sub(ENGINE_RESERVE_BYTES).max(1 << 20),
-        })
-        .to_string();
+        let input = request_json(&self.tools, manifest, text, &request.name);
         let bridge = Bridge::new(self.tools.clone(), manifest, self.egress.run_session(manifest));
         let io = GuestIo { name: &request.name, args: &request.args, stdin: &request.stdin };
         let run = run_module(&self.engine, &self.empty_root, pre, manifest, io, bridge, |store, instance| {
-            let alloc = instance.get_typed_func::<u32, u32>(&mut *store, "wasmagent_alloc")?;
-            let start = instance.get_typed_func::<(u32, u32), ()>(&mut *store, "wasmagent_run")?;
-            let len = u32::try_from(input.len()).map_err(|_| wasmtime::format_err!("the script is too large"))?;
-            let ptr = alloc.call(&mut *store, len)?;
-            let memory = instance
-                .get_memory(&mut *store, "memory")
-                .ok_or_else(|| wasmtime::format_err!("the engine exports no memory"))?;
-            memory.write(&mut *store, ptr as usize, input.as_bytes())?;
-            start.call(&mut *store, (ptr, len))
+            enter(store, instance, &input)
         })?;
-        Ok(run.into_report(KERNEL_NAME, cache, manifest, request.code_digest().to_owned(), |termination, bridge| {
-            let (termination, value) = match termination.outcome {
-                Outcome::Ok => outcome_of(bridge.result(), manifest),
-                _ => (script::explain_stack_overflow(termination, STACK_OVERFLOW), serde_json::Value::Null),
-            };
-            let (tools, egress, artifacts) = bridge.into_records();
-            Verdict { termination, value, tools, egress, artifacts: Some(artifacts) }
-        }))
+        Ok(into_report(run, cache, manifest, request))
     }
+}
+
+/// The JSON request `wasmagent_run` reads.
+fn request_json(tools: &ToolRegistry, manifest: &EffectiveManifest, code: &str, name: &str) -> String {
+    serde_json::json!({
+        "code": code,
+        "name": name,
+        "tools": tools.granted_names(manifest),
+        "memory_limit": manifest.memory_limit_bytes().saturating_sub(ENGINE_RESERVE_BYTES).max(1 << 20),
+    })
+    .to_string()
+}
+
+/// Writes `input` into the engine's memory and calls `wasmagent_run` on it.
+fn enter(store: &mut Store<ModuleState<Bridge>>, instance: Instance, input: &str) -> wasmtime::Result<()> {
+    let alloc = instance.get_typed_func::<u32, u32>(&mut *store, "wasmagent_alloc")?;
+    let start = instance.get_typed_func::<(u32, u32), ()>(&mut *store, "wasmagent_run")?;
+    let len = u32::try_from(input.len()).map_err(|_| wasmtime::format_err!("the script is too large"))?;
+    let ptr = alloc.call(&mut *store, len)?;
+    let memory = instance
+        .get_memory(&mut *store, "memory")
+        .ok_or_else(|| wasmtime::format_err!("the engine exports no memory"))?;
+    memory.write(&mut *store, ptr as usize, input.as_bytes())?;
+    start.call(&mut *store, (ptr, len))
+}
+
+/// The report of a run or a session's call.
+fn into_report(
+    run: ModuleRun<Bridge>,
+    cache: CacheSource,
+    manifest: &EffectiveManifest,
+    request: &RunRequest,
+) -> RunReport {
+    run.into_report(KERNEL_NAME, cache, manifest, request.code_digest().to_owned(), |termination, bridge| {
+        let (termination, value) = match termination.outcome {
+            Outcome::Ok => outcome_of(bridge.result(), manifest),
+            _ => (script::explain_stack_overflow(termination, STACK_OVERFLOW), serde_json::Value::Null),
+        };
+        let (tools, egress, artifacts) = bridge.into_records();
+        Verdict { termination, value, tools, egress, artifacts: Some(artifacts) }
+    })
 }
 
 /// Runaway recursion exhausts the engine's WebAssembly stack: said in JavaScript terms.

@@ -14,6 +14,9 @@
 //! [`ToolSession`]: wasmagent_tools::ToolSession
 
 mod bridge;
+mod session;
+
+pub use session::PythonSession;
 
 use bridge::Bridge;
 use std::sync::{Arc, OnceLock};
@@ -22,7 +25,7 @@ use wasmagent_engine::{CacheSource, CodeTrust, CompiledCode, Metering, SandboxEn
 use wasmagent_kernel::bounds::{REPORT_ERROR_BYTES, cut};
 use wasmagent_kernel::{Code, ErrorKind, Kernel, KernelError, Language, Outcome, RunReport, RunRequest};
 use wasmagent_kernel_wasi::component_host::{ComponentState, component_linker, run_component};
-use wasmagent_kernel_wasi::host::{EmptyRoot, GuestIo, Verdict};
+use wasmagent_kernel_wasi::host::{EmptyRoot, GuestIo, ModuleRun, Verdict};
 use wasmagent_kernel_wasi::script;
 use wasmagent_manifest::EffectiveManifest;
 use wasmagent_tools::ToolRegistry;
@@ -45,7 +48,7 @@ pub struct PythonKernel {
     engine: SandboxEngine,
     tools: Arc<ToolRegistry>,
     egress: Arc<Egress>,
-    empty_root: EmptyRoot,
+    empty_root: Arc<EmptyRoot>,
     /// Per [`Metering`] (fuel-metered and unmetered code come from separate engines), prepared on first use.
     prepared: [OnceLock<Result<(EnginePre, CacheSource), String>>; 2],
     on_compile: Option<Box<dyn Fn() + Send + Sync>>,
@@ -59,7 +62,7 @@ impl PythonKernel {
             engine,
             tools,
             egress,
-            empty_root: EmptyRoot::new()?,
+            empty_root: Arc::new(EmptyRoot::new()?),
             prepared: [OnceLock::new(), OnceLock::new()],
             on_compile: None,
         })
@@ -125,19 +128,39 @@ impl Kernel for PythonKernel {
         let mut answer = None;
         let run = run_component(&self.engine, &self.empty_root, manifest, io, None, bridge, |store| {
             let instance = pre.instantiate(&mut *store)?;
-            let entry = instance.get_typed_func::<(&str,), (String,)>(&mut *store, "run")?;
-            answer = Some(entry.call(&mut *store, (input.as_str(),))?.0);
+            answer = Some(enter(store, &instance, &input)?);
             Ok(())
         })?;
-        Ok(run.into_report(KERNEL_NAME, cache, manifest, request.code_digest().to_owned(), |termination, bridge| {
-            let (termination, value) = match termination.outcome {
-                Outcome::Ok => outcome_of(answer.as_deref(), manifest),
-                _ => (script::explain_stack_overflow(termination, STACK_OVERFLOW), serde_json::Value::Null),
-            };
-            let (tools, egress, artifacts) = bridge.into_records();
-            Verdict { termination, value, tools, egress, artifacts: Some(artifacts) }
-        }))
+        Ok(into_report(run, cache, manifest, request, answer.as_deref()))
     }
+}
+
+/// Calls the engine's `run` export with `input`; its answer is JSON.
+fn enter(
+    store: &mut wasmtime::Store<ComponentState<Bridge>>,
+    instance: &wasmtime::component::Instance,
+    input: &str,
+) -> wasmtime::Result<String> {
+    let entry = instance.get_typed_func::<(&str,), (String,)>(&mut *store, "run")?;
+    Ok(entry.call(&mut *store, (input,))?.0)
+}
+
+/// The report of a run or a session's call, from the engine's `answer`.
+fn into_report(
+    run: ModuleRun<Bridge>,
+    cache: CacheSource,
+    manifest: &EffectiveManifest,
+    request: &RunRequest,
+    answer: Option<&str>,
+) -> RunReport {
+    run.into_report(KERNEL_NAME, cache, manifest, request.code_digest().to_owned(), |termination, bridge| {
+        let (termination, value) = match termination.outcome {
+            Outcome::Ok => outcome_of(answer, manifest),
+            _ => (script::explain_stack_overflow(termination, STACK_OVERFLOW), serde_json::Value::Null),
+        };
+        let (tools, egress, artifacts) = bridge.into_records();
+        Verdict { termination, value, tools, egress, artifacts: Some(artifacts) }
+    })
 }
 
 /// Recursion past CPython's own limit (raised with `sys.setrecursionlimit`) exhausts the engine's WebAssembly

@@ -36,6 +36,11 @@ impl RunClock {
         RunClock { origin, deadline: origin + Duration::from_millis(cpu_ms) }
     }
 
+    /// The same clock (the guest's time goes on) with a new deadline `cpu_ms` from now: a session's next call.
+    pub(crate) fn restarted(&self, cpu_ms: u64) -> Self {
+        RunClock { origin: self.origin, deadline: Instant::now() + Duration::from_millis(cpu_ms) }
+    }
+
     /// The guest's monotonic clock: nanoseconds since the run started.
     pub(crate) fn guest_clock(&self) -> impl HostMonotonicClock + 'static {
         GuestMonotonicClock { origin: self.origin }

@@ -21,14 +21,14 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Store state of a component run: WASI, the memory limiter, the filesystem audit, and the kernel's own state `E`.
 pub struct ComponentState<E> {
-    ctx: WasiCtx,
-    table: ResourceTable,
-    limiter: GuestLimiter,
-    audit: FsAudit,
-    http: WasiHttpCtx,
-    hooks: EgressHooks,
-    clock: RunClock,
-    net_denials: NetDenials,
+    pub(crate) ctx: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limiter: GuestLimiter,
+    pub(crate) audit: FsAudit,
+    pub(crate) http: WasiHttpCtx,
+    pub(crate) hooks: EgressHooks,
+    pub(crate) clock: RunClock,
+    pub(crate) net_denials: NetDenials,
     /// The embedding kernel's per-run state (its host functions reach it through the store).
     pub ext: E,
 }
@@ -83,7 +83,7 @@ pub fn component_linker<E: Send + 'static>(engine: &wasmtime::Engine) -> wasmtim
 }
 
 /// A resource table that holds at most [`MAX_OPEN_HANDLES`] entries.
-fn handle_table() -> ResourceTable {
+pub(crate) fn handle_table() -> ResourceTable {
     let mut table = ResourceTable::new();
     table.set_max_capacity(MAX_OPEN_HANDLES);
     table
@@ -101,7 +101,7 @@ pub fn run_component<E: Send + 'static>(
     ext: E,
     entry: impl FnOnce(&mut Store<ComponentState<E>>) -> wasmtime::Result<()>,
 ) -> Result<ModuleRun<E>, KernelError> {
-    let mut env = WasiEnvironment::new(root, manifest, io)?;
+    let mut env = WasiEnvironment::new(root, manifest, io, None)?;
     let state = ComponentState {
         ctx: env.builder.build(),
         table: handle_table(),
@@ -122,5 +122,5 @@ pub fn run_component<E: Send + 'static>(
     let wall_ms = active.elapsed_ms();
     drop(active);
     let state = store.into_data();
-    env.conclude(result, &state.limiter, state.audit, fuel_consumed, wall_ms, manifest, state.ext)
+    env.conclude(result, &state.limiter, state.audit.into_denials(), fuel_consumed, wall_ms, manifest, state.ext)
 }

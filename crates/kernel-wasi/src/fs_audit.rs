@@ -244,6 +244,18 @@ impl FsAudit {
         }
     }
 
+    /// The refusals so far, as [`FsAudit::into_denials`] gives them, leaving the open directories known (for the
+    /// next call of a session).
+    pub(crate) fn take_denials(&mut self) -> Vec<Denial> {
+        let finished = FsAudit {
+            preopens: Vec::new(),
+            dirs: HashMap::new(),
+            denials: std::mem::take(&mut self.denials),
+            unlisted: std::mem::take(&mut self.unlisted),
+        };
+        finished.into_denials()
+    }
+
     /// The refusals for the report: each distinct one once, at most [`MAX_LISTED_FS_DENIALS`] of them, then one
     /// denial that counts the rest.
     pub(crate) fn into_denials(self) -> Vec<Denial> {

@@ -29,10 +29,10 @@ pub fn guest_bytes(memory: &[u8], ptr: i32, len: usize) -> Option<&[u8]> {
 
 /// Store state of a preview1 run: WASI, the memory limiter, the filesystem audit, and the kernel's own state `E`.
 pub struct ModuleState<E> {
-    wasi: WasiP1Ctx,
-    limiter: GuestLimiter,
-    audit: FsAudit,
-    clock: RunClock,
+    pub(crate) wasi: WasiP1Ctx,
+    pub(crate) limiter: GuestLimiter,
+    pub(crate) audit: FsAudit,
+    pub(crate) clock: RunClock,
     /// The embedding kernel's per-run state (its host functions reach it through `Caller::data_mut`).
     pub ext: E,
 }
@@ -183,7 +183,13 @@ pub(crate) struct WasiEnvironment {
 }
 
 impl WasiEnvironment {
-    pub(crate) fn new(root: &EmptyRoot, manifest: &EffectiveManifest, io: GuestIo<'_>) -> Result<Self, KernelError> {
+    /// `scratch`: a session's scratch directory, mounted read-write at [`crate::session::SCRATCH_GUEST_PATH`].
+    pub(crate) fn new(
+        root: &EmptyRoot,
+        manifest: &EffectiveManifest,
+        io: GuestIo<'_>,
+        scratch: Option<&Path>,
+    ) -> Result<Self, KernelError> {
         let stdout = CappedOutput::new(manifest.max_output_bytes());
         let stderr = CappedOutput::new(manifest.max_output_bytes());
         let clock = RunClock::start(manifest.cpu_ms());
@@ -212,6 +218,13 @@ impl WasiEnvironment {
                 .map_err(|e| KernelError::Unavailable(format!("cannot open mount {}: {e:#}", mount.host.display())))?;
             preopens.push(DirInfo::preopen(&mount.guest, Some(mount.access)));
         }
+        if let Some(scratch) = scratch {
+            let guest = crate::session::SCRATCH_GUEST_PATH;
+            builder
+                .preopened_dir(scratch, guest, FsPerms::ReadWrite)
+                .map_err(|e| KernelError::Unavailable(format!("cannot open the session's scratch directory: {e:#}")))?;
+            preopens.push(DirInfo::preopen(guest, Some(Access::ReadWrite)));
+        }
         if !manifest.mounts().iter().any(|m| m.guest == "/") {
             builder
                 .preopened_dir(root.path(), "/", FsPerms::ReadOnly)
@@ -239,10 +252,10 @@ impl WasiEnvironment {
     /// the guest.
     #[allow(clippy::too_many_arguments, reason = "each argument is one distinct piece of a finished run")]
     pub(crate) fn conclude<E>(
-        self,
+        &self,
         result: wasmtime::Result<()>,
         limiter: &GuestLimiter,
-        audit: FsAudit,
+        mut denials: Vec<Denial>,
         fuel_consumed: u64,
         wall_ms: f64,
         manifest: &EffectiveManifest,
@@ -257,7 +270,6 @@ impl WasiEnvironment {
             Ok(()) => Termination::finished(),
             Err(error) => Termination::from_error(error, limiter, [&self.stdout, &self.stderr], manifest),
         };
-        let mut denials = audit.into_denials();
         let (mut net_denials, unlisted_denials) = sockets_audit::take(&self.net_denials);
         denials.append(&mut net_denials);
         Ok(ModuleRun {
@@ -284,7 +296,7 @@ pub fn run_module<E: Send + 'static>(
     ext: E,
     entry: impl FnOnce(&mut Store<ModuleState<E>>, Instance) -> wasmtime::Result<()>,
 ) -> Result<ModuleRun<E>, KernelError> {
-    let mut env = WasiEnvironment::new(root, manifest, io)?;
+    let mut env = WasiEnvironment::new(root, manifest, io, None)?;
     let mut wasi = env.builder.build_p1();
     wasi.ctx().table.set_max_capacity(MAX_OPEN_HANDLES);
     let state = ModuleState {
@@ -303,5 +315,5 @@ pub fn run_module<E: Send + 'static>(
     let wall_ms = active.elapsed_ms();
     drop(active);
     let state = store.into_data();
-    env.conclude(result, &state.limiter, state.audit, fuel_consumed, wall_ms, manifest, state.ext)
+    env.conclude(result, &state.limiter, state.audit.into_denials(), fuel_consumed, wall_ms, manifest, state.ext)
 }

@@ -25,6 +25,7 @@ pub mod instrument;
 mod prepared;
 mod runner;
 pub mod script;
+pub mod session;
 mod sockets_audit;
 
 use std::sync::{Arc, Mutex};

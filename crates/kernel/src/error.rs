@@ -18,4 +18,15 @@ pub enum KernelError {
     /// No sandbox could be set up (resource pool exhausted, host I/O failure while preparing mounts).
     #[error("cannot start the sandbox: {0}")]
     Unavailable(String),
+    /// The session was closed or ended earlier (a trap, a session limit); the reason says which.
+    #[error("the session has ended: {0}")]
+    SessionEnded(String),
+    /// The kernel cannot copy a session's state into a new session.
+    #[error("the {kernel} kernel cannot fork a session: {reason}")]
+    ForkUnsupported {
+        /// Kernel name.
+        kernel: &'static str,
+        /// Why.
+        reason: String,
+    },
 }

@@ -9,6 +9,7 @@ pub mod bounds;
 mod error;
 mod report;
 mod request;
+mod session;
 
 pub use error::KernelError;
 pub use report::{
@@ -16,6 +17,7 @@ pub use report::{
     Usage,
 };
 pub use request::{Code, Language, RunRequest};
+pub use session::Session;
 pub use wasmagent_manifest as manifest;
 
 use wasmagent_manifest::EffectiveManifest;

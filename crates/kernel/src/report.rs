@@ -52,6 +52,16 @@ pub struct RunReport {
     /// Key id of the trusted key whose signature on the module verified, or null.
     #[serde(default)]
     pub signer_key_id: Option<String>,
+    /// The session this run was a call of; absent for a run in a fresh sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// The call's sequence number in its session, from 1; absent outside a session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_call: Option<u64>,
+    /// Why this call ended its session (a trap leaves the engine unusable, or a session limit was reached); absent
+    /// while the session goes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_ended: Option<String>,
 }
 
 /// How many records of each list a report counted but did not list (SECURITY.md, "Bounds of one run").
@@ -311,6 +321,9 @@ impl RunReport {
             manifest_digest: manifest.digest().into(),
             code_digest: code_digest.into(),
             signer_key_id: None,
+            session_id: None,
+            session_call: None,
+            session_ended: None,
         }
     }
 

@@ -25,6 +25,19 @@ pub const HTTP_TIMEOUT_MS: u64 = 10_000;
 /// Artifacts (`display.*` output of the script kernels) per run, in bytes of content all together.
 pub const MAX_ARTIFACT_BYTES: u64 = 4 * 1024 * 1024;
 
+/// A session (a sandbox kept between calls) no call reached for this long ends, in milliseconds.
+pub const SESSION_IDLE_MS: u64 = 10 * 60 * 1000;
+/// A session ends this long after it was opened, in milliseconds.
+pub const SESSION_MAX_MS: u64 = 60 * 60 * 1000;
+/// Calls one session may take.
+pub const SESSION_MAX_CALLS: u64 = 1_000;
+/// Bytes a session's scratch directory may hold after a call.
+pub const SESSION_SCRATCH_BYTES: u64 = 64 * 1024 * 1024;
+/// Sessions one subject may have alive at once.
+pub const MAX_SESSIONS_PER_SUBJECT: usize = 4;
+/// Sessions alive at once in one process (each holds one of the engine's instance slots).
+pub const MAX_SESSIONS: usize = 32;
+
 /// The smallest memory limit accepted: one WebAssembly page.
 pub const MIN_MEMORY_LIMIT_BYTES: u64 = 64 * 1024;
 

@@ -35,6 +35,7 @@ mod host_pattern;
 mod mount;
 mod raw;
 mod resolve;
+mod session;
 mod size;
 
 pub use defaults::ManifestCeilings;
@@ -43,4 +44,5 @@ pub use host_pattern::{HostPattern, HostPatternError, Scheme};
 pub use mount::{Access, Mount};
 pub use raw::CapabilityManifest;
 pub use resolve::{CAPABILITY_KINDS, EffectiveManifest};
+pub use session::SessionLimits;
 pub use size::{ByteSize, ByteSizeError};

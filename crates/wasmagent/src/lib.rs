@@ -25,6 +25,7 @@
 
 pub mod learn;
 pub mod manifest_diff;
+mod session;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,14 +37,15 @@ use wasmagent_kernel_wasi::WasiKernel;
 use wasmagent_signing::keys::PublicKey;
 use wasmagent_signing::record::AuditLog;
 
+pub use session::{SandboxSession, SessionError, SessionInfo};
 pub use wasmagent_egress::{self as egress, EgressConfig, Resolve, StaticResolver};
 pub use wasmagent_engine::DEFAULT_MAX_CACHE_BYTES;
 pub use wasmagent_kernel::{
     Artifact, ArtifactKind, Code, Denial, ErrorInfo, ErrorKind, Kernel, KernelError, Language, Outcome, RunReport,
-    RunRequest, SCHEMA, Unlisted, Usage, bounds,
+    RunRequest, SCHEMA, Session, Unlisted, Usage, bounds,
 };
 pub use wasmagent_manifest::{
-    self as manifest, CapabilityManifest, EffectiveManifest, ManifestCeilings, ManifestError,
+    self as manifest, CapabilityManifest, EffectiveManifest, ManifestCeilings, ManifestError, SessionLimits,
 };
 pub use wasmagent_signing as signing;
 pub use wasmagent_tools::{
@@ -80,9 +82,16 @@ pub struct SandboxBuilder {
     tools: ToolRegistry,
     egress: EgressConfig,
     resolver: Option<Arc<dyn Resolve>>,
+    session_limits: SessionLimits,
 }
 
 impl SandboxBuilder {
+    /// The operator's session limits ([`Sandbox::session`]). Default: [`SessionLimits::default`].
+    pub fn session_limits(mut self, limits: SessionLimits) -> Self {
+        self.session_limits = limits;
+        self
+    }
+
     /// The operator's ceilings: manifests asking for more are refused. Default: [`ManifestCeilings::default`].
     pub fn ceilings(mut self, ceilings: ManifestCeilings) -> Self {
         self.options.ceilings = ceilings;
@@ -154,6 +163,7 @@ impl SandboxBuilder {
 
     /// Builds the engine and kernels.
     pub fn build(self) -> Result<Sandbox, Error> {
+        self.session_limits.validate().map_err(KernelError::Unavailable)?;
         let ceilings = self.options.ceilings.clone();
         let engine = SandboxEngine::new(self.options)?;
         let tools = Arc::new(self.tools);
@@ -169,7 +179,16 @@ impl SandboxBuilder {
             js = js.on_compile(move || for_js());
             python = python.on_compile(move || for_python());
         }
-        Ok(Sandbox { wasi, js, python, ceilings, audit_log: self.audit_log, verdicts: Default::default() })
+        Ok(Sandbox {
+            wasi,
+            js,
+            python,
+            ceilings,
+            audit_log: self.audit_log.map(Arc::new),
+            verdicts: Default::default(),
+            session_limits: self.session_limits,
+            live_sessions: Default::default(),
+        })
     }
 }
 
@@ -180,7 +199,9 @@ pub struct Sandbox {
     js: JsKernel,
     python: PythonKernel,
     ceilings: ManifestCeilings,
-    audit_log: Option<AuditLog>,
+    audit_log: Option<Arc<AuditLog>>,
+    session_limits: SessionLimits,
+    live_sessions: Arc<session::LiveSessions>,
     /// Signature verdicts by code digest and trusted keys: the key id that verified, or why none did.
     verdicts: std::sync::Mutex<std::collections::HashMap<String, Result<String, String>>>,
 }
@@ -207,6 +228,11 @@ impl Sandbox {
     /// Resolves a manifest against this sandbox's ceilings; relative paths are taken from `base`.
     pub fn resolve(&self, manifest: &CapabilityManifest, base: &Path) -> Result<EffectiveManifest, Error> {
         Ok(manifest.resolve(base, &self.ceilings)?)
+    }
+
+    /// The operator's session limits.
+    pub fn session_limits(&self) -> &SessionLimits {
+        &self.session_limits
     }
 
     /// The kernel that runs `language`.

@@ -1,0 +1,291 @@
+//! Sessions: a sandbox kept between calls ([`SandboxSession`], opened with [`crate::Sandbox::session`]).
+//!
+//! A session is one live JavaScript or Python instance created under a manifest. Each [`SandboxSession::run`] runs
+//! code in it and returns an ordinary [`RunReport`] carrying `session_id` and `session_call`; every manifest limit
+//! applies per call, and memory to the instance as a whole. The operator's [`SessionLimits`] bound how long a
+//! session may stay idle or live, how many calls it may take, what its scratch directory may hold, and how many
+//! sessions may be alive at once (per subject and in all).
+
+use crate::{Error, Sandbox};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use wasmagent_kernel::{KernelError, Language, RunReport, RunRequest, Session};
+use wasmagent_manifest::{EffectiveManifest, SessionLimits};
+use wasmagent_signing::record::AuditLog;
+
+/// Why a session could not be opened or forked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// Too many sessions are alive (for this subject, or in this process).
+    #[error("{0}")]
+    TooMany(String),
+    /// The language has no sessions (WebAssembly tools always run in a fresh sandbox).
+    #[error("sessions run JavaScript or Python; {0} code always runs in a fresh sandbox")]
+    Language(&'static str),
+    /// The kernel refused or could not open (or fork) the session.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+}
+
+/// Live sessions, counted per subject and in all; shared by a [`Sandbox`] and every session it opened.
+#[derive(Default)]
+pub(crate) struct LiveSessions {
+    by_subject: Mutex<HashMap<String, usize>>,
+}
+
+impl LiveSessions {
+    /// Takes a place for one more session of `subject`, or says which cap refused it.
+    fn admit(self: &Arc<Self>, subject: &str, limits: &SessionLimits) -> Result<Place, SessionError> {
+        let mut counts = self.by_subject.lock().unwrap_or_else(PoisonError::into_inner);
+        let total: usize = counts.values().sum();
+        if total >= limits.max_sessions {
+            return Err(SessionError::TooMany(format!(
+                "{total} sessions are alive, the most this server keeps (max_sessions {}); close one or retry later",
+                limits.max_sessions
+            )));
+        }
+        let mine = counts.entry(subject.to_owned()).or_insert(0);
+        if *mine >= limits.max_sessions_per_subject {
+            return Err(SessionError::TooMany(format!(
+                "this subject has {mine} sessions alive, the most allowed (max_sessions_per_subject {}); close one first",
+                limits.max_sessions_per_subject
+            )));
+        }
+        *mine += 1;
+        Ok(Place { live: self.clone(), subject: subject.to_owned() })
+    }
+
+    /// Sessions alive now, in all.
+    pub(crate) fn count(&self) -> usize {
+        self.by_subject.lock().unwrap_or_else(PoisonError::into_inner).values().sum()
+    }
+}
+
+/// One session's place among the live ones, given back when the session is dropped.
+struct Place {
+    live: Arc<LiveSessions>,
+    subject: String,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut counts = self.live.by_subject.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.subject) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.subject);
+            }
+        }
+    }
+}
+
+/// What a session is, for listings and `GET /v1/sessions/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionInfo {
+    /// The session's id.
+    pub id: String,
+    /// `js` or `python`.
+    pub language: String,
+    /// Calls run so far.
+    pub calls: u64,
+    /// Why the session ended, or null while it is usable.
+    pub ended: Option<String>,
+    /// Milliseconds since it was opened.
+    pub age_ms: u64,
+    /// Milliseconds since its last call (or since it was opened).
+    pub idle_ms: u64,
+    /// The id of the session it was forked from, if any.
+    pub forked_from: Option<String>,
+}
+
+/// A live sandbox kept between calls. Dropping it (or [`SandboxSession::close`]) frees the instance and removes
+/// its scratch directory.
+pub struct SandboxSession {
+    id: String,
+    language: Language,
+    inner: Box<dyn Session>,
+    limits: SessionLimits,
+    opened: Instant,
+    last_used: Instant,
+    forked_from: Option<String>,
+    audit_log: Option<Arc<AuditLog>>,
+    live: Arc<LiveSessions>,
+    subject: String,
+    _place: Place,
+}
+
+/// A new random session id: `s-` and 32 hex digits.
+fn new_id() -> Result<String, KernelError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| KernelError::Unavailable(format!("no randomness for a session id: {e}")))?;
+    Ok(format!("s-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Sandbox {
+    /// Opens a session for `subject` (the caller the live-session caps count it against) running `language`
+    /// under `manifest`, held to this sandbox's [`SessionLimits`].
+    pub fn session_for(
+        &self,
+        subject: &str,
+        manifest: &EffectiveManifest,
+        language: Language,
+    ) -> Result<SandboxSession, SessionError> {
+        let limits = self.session_limits;
+        let place = self.live_sessions.admit(subject, &limits)?;
+        let inner: Box<dyn Session> = match language {
+            Language::Js => Box::new(self.js.open_session(manifest, limits.session_scratch_bytes)?),
+            Language::Python => Box::new(self.python.open_session(manifest, limits.session_scratch_bytes)?),
+            Language::Wasm => return Err(SessionError::Language("WebAssembly")),
+        };
+        let now = Instant::now();
+        Ok(SandboxSession {
+            id: new_id()?,
+            language,
+            inner,
+            limits,
+            opened: now,
+            last_used: now,
+            forked_from: None,
+            audit_log: self.audit_log.clone(),
+            live: self.live_sessions.clone(),
+            subject: subject.to_owned(),
+            _place: place,
+        })
+    }
+
+    /// Opens a session for the local caller (subject `local`); see [`Sandbox::session_for`].
+    pub fn session(&self, manifest: &EffectiveManifest, language: Language) -> Result<SandboxSession, SessionError> {
+        self.session_for("local", manifest, language)
+    }
+
+    /// Sessions alive now in this process.
+    pub fn live_sessions(&self) -> usize {
+        self.live_sessions.count()
+    }
+}
+
+impl SandboxSession {
+    /// The session's id (`s-` and 32 hex digits), in every report of its calls.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The session's language.
+    pub fn language(&self) -> Language {
+        self.language
+    }
+
+    /// Holds this session to `limits` where they are narrower than the ones it has (idle time, age, calls; the
+    /// scratch cap and the live-session caps stay the operator's).
+    pub fn narrow_limits(mut self, limits: &SessionLimits) -> Self {
+        self.limits.session_idle_ms = self.limits.session_idle_ms.min(limits.session_idle_ms);
+        self.limits.session_max_ms = self.limits.session_max_ms.min(limits.session_max_ms);
+        self.limits.session_max_calls = self.limits.session_max_calls.min(limits.session_max_calls);
+        self
+    }
+
+    /// Ends the session when one of its limits has run out (idle time, age, calls); returns why it has ended, if
+    /// it has. Holders of many sessions call it to sweep idle ones.
+    pub fn expire(&mut self) -> Option<&str> {
+        if self.inner.ended().is_none() {
+            let now = Instant::now();
+            let idle = now.duration_since(self.last_used);
+            let age = now.duration_since(self.opened);
+            if idle > Duration::from_millis(self.limits.session_idle_ms) {
+                self.inner.end(format!(
+                    "idle for {} ms, longer than session_idle_ms ({} ms)",
+                    millis(idle),
+                    self.limits.session_idle_ms
+                ));
+            } else if age > Duration::from_millis(self.limits.session_max_ms) {
+                self.inner.end(format!(
+                    "open for {} ms, longer than session_max_ms ({} ms)",
+                    millis(age),
+                    self.limits.session_max_ms
+                ));
+            } else if self.inner.calls() >= self.limits.session_max_calls {
+                self.inner.end(format!("it took session_max_calls ({}) calls", self.limits.session_max_calls));
+            }
+        }
+        self.inner.ended()
+    }
+
+    /// Runs `request` in the session. With an audit log, a signed record of the call is appended (its report names
+    /// the session and the call). `Err` means nothing ran: the session had ended (the error says why), or the
+    /// request was refused.
+    pub fn run(&mut self, request: &RunRequest) -> Result<RunReport, Error> {
+        if let Some(reason) = self.expire() {
+            return Err(Error::Kernel(KernelError::SessionEnded(reason.to_owned())));
+        }
+        let mut report = self.inner.run(request)?;
+        self.last_used = Instant::now();
+        report.session_id = Some(self.id.clone());
+        if report.session_ended.is_none() && self.inner.calls() >= self.limits.session_max_calls {
+            self.inner.end(format!("it took session_max_calls ({}) calls", self.limits.session_max_calls));
+            report.session_ended = self.inner.ended().map(str::to_owned);
+        }
+        report.enforce_bounds();
+        match &self.audit_log {
+            Some(log) => match log.append(&report) {
+                Ok(_) => Ok(report),
+                Err(error) => Err(Error::Record { report: Box::new(report), error }),
+            },
+            None => Ok(report),
+        }
+    }
+
+    /// A new session (a new id, counted against the same caps) whose state is a copy of this one's now: its
+    /// memory, globals and scratch files. Nothing is shared afterwards. Python sessions cannot be forked (the
+    /// error says why).
+    pub fn fork(&mut self) -> Result<SandboxSession, SessionError> {
+        if let Some(reason) = self.expire() {
+            return Err(SessionError::Kernel(KernelError::SessionEnded(reason.to_owned())));
+        }
+        let place = self.live.admit(&self.subject, &self.limits)?;
+        let inner = self.inner.fork()?;
+        self.last_used = Instant::now();
+        let now = Instant::now();
+        Ok(SandboxSession {
+            id: new_id()?,
+            language: self.language,
+            inner,
+            limits: self.limits,
+            opened: now,
+            last_used: now,
+            forked_from: Some(self.id.clone()),
+            audit_log: self.audit_log.clone(),
+            live: self.live.clone(),
+            subject: self.subject.clone(),
+            _place: place,
+        })
+    }
+
+    /// What the session is now.
+    pub fn info(&self) -> SessionInfo {
+        let now = Instant::now();
+        SessionInfo {
+            id: self.id.clone(),
+            language: match self.language {
+                Language::Js => "js",
+                Language::Python => "python",
+                Language::Wasm => "wasm",
+            }
+            .to_owned(),
+            calls: self.inner.calls(),
+            ended: self.inner.ended().map(str::to_owned),
+            age_ms: millis(now.duration_since(self.opened)),
+            idle_ms: millis(now.duration_since(self.last_used)),
+            forked_from: self.forked_from.clone(),
+        }
+    }
+
+    /// Ends the session and frees its instance and scratch directory.
+    pub fn close(self) {}
+}

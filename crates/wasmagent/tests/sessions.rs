@@ -1,0 +1,289 @@
+//! Sessions through the public API: state kept between calls in both languages, the scratch directory, isolation
+//! between sessions and between a fork and its parent, per-call limits, what ends a session, and the live caps.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use serde_json::json;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use wasmagent::{
+    CapabilityManifest, EffectiveManifest, Error, KernelError, Language, Outcome, RunReport, RunRequest, Sandbox,
+    SandboxSession, SessionError, SessionLimits,
+};
+
+fn sandbox() -> &'static Sandbox {
+    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
+    SANDBOX.get_or_init(|| Sandbox::builder().pool_slots(24).build().unwrap())
+}
+
+fn manifest(toml: &str) -> EffectiveManifest {
+    sandbox().resolve(&CapabilityManifest::from_toml_str(toml).unwrap(), Path::new("/")).unwrap()
+}
+
+/// A session of its own subject, so tests running at once never meet each other's per-subject cap.
+fn open(subject: &str, language: Language, toml: &str) -> SandboxSession {
+    sandbox().session_for(subject, &manifest(toml), language).unwrap()
+}
+
+fn call(session: &mut SandboxSession, code: &str) -> RunReport {
+    let name = match session.language() {
+        Language::Python => "cell.py",
+        _ => "cell.js",
+    };
+    session.run(&RunRequest::source(name, session.language(), code)).unwrap()
+}
+
+fn value(session: &mut SandboxSession, code: &str) -> serde_json::Value {
+    let report = call(session, code);
+    assert_eq!(report.outcome, Outcome::Ok, "{code}: {report:?}");
+    report.value
+}
+
+/// The reason a session's next call is refused with.
+fn refusal(session: &mut SandboxSession) -> String {
+    let language = session.language();
+    match session.run(&RunRequest::source("next", language, "1")) {
+        Err(Error::Kernel(KernelError::SessionEnded(reason))) => reason,
+        other => panic!("the session should have ended: {other:?}"),
+    }
+}
+
+#[test]
+fn javascript_globals_and_functions_stay_between_calls_and_reports_name_the_session_and_call() {
+    let mut s = open("js-state", Language::Js, "");
+    let first = call(&mut s, "var total = 40; let label = 'sum'; function add(n) { total += n; return total; } 1");
+    assert_eq!(first.session_id.as_deref(), Some(s.id()));
+    assert_eq!(first.session_call, Some(1));
+    let second = call(&mut s, "[add(2), label]");
+    assert_eq!(second.value, json!([42, "sum"]));
+    assert_eq!((second.session_call, second.session_ended), (Some(2), None));
+    // An exception is JavaScript's own failure: the session goes on with its state.
+    let thrown = call(&mut s, "throw new Error('boom')");
+    assert_eq!(thrown.outcome, Outcome::Error);
+    assert_eq!(thrown.session_ended, None);
+    assert_eq!(value(&mut s, "add(1)"), json!(43));
+}
+
+#[test]
+fn python_variables_functions_and_imports_stay_between_calls() {
+    let mut s = open("py-state", Language::Python, "");
+    value(&mut s, "import statistics\ndata = [1, 2, 3, 4]\ndef spread(xs):\n    return max(xs) - min(xs)\n");
+    assert_eq!(value(&mut s, "[statistics.mean(data), spread(data)]"), json!([2.5, 3]));
+    let failed = call(&mut s, "raise ValueError('nope')");
+    assert_eq!(failed.outcome, Outcome::Error);
+    assert_eq!(value(&mut s, "data.append(5)\nlen(data)"), json!(5));
+}
+
+#[test]
+fn each_call_reports_only_its_own_output() {
+    let mut s = open("js-output", Language::Js, "max_output_bytes = \"64\"");
+    assert_eq!(call(&mut s, "console.log('a'.repeat(40))").stdout.len(), 41);
+    // 41 more bytes would cross the cap if output were counted for the session rather than per call.
+    let second = call(&mut s, "console.log('b'.repeat(40))");
+    assert_eq!((second.outcome, second.stdout.as_str()), (Outcome::Ok, format!("{}\n", "b".repeat(40)).as_str()));
+}
+
+#[test]
+fn scratch_files_stay_in_their_session_and_nowhere_else() {
+    for (language, write, read, exists) in [
+        (
+            Language::Js,
+            "fs.writeFile('/scratch/notes.txt', 'kept'); 1",
+            "fs.readFile('/scratch/notes.txt')",
+            "fs.exists('/scratch/notes.txt')",
+        ),
+        (
+            Language::Python,
+            "open('/scratch/notes.txt', 'w').write('kept')",
+            "open('/scratch/notes.txt').read()",
+            "import os\nos.path.exists('/scratch/notes.txt')",
+        ),
+    ] {
+        let mut a = open(&format!("scratch-a-{language:?}"), language, "");
+        let mut b = open(&format!("scratch-b-{language:?}"), language, "");
+        call(&mut a, write);
+        assert_eq!(value(&mut a, read), json!("kept"), "{language:?}");
+        assert_eq!(value(&mut b, exists), json!(false), "{language:?}: another session sees the file");
+        // A fresh run has no scratch directory at all.
+        let fresh = sandbox().run(&manifest(""), &RunRequest::source("x", language, exists)).unwrap();
+        assert_eq!(fresh.value, json!(false), "{language:?}");
+    }
+}
+
+#[test]
+fn two_sessions_do_not_see_each_others_globals() {
+    let mut a = open("iso-a", Language::Js, "");
+    let mut b = open("iso-b", Language::Js, "");
+    call(&mut a, "globalThis.secret = 'only a'; 1");
+    assert_eq!(value(&mut b, "typeof secret"), json!("undefined"));
+    let mut p = open("iso-p", Language::Python, "");
+    let mut q = open("iso-q", Language::Python, "");
+    call(&mut p, "secret = 'only p'");
+    assert_eq!(value(&mut q, "'secret' in globals()"), json!(false));
+}
+
+#[test]
+fn a_fork_starts_with_its_parents_state_and_shares_nothing_afterwards() {
+    let mut parent = open("fork", Language::Js, "");
+    call(&mut parent, "var counter = 1; var big = 'x'.repeat(100000); fs.writeFile('/scratch/f', 'from parent'); 1");
+    let mut child = parent.fork().unwrap();
+    assert_ne!(child.id(), parent.id());
+    assert_eq!(child.info().forked_from.as_deref(), Some(parent.id()));
+    assert_eq!(
+        value(&mut child, "[counter, big.length, fs.readFile('/scratch/f')]"),
+        json!([1, 100000, "from parent"])
+    );
+    call(&mut child, "counter = 2; var only_child = true; fs.writeFile('/scratch/f', 'from child'); 1");
+    call(&mut parent, "counter = 3; var only_parent = true; 1");
+    assert_eq!(
+        value(&mut parent, "[counter, typeof only_child, fs.readFile('/scratch/f')]"),
+        json!([3, "undefined", "from parent"])
+    );
+    assert_eq!(
+        value(&mut child, "[counter, typeof only_parent, fs.readFile('/scratch/f')]"),
+        json!([2, "undefined", "from child"])
+    );
+    // The fork's calls are numbered from 1: it is a session of its own.
+    assert_eq!(call(&mut child, "1").session_call, Some(4));
+}
+
+#[test]
+fn a_python_session_refuses_to_fork_and_says_why() {
+    let mut s = open("py-fork", Language::Python, "");
+    value(&mut s, "x = 1");
+    let Err(SessionError::Kernel(KernelError::ForkUnsupported { kernel, reason })) = s.fork() else {
+        panic!("a Python session was forked");
+    };
+    assert_eq!(kernel, "python");
+    assert!(reason.contains("component") && reason.contains("never done silently"), "{reason}");
+    // The refusal leaves the session as it was.
+    assert_eq!(value(&mut s, "x"), json!(1));
+}
+
+#[test]
+fn a_call_that_times_out_ends_the_session_with_the_reason() {
+    for (language, looping) in [(Language::Js, "for (;;) {}"), (Language::Python, "while True:\n    pass")] {
+        let mut s = open(&format!("timeout-{language:?}"), language, "cpu_ms = 300");
+        value(&mut s, "1");
+        let started = Instant::now();
+        let report = call(&mut s, looping);
+        assert!(started.elapsed() < Duration::from_secs(5), "{language:?}: took {:?}", started.elapsed());
+        assert_eq!(report.outcome, Outcome::Timeout, "{language:?}");
+        let ended = report.session_ended.expect("a trapped call ends its session");
+        assert!(ended.contains("call 2") && ended.contains("timeout"), "{ended}");
+        assert_eq!(refusal(&mut s), ended);
+        assert_eq!(s.info().ended.as_deref(), Some(ended.as_str()));
+    }
+}
+
+#[test]
+fn cpu_ms_is_per_call_not_per_session() {
+    let mut s = open("per-call-time", Language::Js, "cpu_ms = 400");
+    // Three calls of ~250 ms each: 750 ms in all, past cpu_ms for a session, within it for each call.
+    for _ in 0..3 {
+        let report = call(&mut s, "{ const t = Date.now(); while (Date.now() - t < 250) {} } 1");
+        assert_eq!(report.outcome, Outcome::Ok, "{report:?}");
+    }
+}
+
+#[test]
+fn memory_kept_across_calls_is_held_to_the_memory_limit() {
+    let limit: u64 = 48 << 20;
+    let mut s = open("memory-js", Language::Js, &format!("memory_limit_bytes = {limit}"));
+    call(&mut s, "var keep = []; 1");
+    let mut stopped = None;
+    for n in 1..=20 {
+        let report = call(&mut s, "keep.push(new Uint8Array(8 << 20).fill(1)); keep.length");
+        assert!(report.usage.memory_peak_bytes <= limit, "{report:?}");
+        if report.outcome != Outcome::Ok {
+            stopped = Some((n, report));
+            break;
+        }
+    }
+    let (n, report) = stopped.expect("20 × 8 MiB kept in a 48 MiB session");
+    assert!(n <= 6, "stopped only at call {n}");
+    let message = report.error.unwrap().message;
+    assert!(message.contains("out of memory") || message.contains("memory limit"), "{message}");
+
+    let mut p = open("memory-py", Language::Python, &format!("memory_limit_bytes = {}", 96u64 << 20));
+    call(&mut p, "keep = []");
+    let mut stopped = false;
+    for _ in 0..20 {
+        let report = call(&mut p, "keep.append(bytearray(8 << 20))\nlen(keep)");
+        assert!(report.usage.memory_peak_bytes <= 96 << 20, "{report:?}");
+        if report.outcome != Outcome::Ok {
+            let message = report.error.map(|e| e.message).unwrap_or_default();
+            assert!(message.contains("MemoryError") || message.contains("memory limit"), "{message}");
+            stopped = true;
+            break;
+        }
+    }
+    assert!(stopped, "20 × 8 MiB kept in a 96 MiB session");
+}
+
+#[test]
+fn an_idle_session_ends() {
+    let mut s =
+        open("idle", Language::Js, "").narrow_limits(&SessionLimits { session_idle_ms: 50, ..Default::default() });
+    value(&mut s, "var x = 1; x");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.expire().is_none() {
+        assert!(Instant::now() < deadline, "the session never expired");
+        std::thread::yield_now();
+    }
+    let reason = refusal(&mut s);
+    assert!(reason.contains("session_idle_ms (50 ms)"), "{reason}");
+}
+
+#[test]
+fn session_max_calls_ends_the_session_after_its_last_call() {
+    let mut s = open("max-calls", Language::Python, "")
+        .narrow_limits(&SessionLimits { session_max_calls: 2, ..Default::default() });
+    assert_eq!(call(&mut s, "1").session_ended, None);
+    let last = call(&mut s, "2");
+    assert_eq!(last.value, json!(2));
+    let ended = last.session_ended.unwrap();
+    assert!(ended.contains("session_max_calls (2)"), "{ended}");
+    assert_eq!(refusal(&mut s), ended);
+}
+
+#[test]
+fn the_live_session_caps_refuse_with_a_clear_message() {
+    let limits = SessionLimits { max_sessions_per_subject: 2, max_sessions: 3, ..Default::default() };
+    let sandbox = Sandbox::builder().pool_slots(6).session_limits(limits).build().unwrap();
+    let m = sandbox.resolve(&CapabilityManifest::default(), Path::new("/")).unwrap();
+    let a1 = sandbox.session_for("alice", &m, Language::Js).unwrap();
+    let mut a2 = sandbox.session_for("alice", &m, Language::Js).unwrap();
+    let Err(SessionError::TooMany(message)) = sandbox.session_for("alice", &m, Language::Js) else {
+        panic!("a third session for alice was opened");
+    };
+    assert!(message.contains("max_sessions_per_subject 2"), "{message}");
+    // A fork counts as a session too.
+    assert!(matches!(a2.fork(), Err(SessionError::TooMany(_))));
+    let _b1 = sandbox.session_for("bob", &m, Language::Js).unwrap();
+    let Err(SessionError::TooMany(message)) = sandbox.session_for("carol", &m, Language::Js) else {
+        panic!("a fourth session was opened");
+    };
+    assert!(message.contains("max_sessions 3"), "{message}");
+    assert_eq!(sandbox.live_sessions(), 3);
+    a1.close();
+    assert_eq!(sandbox.live_sessions(), 2);
+    sandbox.session_for("carol", &m, Language::Js).unwrap();
+}
+
+#[test]
+fn webassembly_has_no_sessions_and_a_scratch_mount_clash_is_refused() {
+    let Err(SessionError::Language(_)) = sandbox().session_for("wasm", &manifest(""), Language::Wasm) else {
+        panic!("a WebAssembly session was opened");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!("allowed_read_paths = [\"{}:/scratch/data\"]", dir.path().display());
+    let Err(SessionError::Kernel(KernelError::Unsupported { field, reason, .. })) =
+        sandbox().session_for("clash", &manifest(&toml), Language::Js)
+    else {
+        panic!("a mount under /scratch was accepted");
+    };
+    assert_eq!(field, "mounts");
+    assert!(reason.contains("/scratch"), "{reason}");
+}
