@@ -5,7 +5,7 @@
 //! node), each run's record (owner, status, report or error, which attempt holds it, whether it may act on the
 //! world) with the operator's TTL once finished, reclaiming the runs of a node that went silent (`XAUTOCLAIM`),
 //! webhook deliveries waiting to be attempted (a sorted set by due time, leased to the node attempting them) and
-//! the dead letters. Every update that touches more than one key is one Lua script, so Redis applies it atomically;
+//! the dead letters, and the session directory (which node holds each session). Every update that touches more than one key is one Lua script, so Redis applies it atomically;
 //! every time is Redis's own (`TIME`), never a node's clock. Connections come from a bounded pool (deadpool-redis),
 //! and every call ends within the configured timeout as [`ClusterError::Unavailable`].
 //!
@@ -192,6 +192,22 @@ pub struct Delivery {
     pub last_error: String,
 }
 
+/// Where a session lives, from the session directory.
+///
+/// The model: a session's instance is memory in one process, so the session lives on the node that opened it. That
+/// node registers it here (and again on each call, which renews its TTL); any other node asked about it answers its
+/// status from `info` and refuses a call with a clear error naming `url` (e.g. 421 Misdirected Request), rather than
+/// a 404, so a client or a sticky load balancer can send the call where the session is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEntry {
+    /// The node holding the session's instance.
+    pub node: String,
+    /// Where that node is reached, as it registered it.
+    pub url: String,
+    /// What the session's status answers, as that node wrote it.
+    pub info: String,
+}
+
 /// The shared store of one service. Cheap to clone (the pool is shared).
 #[derive(Clone)]
 pub struct ClusterStore {
@@ -235,6 +251,10 @@ impl Keys {
 
     fn run(&self, id: &str) -> String {
         format!("{}:run:{id}", self.prefix)
+    }
+
+    fn session(&self, id: &str) -> String {
+        format!("{}:session:{id}", self.prefix)
     }
 
     fn delivery_prefix(&self) -> String {
@@ -564,6 +584,55 @@ impl ClusterStore {
         let dead = &self.keys.dead;
         self.call("listing dead letters", self.timeout, |mut c| async move {
             redis::cmd("LRANGE").arg(dead).arg(0).arg(-1).query_async(&mut c).await
+        })
+        .await
+    }
+
+    /// Records in the session directory that session `id` of `owner` lives on this node, reachable at `url`, with
+    /// `info` (what its status answers), for `ttl` (renewed by registering again, e.g. on each call). Any node can
+    /// then answer its status and tell a caller where to send calls ([`ClusterStore::session`]).
+    pub async fn register_session(
+        &self,
+        id: &str,
+        owner: &str,
+        url: &str,
+        info: &str,
+        ttl: Duration,
+    ) -> Result<(), ClusterError> {
+        let key = self.keys.session(id);
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("HSET").arg(&key).arg("owner").arg(owner).arg("node").arg(&self.node);
+        pipe.arg("url").arg(url).arg("info").arg(info).ignore();
+        pipe.cmd("PEXPIRE").arg(&key).arg(millis(ttl).max(1)).ignore();
+        let pipe = &pipe;
+        self.call("registering a session", self.timeout, |mut c| async move { pipe.query_async::<()>(&mut c).await })
+            .await
+    }
+
+    /// Where session `id` lives, if `owner` opened it (someone else's session is `None`, as a missing one).
+    pub async fn session(&self, id: &str, owner: &str) -> Result<Option<SessionEntry>, ClusterError> {
+        let key = self.keys.session(id);
+        let key = &key;
+        let fields: Vec<Option<String>> = self
+            .call("reading the session directory", self.timeout, |mut c| async move {
+                redis::cmd("HMGET").arg(key).arg("owner").arg("node").arg("url").arg("info").query_async(&mut c).await
+            })
+            .await?;
+        match fields.as_slice() {
+            [Some(stored), Some(node), Some(url), Some(info)] if stored == owner => {
+                Ok(Some(SessionEntry { node: node.clone(), url: url.clone(), info: info.clone() }))
+            }
+            [_, _, _, _] => Ok(None),
+            _ => Err(malformed("unexpected reply from the session directory")),
+        }
+    }
+
+    /// Removes session `id` from the directory (it was closed or ended).
+    pub async fn forget_session(&self, id: &str) -> Result<(), ClusterError> {
+        let key = self.keys.session(id);
+        let key = &key;
+        self.call("forgetting a session", self.timeout, |mut c| async move {
+            redis::cmd("DEL").arg(key).query_async::<()>(&mut c).await
         })
         .await
     }

@@ -240,3 +240,27 @@ async fn an_unreachable_redis_is_unavailable_within_the_timeout() {
     assert!(!error.to_string().contains("secret-password"), "{error}");
     assert!(store.ping().await.is_err());
 }
+
+#[tokio::test]
+async fn the_session_directory_tells_any_node_where_a_session_lives_for_its_owner_only() {
+    let redis = RedisServer::start();
+    let (holder, other) = (redis.store("holder", 600), redis.store("other", 600));
+    holder
+        .register_session("s1", "alice", "http://10.0.0.1:8080", r#"{"calls":0}"#, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let entry = other.session("s1", "alice").await.unwrap().expect("any node finds it");
+    assert_eq!(
+        (entry.node.as_str(), entry.url.as_str(), entry.info.as_str()),
+        ("holder", "http://10.0.0.1:8080", r#"{"calls":0}"#)
+    );
+    assert_eq!(other.session("s1", "mallory").await.unwrap(), None, "another subject sees nothing");
+    holder.register_session("s2", "alice", "http://10.0.0.1:8080", "{}", Duration::from_millis(100)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while other.session("s2", "alice").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the entry outlived its TTL");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    holder.forget_session("s1").await.unwrap();
+    assert_eq!(other.session("s1", "alice").await.unwrap(), None);
+}
