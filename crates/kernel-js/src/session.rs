@@ -67,6 +67,14 @@ fn engine_forkable() -> Result<(), String> {
     VERDICT.get_or_init(|| check_forkable(ENGINE_WASM)).clone()
 }
 
+impl JsSession {
+    /// Whether the instance's memory holds `needle` (for tests that look for leaked data).
+    #[doc(hidden)]
+    pub fn memory_contains(&mut self, needle: &[u8]) -> bool {
+        self.instance.memory_contains(needle)
+    }
+}
+
 impl Session for JsSession {
     fn kernel(&self) -> &'static str {
         KERNEL_NAME

@@ -224,6 +224,15 @@ impl<E: Send + 'static> ModuleSession<E> {
         self.scratch.bytes()
     }
 
+    /// Whether any of the instance's exported memories holds `needle` (for tests that look for leaked data).
+    #[doc(hidden)]
+    pub fn memory_contains(&mut self, needle: &[u8]) -> bool {
+        let memories: Vec<wasmtime::Memory> =
+            self.instance.exports(&mut self.store).filter_map(|e| e.into_extern().into_memory()).collect();
+        !needle.is_empty()
+            && memories.iter().any(|memory| memory.data(&self.store).windows(needle.len()).any(|w| w == needle))
+    }
+
     /// A new session in a fresh instance of `pre` (the module this session runs), holding a copy of this
     /// session's memories, mutable globals and scratch files. Only call it between calls, on a module that
     /// [`check_forkable`] admitted.

@@ -57,6 +57,10 @@ pub struct ServerConfig {
     /// `[cluster]`: with `redis_url`, async runs, their results and webhook deliveries are shared through Redis by
     /// every server configured with it (README, "Running several servers"); without it, this server works alone.
     pub cluster: wasmagent_cluster::ClusterConfig,
+    /// `[sessions]`: session limits (`/v1/sessions` and MCP `execute_code` sessions): idle time, age, calls, scratch
+    /// bytes, live sessions per subject and in all. Each live session holds a pool slot, so at most `pool_slots`
+    /// minus `max_concurrent_runs` sessions are kept, whatever `max_sessions` says (and at least one).
+    pub sessions: wasmagent::SessionLimits,
 }
 
 /// `[agent]`: agent runs over HTTP, behind scope `agents:run`. With no `models` every agent run is refused (403).
@@ -184,6 +188,7 @@ impl Default for ServerConfig {
             audit: AuditConfig::default(),
             agent: AgentRunsConfig::default(),
             cluster: wasmagent_cluster::ClusterConfig::default(),
+            sessions: wasmagent::SessionLimits::default(),
         }
     }
 }

@@ -23,6 +23,7 @@ mod metrics;
 mod policy;
 pub mod ratelimit;
 mod runs;
+mod sessions;
 mod state;
 pub mod webhook;
 
@@ -31,6 +32,7 @@ pub use api::{AsyncAccepted, RunRequestBody, RunStatus, openapi_json};
 pub use auth::{AuthError, Authenticator, Principal, SCOPE_ADMIN, SCOPE_AGENTS, SCOPE_READ, SCOPE_WRITE};
 pub use config::{AgentModelConfig, AgentRunsConfig, AuditConfig, McpConfig, ServerConfig};
 pub use error::ErrorBody;
+pub use sessions::{SessionRequestBody, SessionRunBody};
 pub use state::AppState;
 
 use axum::Router;
@@ -56,6 +58,10 @@ pub fn router(state: Arc<AppState>, cors_allowed_origins: &[String]) -> Result<R
         .route("/console/console.js", get(console::script))
         .route("/console/console.css", get(console::style))
         .route("/console/frame", get(console::frame))
+        .route("/v1/sessions", post(sessions::create))
+        .route("/v1/sessions/{id}", get(sessions::status).delete(sessions::close))
+        .route("/v1/sessions/{id}/runs", post(sessions::run))
+        .route("/v1/sessions/{id}/fork", post(sessions::fork))
         .route("/v1/agent-runs", post(agent_runs::create))
         .route("/v1/agent-runs/{id}", get(agent_runs::status))
         .route("/v1/agent-runs/{id}/events", get(agent_runs::events))
@@ -109,7 +115,8 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 /// Serves `state` on `listener` until `shutdown` completes, then stops accepting connections and lets in-flight
 /// requests, async runs and webhook deliveries finish, for at most `shutdown_timeout_ms` from the signal in all.
 /// Whatever is still running then is abandoned: this returns, and the caller exits (runs still on the blocking
-/// pool end with the process, and async runs not yet finished are lost, as documented).
+/// pool end with the process, and async runs not yet finished are lost, as documented). A cluster node
+/// (`[cluster]`) first stops taking runs and hands back or fails the runs it still holds (`cluster::Workers::stop`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,

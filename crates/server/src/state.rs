@@ -48,6 +48,14 @@ pub struct AppState {
     pub(crate) agents: crate::agent_runs::AgentService,
     /// The cluster store, when `[cluster] redis_url` is set: async runs, results and webhooks go through Redis.
     pub(crate) cluster: Option<crate::cluster::Cluster>,
+    /// Live sessions (`/v1/sessions`), each visible only to its owner.
+    pub(crate) sessions: crate::sessions::Sessions,
+}
+
+/// The operator's session limits, with `max_sessions` kept to the pool slots runs leave free (at least one).
+fn session_limits(config: &ServerConfig) -> wasmagent::SessionLimits {
+    let free = (config.pool_slots as usize).saturating_sub(config.max_concurrent_runs).max(1);
+    wasmagent::SessionLimits { max_sessions: config.sessions.max_sessions.min(free), ..config.sessions }
 }
 
 impl AppState {
@@ -76,6 +84,7 @@ impl AppState {
                 .cache_dir(wasmagent::default_cache_dir())
                 .max_cache_bytes(max_cache_bytes)
                 .pool_slots(config.pool_slots)
+                .session_limits(session_limits(config))
                 .egress(egress.clone())
                 .tools(tools.clone())
         };
@@ -161,6 +170,7 @@ impl AppState {
             audit,
             agents,
             cluster,
+            sessions: Default::default(),
         })
     }
 

@@ -18,7 +18,10 @@ use wasmagent_signing::record::AuditLog;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
-    /// Too many sessions are alive (for this subject, or in this process).
+    /// The subject has as many sessions alive as `max_sessions_per_subject` allows.
+    #[error("{0}")]
+    TooManyForSubject(String),
+    /// As many sessions are alive in this process as `max_sessions` allows.
     #[error("{0}")]
     TooMany(String),
     /// The language has no sessions (WebAssembly tools always run in a fresh sandbox).
@@ -48,7 +51,7 @@ impl LiveSessions {
         }
         let mine = counts.entry(subject.to_owned()).or_insert(0);
         if *mine >= limits.max_sessions_per_subject {
-            return Err(SessionError::TooMany(format!(
+            return Err(SessionError::TooManyForSubject(format!(
                 "this subject has {mine} sessions alive, the most allowed (max_sessions_per_subject {}); close one first",
                 limits.max_sessions_per_subject
             )));

@@ -255,12 +255,12 @@ fn the_live_session_caps_refuse_with_a_clear_message() {
     let m = sandbox.resolve(&CapabilityManifest::default(), Path::new("/")).unwrap();
     let a1 = sandbox.session_for("alice", &m, Language::Js).unwrap();
     let mut a2 = sandbox.session_for("alice", &m, Language::Js).unwrap();
-    let Err(SessionError::TooMany(message)) = sandbox.session_for("alice", &m, Language::Js) else {
+    let Err(SessionError::TooManyForSubject(message)) = sandbox.session_for("alice", &m, Language::Js) else {
         panic!("a third session for alice was opened");
     };
     assert!(message.contains("max_sessions_per_subject 2"), "{message}");
     // A fork counts as a session too.
-    assert!(matches!(a2.fork(), Err(SessionError::TooMany(_))));
+    assert!(matches!(a2.fork(), Err(SessionError::TooManyForSubject(_))));
     let _b1 = sandbox.session_for("bob", &m, Language::Js).unwrap();
     let Err(SessionError::TooMany(message)) = sandbox.session_for("carol", &m, Language::Js) else {
         panic!("a fourth session was opened");
