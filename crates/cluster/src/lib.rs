@@ -32,6 +32,9 @@ pub struct ClusterConfig {
     pub prefix: String,
     /// This node's name in the consumer group (default: `node-<pid>-<random>`). Two live nodes must never share one.
     pub node_id: Option<String>,
+    /// Where clients reach this node (e.g. `http://10.0.0.7:8080`), recorded in the session directory so that
+    /// another node can name it when it refuses a call to a session held here (default: the node id only).
+    pub advertise_url: Option<String>,
     /// Longest one Redis call may take, in milliseconds (default 500); past it the call fails as unavailable.
     pub timeout_ms: u64,
     /// Connections in this node's pool (default 16).
@@ -55,6 +58,7 @@ impl Default for ClusterConfig {
             redis_url: None,
             prefix: "wasmagent".into(),
             node_id: None,
+            advertise_url: None,
             timeout_ms: 500,
             pool_size: 16,
             reclaim_after_ms: 30_000,

@@ -13,6 +13,8 @@
 //!   recorded `failed`, saying why, and never runs twice. A late finish from the silent node is refused.
 //! - Webhook deliveries are leased from Redis by any node, retried with backoff, dead-lettered in Redis; a delivery
 //!   keeps its id on every attempt from every node (receivers deduplicate with it: delivery is at-least-once).
+//! - Sessions stay on the node that opened them; the session directory records which node that is, so another
+//!   node answers a session's status and refuses its calls with 421 naming the node, instead of 404.
 //! - Redis unreachable: async submissions and reads get 503 with `Retry-After`, `/readyz` says not ready, and
 //!   synchronous runs go on (they need Redis only if the rate limiter uses it).
 
@@ -31,9 +33,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use wasmagent::manifest::Access;
-use wasmagent::{EffectiveManifest, RunReport};
+use wasmagent::{EffectiveManifest, RunReport, SessionInfo};
 use wasmagent_cluster::{
-    AbandonedRun, ClaimedRun, ClusterConfig, ClusterError, ClusterStore, Delivery, Finished, Reclaimed,
+    AbandonedRun, ClaimedRun, ClusterConfig, ClusterError, ClusterStore, Delivery, Finished, Reclaimed, SessionEntry,
 };
 
 /// Seconds a client is told to wait before retrying when the cluster store is unavailable or full.
@@ -48,6 +50,7 @@ const DELIVERY_POLL: Duration = Duration::from_millis(100);
 /// This node's handle on the cluster store, and the runs it holds.
 pub(crate) struct Cluster {
     store: ClusterStore,
+    advertise_url: Option<String>,
     max_stored_run_bytes: usize,
     held: Mutex<HashMap<String, Held>>,
     stopping: AtomicBool,
@@ -67,6 +70,7 @@ impl Cluster {
         let store = ClusterStore::new(config).map_err(|e| e.to_string())?;
         Ok(Cluster {
             store,
+            advertise_url: config.advertise_url.clone(),
             max_stored_run_bytes,
             held: Mutex::default(),
             stopping: AtomicBool::new(false),
@@ -129,6 +133,82 @@ impl Cluster {
     fn held(&self) -> Vec<(String, Held)> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
+}
+
+/// Records (or renews) session `info` of `owner` in the session directory as held by this node, for the sessions'
+/// idle time; nothing without a cluster. A failure only costs other nodes the routing hint, so it is logged.
+pub(crate) async fn session_opened(state: &AppState, owner: &str, info: &SessionInfo) {
+    let Some(cluster) = &state.cluster else { return };
+    let ttl = Duration::from_millis(state.sandbox.session_limits().session_idle_ms);
+    let stored = serde_json::to_string(info).map_err(|e| ClusterError::Malformed(e.to_string()));
+    let url = cluster.advertise_url.as_deref().unwrap_or_default();
+    let registered = match stored {
+        Ok(stored) => cluster.store.register_session(&info.id, owner, url, &stored, ttl).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = registered {
+        tracing::warn!(session = %info.id, %error, "cluster: the session directory was not updated");
+    }
+}
+
+/// Removes session `id` from the directory; nothing without a cluster.
+pub(crate) async fn session_ended(state: &AppState, id: &str) {
+    let Some(cluster) = &state.cluster else { return };
+    if let Err(error) = cluster.store.forget_session(id).await {
+        tracing::warn!(session = %id, %error, "cluster: the session stays in the directory until its TTL");
+    }
+}
+
+/// The answer to a call for session `id` this node does not hold (`local`, a 404): 421 naming the node that
+/// holds it when the directory says another node does (for the same owner), else `local`.
+pub(crate) async fn session_elsewhere(state: &AppState, id: &str, owner: &str, local: ApiError) -> ApiError {
+    if local.status() != StatusCode::NOT_FOUND {
+        return local;
+    }
+    match held_elsewhere(state, id, owner).await {
+        Ok(Some(entry)) => {
+            let place = if entry.url.is_empty() { entry.node.clone() } else { entry.url.clone() };
+            ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected",
+                format!(
+                    "session {id} lives on node {} ({place}); a session's calls go to the node that holds its instance",
+                    entry.node
+                ),
+            )
+            .with_header("wasmagent-session-node", place)
+        }
+        Ok(None) => local,
+        Err(error) => error,
+    }
+}
+
+/// The status of session `id` this node does not hold (`local`, a 404), as the node holding it last recorded it.
+pub(crate) async fn session_status_elsewhere(
+    state: &AppState,
+    id: &str,
+    owner: &str,
+    local: ApiError,
+) -> Result<SessionInfo, ApiError> {
+    if local.status() != StatusCode::NOT_FOUND {
+        return Err(local);
+    }
+    let Some(entry) = held_elsewhere(state, id, owner).await? else { return Err(local) };
+    serde_json::from_str(&entry.info).map_err(|e| {
+        tracing::error!(session = %id, error = %e, "a session directory entry does not parse");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the directory entry of {id} is malformed"),
+        )
+    })
+}
+
+/// The directory entry of session `id` of `owner` when another node holds it.
+async fn held_elsewhere(state: &AppState, id: &str, owner: &str) -> Result<Option<SessionEntry>, ApiError> {
+    let Some(cluster) = &state.cluster else { return Ok(None) };
+    let entry = cluster.store.session(id, owner).await.map_err(unavailable)?;
+    Ok(entry.filter(|entry| entry.node != cluster.store.node()))
 }
 
 /// A cluster-store failure as the HTTP answer: 503 with `Retry-After`, saying what failed.

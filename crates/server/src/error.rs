@@ -56,6 +56,11 @@ impl ApiError {
         self
     }
 
+    /// The HTTP status.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.0.status
+    }
+
     /// 503 with Retry-After.
     pub(crate) fn busy(message: impl Into<String>, retry_after_secs: u64) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)

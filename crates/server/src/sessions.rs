@@ -209,6 +209,7 @@ pub(crate) async fn create(
     .map_err(join_error)?
     .map_err(session_error)?;
     let info = state.sessions.insert(&principal.subject, opened);
+    crate::cluster::session_opened(&state, &principal.subject, &info).await;
     let mut response = (StatusCode::CREATED, Json(info)).into_response();
     response.headers_mut().extend(rate_headers(&window));
     Ok(response)
@@ -230,7 +231,10 @@ pub(crate) async fn run(
     body: Body,
 ) -> Result<Response, ApiError> {
     let principal = state.authorize(&headers, SCOPE_WRITE)?;
-    let session = state.sessions.get(&id, &principal.subject)?;
+    let session = match state.sessions.get(&id, &principal.subject) {
+        Ok(session) => session,
+        Err(local) => return Err(crate::cluster::session_elsewhere(&state, &id, &principal.subject, local).await),
+    };
     let (slot, window) = admit(&state, &principal).await?;
     let body = read_body(&state, &headers, body).await.map_err(|e| e.with_headers(rate_headers(&window)))?;
     let request: SessionRunBody = serde_json::from_slice(&body)
@@ -248,15 +252,20 @@ pub(crate) async fn run(
         let language = session.language();
         let name = request.name.unwrap_or_else(|| if language == Language::Js { "main.js" } else { "main.py" }.into());
         let result = session.run(&RunRequest::source(name, language, request.code));
-        let ended = session.info().ended;
+        let info = session.info();
         drop((permit, slot, in_flight));
-        Ok((result, ended))
+        Ok((result, info))
     })
     .await
     .map_err(join_error)??;
-    let (result, ended) = joined;
-    if let Some(reason) = ended {
-        state.sessions.retire(&id, reason);
+    let (result, info) = joined;
+    match info.ended.clone() {
+        Some(reason) => {
+            state.sessions.retire(&id, reason);
+            crate::cluster::session_ended(&state, &id).await;
+        }
+        // Renews the directory entry, whose TTL is the sessions' idle time.
+        None => crate::cluster::session_opened(&state, &principal.subject, &info).await,
     }
     let report = match result {
         Ok(report) => report,
@@ -288,7 +297,10 @@ pub(crate) async fn fork(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let principal = state.authorize(&headers, SCOPE_WRITE)?;
-    let session = state.sessions.get(&id, &principal.subject)?;
+    let session = match state.sessions.get(&id, &principal.subject) {
+        Ok(session) => session,
+        Err(local) => return Err(crate::cluster::session_elsewhere(&state, &id, &principal.subject, local).await),
+    };
     let (slot, window) = admit(&state, &principal).await?;
     let forked = tokio::task::spawn_blocking(move || {
         let Ok(mut session) = session.try_lock() else {
@@ -304,6 +316,7 @@ pub(crate) async fn fork(
     .await
     .map_err(join_error)??;
     let info = state.sessions.insert(&principal.subject, forked);
+    crate::cluster::session_opened(&state, &principal.subject, &info).await;
     let mut response = (StatusCode::CREATED, Json(info)).into_response();
     response.headers_mut().extend(rate_headers(&window));
     Ok(response)
@@ -320,7 +333,12 @@ pub(crate) async fn status(
     Path(id): Path<String>,
 ) -> Result<Json<SessionInfo>, ApiError> {
     let principal = state.authorize(&headers, SCOPE_READ)?;
-    let session = state.sessions.get(&id, &principal.subject)?;
+    let session = match state.sessions.get(&id, &principal.subject) {
+        Ok(session) => session,
+        Err(local) => {
+            return crate::cluster::session_status_elsewhere(&state, &id, &principal.subject, local).await.map(Json);
+        }
+    };
     let info = match session.try_lock() {
         Ok(session) => session.info(),
         Err(_) => return Err(ApiError::new(StatusCode::CONFLICT, "session_busy", "a call of this session is running")),
@@ -342,8 +360,9 @@ pub(crate) async fn close(
     match state.sessions.get(&id, &principal.subject) {
         Ok(_) => {
             state.sessions.retire(&id, "closed by its owner".into());
+            crate::cluster::session_ended(&state, &id).await;
             Ok(StatusCode::NO_CONTENT)
         }
-        Err(e) => Err(e),
+        Err(local) => Err(crate::cluster::session_elsewhere(&state, &id, &principal.subject, local).await),
     }
 }
