@@ -3,8 +3,9 @@
 //!
 //! This crate owns the MCP side only, built on the official `rmcp` SDK: the two code-mode tools and how their
 //! answers read.
-//! - `execute_code` {`language`, `code`} runs JavaScript or Python in a fresh sandbox through
-//!   [`wasmagent::Sandbox`], held to the one manifest the server was started with. Every way a run can end (timeout,
+//! - `execute_code` {`language`, `code`, `session`?} runs JavaScript or Python in a fresh sandbox through
+//!   [`wasmagent::Sandbox`], held to the one manifest the server was started with; with a `session` name, in that
+//!   name's live sandbox, kept for the client connection. Every way a run can end (timeout,
 //!   memory limit, exception, syntax error, refused code) is a normal tool result with `isError` set, never a
 //!   protocol error; the full `wasmagent.run/v1` report is the structured content.
 //! - `search_docs` {`query`, `limit`} ranks the host tools (BM25 over names, descriptions and parameters) and gives
@@ -19,6 +20,7 @@ mod bm25;
 mod catalog;
 mod http;
 mod server;
+mod sessions;
 mod signature;
 
 pub use admission::{Admission, AdmitFuture, RunAdmission, RunPermit};

@@ -34,6 +34,10 @@ pub(crate) struct ExecuteCode {
     /// The program. JavaScript: the value of the last expression is the result; host tools are `tools.NAME({...})`.
     /// Python: the value of a final expression is the result; host tools come from `from wasmagent import tools`.
     code: String,
+    /// Optional. A name of your choice: calls with the same name run in the same live sandbox (variables,
+    /// functions, imports and files under /scratch stay), for this connection only. Without it, each call runs in
+    /// a fresh sandbox.
+    session: Option<String>,
 }
 
 /// Arguments of `search_docs`.
@@ -56,6 +60,8 @@ pub struct CodeModeServer {
     tool_router: ToolRouter<Self>,
     /// Whether every run and direct tool call needs the web server's [`Admission`] (set for HTTP).
     admission_required: bool,
+    /// This connection's `execute_code` sessions (a clone, which is another connection, starts with none).
+    sessions: crate::sessions::ConnectionSessions,
 }
 
 impl std::fmt::Debug for CodeModeServer {
@@ -99,6 +105,7 @@ impl CodeModeServer {
             catalog,
             tool_router,
             admission_required: false,
+            sessions: crate::sessions::ConnectionSessions::new(),
         }
     }
 
@@ -159,7 +166,8 @@ impl CodeModeServer {
     }
 
     /// Runs JavaScript or Python in a fresh WebAssembly sandbox held to this server's capability manifest (no files,
-    /// network or environment unless granted; finite time, memory and output). Returns the result value, stdout,
+    /// network or environment unless granted; finite time, memory and output), or, given a session name, in that
+    /// session's sandbox, which keeps its variables, functions, imports and /scratch files between calls. Returns the result value, stdout,
     /// stderr and one line per error or refused access; the full run report is the structured content. A timeout,
     /// memory limit, exception or syntax error is reported with isError set. Call search_docs first to find the host
     /// tools your code can call and their exact signatures.
@@ -193,10 +201,24 @@ impl CodeModeServer {
             _ => "main.js",
         };
         let request = RunRequest::source(name, language, args.code);
+        let session = match &args.session {
+            Some(session) => match self.sessions.session(session, &sandbox, &manifest, language) {
+                Ok(live) => Some(live),
+                Err(message) => return refusal(message),
+            },
+            None => None,
+        };
         // Sandbox::run is synchronous and bounded by the manifest's cpu_ms; it must not hold an async worker. The
         // permit is held until the run ends, even if the client goes away first.
         let outcome = tokio::task::spawn_blocking(move || {
-            let outcome = sandbox.run(&manifest, &request);
+            let (outcome, ended) = match session {
+                None => (sandbox.run(&manifest, &request), None),
+                Some(session) => {
+                    let mut session = session.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let outcome = session.run(&request);
+                    (outcome, session.info().ended)
+                }
+            };
             if let Some(permit) = permit {
                 permit.finish(match &outcome {
                     Ok(report) => Some(report),
@@ -204,9 +226,15 @@ impl CodeModeServer {
                     Err(_) => None,
                 });
             }
-            outcome
+            (outcome, ended)
         })
         .await;
+        let outcome = outcome.map(|(outcome, ended)| {
+            if let (Some(name), Some(reason)) = (&args.session, ended) {
+                self.sessions.ended(name, reason);
+            }
+            outcome
+        });
         match outcome {
             Ok(Ok(report)) => report_result(&report, None),
             Ok(Err(Error::Record { report, error })) => report_result(&report, Some(error.to_string())),
