@@ -180,8 +180,12 @@ struct Node {
 
 impl Node {
     fn start(name: &str, config: &Path, cache: &Path) -> Self {
+        Node::start_on(name, config, cache, "127.0.0.1:0")
+    }
+
+    fn start_on(name: &str, config: &Path, cache: &Path, listen: &str) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wasmagent"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .args(["serve", "--listen", listen, "--config"])
             .arg(config)
             .env("WASMAGENT_CACHE_DIR", cache)
             .env("WA_TEST_HOOK_SECRET", SECRET)
@@ -449,4 +453,49 @@ fn a_node_shutting_down_hands_back_runs_that_cannot_act_and_fails_the_others() {
     assert!(failed["error"].as_str().unwrap().contains("shut down"), "{failed}");
     let rerun = staying.wait_for(&pure, &["done", "failed"]);
     assert_eq!(rerun["report"]["value"].as_str(), Some("slow"), "{rerun}");
+}
+
+#[test]
+fn a_session_lives_on_its_node_and_other_nodes_answer_its_status_and_name_that_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path());
+    let (hook, _received) = receiver();
+    let (a_addr, b_addr) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let config = |name: &str, addr: &str| {
+        let node_dir = dir.path().join(name);
+        std::fs::create_dir_all(&node_dir).unwrap();
+        let path = write_config(&node_dir, &redis, &hook, RECLAIM_AFTER_MS);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text.replace("[cluster]\n", &format!("[cluster]\nadvertise_url = \"http://{addr}\"\n"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let a = Node::start_on("a", &config("a", &a_addr), cache.path(), &a_addr);
+    let b = Node::start_on("b", &config("b", &b_addr), cache.path(), &b_addr);
+
+    let opened = a.call("POST", "/v1/sessions", ALICE, Some(&json!({"language": "js"})));
+    assert_eq!(opened.status, 201, "{}", opened.body);
+    let id = opened.json()["id"].as_str().unwrap().to_owned();
+    let call = json!({"code": "globalThis.n = (globalThis.n || 0) + 1; n"});
+    let first = a.call("POST", &format!("/v1/sessions/{id}/runs"), ALICE, Some(&call));
+    assert_eq!((first.status, first.json()["value"].as_i64()), (200, Some(1)), "{}", first.body);
+
+    // B does not hold it: it says where it lives instead of 404, answers its status, and hides it from others.
+    let misdirected = b.call("POST", &format!("/v1/sessions/{id}/runs"), ALICE, Some(&call));
+    assert_eq!(misdirected.status, 421, "{}", misdirected.body);
+    let a_url = format!("http://{a_addr}");
+    assert_eq!(misdirected.header("wasmagent-session-node"), Some(a_url.as_str()));
+    assert!(misdirected.body.contains(&a_url), "{}", misdirected.body);
+    let status = b.call("GET", &format!("/v1/sessions/{id}"), ALICE, None);
+    assert_eq!((status.status, status.json()["calls"].as_u64()), (200, Some(1)), "{}", status.body);
+    assert_eq!(b.call("GET", &format!("/v1/sessions/{id}"), MALLORY, None).status, 404);
+    assert_eq!(b.call("POST", &format!("/v1/sessions/{id}/runs"), MALLORY, Some(&call)).status, 404);
+    let second = a.call("POST", &format!("/v1/sessions/{id}/runs"), ALICE, Some(&call));
+    assert_eq!(second.json()["value"].as_i64(), Some(2), "{}", second.body);
+
+    // Closed on A: gone from the directory too.
+    assert_eq!(a.call("DELETE", &format!("/v1/sessions/{id}"), ALICE, None).status, 204);
+    assert_eq!(b.call("GET", &format!("/v1/sessions/{id}"), ALICE, None).status, 404);
+    assert_eq!(b.call("POST", &format!("/v1/sessions/{id}/runs"), ALICE, Some(&call)).status, 404);
 }
