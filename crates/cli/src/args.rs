@@ -25,6 +25,12 @@ pub(crate) enum Command {
     /// Exit status: 0 the guest succeeded; 1 it failed or exited non-zero; 2 usage, manifest or code error
     /// (nothing ran); 3 a limit stopped it (timeout, memory, fuel, output).
     Run(Box<RunArgs>),
+    /// An interactive prompt over one session: each entry (JavaScript or Python) runs in the same sandbox, so
+    /// variables, functions, imports and files under /scratch stay between entries; also reads piped input.
+    ///
+    /// Every manifest limit applies to each entry, memory to the session as a whole. An entry that stops the
+    /// engine (a timeout, a memory or output limit) ends the session, and the prompt says why (exit status 1).
+    Repl(Box<crate::repl_cmd::ReplArgs>),
     /// Work with manifest files.
     #[command(subcommand)]
     Manifest(ManifestCommand),

@@ -11,6 +11,7 @@ mod args;
 mod artifacts;
 mod manifest_cmd;
 mod mcp_cmd;
+mod repl_cmd;
 mod run_cmd;
 mod serve_cmd;
 mod signing_cmd;
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
     let cli = args::Cli::parse();
     let result = match cli.command {
         args::Command::Run(run) => run_cmd::run(*run),
+        args::Command::Repl(repl) => repl_cmd::repl(&repl),
         args::Command::Manifest(args::ManifestCommand::Check { file }) => manifest_cmd::check(&file),
         args::Command::Manifest(args::ManifestCommand::Diff { a, b }) => manifest_cmd::diff(&a, &b),
         args::Command::Keygen { out } => signing_cmd::keygen(&out),
