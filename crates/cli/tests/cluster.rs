@@ -499,3 +499,29 @@ fn a_session_lives_on_its_node_and_other_nodes_answer_its_status_and_name_that_n
     assert_eq!(b.call("GET", &format!("/v1/sessions/{id}"), ALICE, None).status, 404);
     assert_eq!(b.call("POST", &format!("/v1/sessions/{id}/runs"), ALICE, Some(&call)).status, 404);
 }
+
+#[test]
+fn deliveries_past_the_clusters_bound_are_dead_lettered_unsent() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path());
+    let (hook, received) = receiver();
+    let path = write_config(dir.path(), &redis, &hook, RECLAIM_AFTER_MS);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("max_attempts = 1\n", "max_attempts = 1\nmax_pending_deliveries = 1\n");
+    std::fs::write(&path, text).unwrap();
+    let node = Node::start("n", &path, cache.path());
+    // Two receivers: the run's two deliveries would make two pending, past the bound of one.
+    let id = node.submit(ALICE, json!({"language": "js", "code": "1", "async": true}));
+    node.wait_for(&id, &["done"]);
+    let letters = poll("the dead letters", || {
+        let letters = node.call("GET", "/v1/webhooks/dead-letters", ALICE, None).json();
+        (letters.as_array().map_or(0, Vec::len) == 2).then_some(letters)
+    });
+    for letter in letters.as_array().unwrap() {
+        assert_eq!((letter["run_id"].as_str(), letter["attempts"].as_u64()), (Some(id.as_str()), Some(0)), "{letter}");
+        assert!(letter["last_error"].as_str().unwrap().contains("max_pending_deliveries"), "{letter}");
+    }
+    assert!(received.lock().unwrap().is_empty(), "nothing was sent");
+}

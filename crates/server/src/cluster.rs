@@ -415,11 +415,40 @@ async fn finish(
             });
         }
     }
+    // The cluster holds at most max_pending_deliveries (checked just before, so a burst may pass it by a few):
+    // past it the deliveries are dead-lettered unsent, saying why, as on one server.
+    let mut overflow = Vec::new();
+    if let (Some(webhooks), false) = (&state.webhooks, deliveries.is_empty()) {
+        let pending = cluster.store.pending_deliveries().await?;
+        if pending.saturating_add(deliveries.len() as u64) > webhooks.max_pending() as u64 {
+            overflow = std::mem::take(&mut deliveries);
+        }
+    }
     let recorded = cluster.store.finish(id, &held.entry, held.attempt, &finished, &deliveries).await?;
     if !recorded {
         tracing::warn!(run = %id, "cluster: another node took this run over; this result is dropped");
+        return Ok(false);
     }
-    Ok(recorded)
+    for delivery in overflow {
+        let max = state.webhooks.as_ref().map_or(0, |w| w.max_pending());
+        let letter = DeadLetter {
+            delivery_id: delivery.id.clone(),
+            run_id: id.to_owned(),
+            url: delivery.url,
+            attempts: 0,
+            last_error: format!(
+                "not sent: {max} deliveries were already pending in the cluster (max_pending_deliveries)"
+            ),
+            failed_at: unix_now(),
+        };
+        // The run's result is recorded: a letter that cannot be stored now is only logged.
+        let stored = serde_json::to_string(&letter).map_err(|e| ClusterError::Malformed(e.to_string()));
+        let letter_id = &delivery.id;
+        if let Err(error) = async { cluster.store.dead_letter(letter_id, &stored?).await }.await {
+            tracing::error!(delivery = %letter_id, run = %id, %error, "a delivery past the bound was not dead-lettered");
+        }
+    }
+    Ok(true)
 }
 
 /// A finished run as stored: its report, unless it alone weighs more than `max_bytes` as JSON (then `done` with

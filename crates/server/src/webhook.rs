@@ -524,6 +524,11 @@ impl Webhooks {
         self.max_attempts
     }
 
+    /// Deliveries in flight at most.
+    pub(crate) fn max_pending(&self) -> usize {
+        self.max_pending
+    }
+
     /// Longest one attempt may take.
     pub(crate) fn timeout(&self) -> Duration {
         self.timeout
