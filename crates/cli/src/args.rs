@@ -11,6 +11,10 @@ use wasmagent::manifest::ByteSize;
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
+    /// Do not confine the host process (`serve`, `mcp`, `run`): no Landlock, no seccomp filter, no
+    /// no_new_privs or limits. Prints a warning; for debugging only.
+    #[arg(long = "no-confine", global = true)]
+    pub(crate) no_confine: bool,
 }
 
 #[derive(Debug, Subcommand)]

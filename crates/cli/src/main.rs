@@ -9,6 +9,7 @@
 mod agent_cmd;
 mod args;
 mod artifacts;
+mod confine_cmd;
 mod manifest_cmd;
 mod mcp_cmd;
 mod repl_cmd;
@@ -17,7 +18,7 @@ mod serve_cmd;
 mod signing_cmd;
 mod tools_cmd;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use std::process::ExitCode;
 
 /// Exit status for usage, manifest and code errors: nothing ran.
@@ -31,9 +32,15 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let cli = args::Cli::parse();
+    // Built once per process; clap keeps it for the life of the program.
+    let long_version: &'static str = format!("{}\n{}", env!("CARGO_PKG_VERSION"), confine_cmd::kernel_support()).leak();
+    let cli = match args::Cli::from_arg_matches(&args::Cli::command().long_version(long_version).get_matches()) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    let no_confine = cli.no_confine;
     let result = match cli.command {
-        args::Command::Run(run) => run_cmd::run(*run),
+        args::Command::Run(run) => run_cmd::run(*run, no_confine),
         args::Command::Repl(repl) => repl_cmd::repl(&repl),
         args::Command::Manifest(args::ManifestCommand::Check { file }) => manifest_cmd::check(&file),
         args::Command::Manifest(args::ManifestCommand::Diff { a, b }) => manifest_cmd::diff(&a, &b),
@@ -42,9 +49,9 @@ fn main() -> ExitCode {
         args::Command::Verify { module, pubkey } => signing_cmd::verify(&module, &pubkey),
         args::Command::Audit(args::AuditCommand::Verify { file, pubkey }) => signing_cmd::audit_verify(&file, &pubkey),
         args::Command::Serve { listen, config, dev_insecure_no_auth } => {
-            serve_cmd::serve(&listen, config.as_deref(), dev_insecure_no_auth)
+            serve_cmd::serve(&listen, config.as_deref(), dev_insecure_no_auth, no_confine)
         }
-        args::Command::Mcp(mcp) => mcp_cmd::mcp(&mcp),
+        args::Command::Mcp(mcp) => mcp_cmd::mcp(&mcp, no_confine),
         args::Command::Agent(agent) => agent_cmd::agent(&agent),
         args::Command::Tools(args::ToolsCommand::List { tools, manifest }) => {
             tools_cmd::list(&tools, manifest.as_deref())

@@ -13,16 +13,24 @@ use wasmagent_toolbox::{Toolbox, ToolboxOptions};
 
 /// Serves code mode over MCP on standard input and output until the client disconnects. Nothing but the protocol
 /// may be written to standard output: messages go to standard error.
-pub(crate) fn mcp(args: &McpArgs) -> anyhow::Result<u8> {
+pub(crate) fn mcp(args: &McpArgs, no_confine: bool) -> anyhow::Result<u8> {
     let manifest = match &args.manifest {
         Some(path) => CapabilityManifest::from_path(path)?,
         None => CapabilityManifest::default(),
     };
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let needs = crate::confine_cmd::Needs {
+        manifest: Some((&manifest, &cwd)),
+        tools: args.tools.as_deref(),
+        read_files: args.operator.egress_config.as_deref().into_iter().collect(),
+        ..Default::default()
+    };
+    let confinement = crate::confine_cmd::begin(no_confine, &needs)?;
     let egress = egress_config(&args.operator)?;
     let toolbox = args.tools.as_deref().map(|path| load_tools(path, &egress)).transpose()?;
     let tools = toolbox.as_ref().map_or_else(ToolRegistry::new, |t| t.registry().clone());
     let sandbox = tool_sandbox(tools.clone(), egress)?;
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    crate::confine_cmd::seal(confinement)?;
     let manifest = sandbox.resolve(&manifest, &cwd)?;
     let options = McpOptions { expose_tools: args.expose_tools };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;

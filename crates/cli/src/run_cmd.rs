@@ -14,13 +14,22 @@ use wasmagent::{
 const MAX_STDIN_MODULE: u64 = 64 * 1024 * 1024;
 
 /// `wasmagent run`.
-pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
+pub(crate) fn run(args: RunArgs, no_confine: bool) -> anyhow::Result<u8> {
     let given = build_manifest(&args)?;
     let (name, code) = read_code(&args)?;
     let stdin = match &args.stdin {
         Some(path) => std::fs::read(path).with_context(|| format!("cannot read --stdin {}", path.display()))?,
         None => Vec::new(),
     };
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let needs = crate::confine_cmd::Needs {
+        manifest: Some((&given, &cwd)),
+        tools: args.tools.as_deref(),
+        read_files: [&args.record_key, &args.egress_config].into_iter().flatten().map(|p| p.as_path()).collect(),
+        audit_log: args.record.as_deref().filter(|_| args.record_key.is_some()),
+        write_dirs: args.artifacts.as_deref().into_iter().collect(),
+    };
+    let confinement = crate::confine_cmd::begin(no_confine, &needs)?;
 
     let show_compile = std::io::stderr().is_terminal();
     let compile_name = match code.language() {
@@ -46,7 +55,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
         ManifestCeilings { allow_any_public_host: args.allow_any_public_host, ..ManifestCeilings::default() };
     builder = builder.egress(egress.clone()).tools(tools.clone()).ceilings(ceilings.clone());
     let sandbox = builder.build()?;
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    crate::confine_cmd::seal(confinement)?;
     let manifest = sandbox.resolve(&given, &cwd)?;
     let request = RunRequest::new(name, code).with_args(args.guest_args.clone()).with_stdin(stdin);
     let outcome = match &args.remote {

@@ -2,21 +2,37 @@
 
 use anyhow::Context;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wasmagent_server::{AppState, ServerConfig};
 
 /// Runs the HTTP server until Ctrl-C or SIGTERM, then finishes in-flight runs for at most the configured
 /// `shutdown_timeout_ms` and exits, abandoning whatever is still running.
-pub(crate) fn serve(listen: &str, config: Option<&Path>, insecure_no_auth: bool) -> anyhow::Result<u8> {
+pub(crate) fn serve(
+    listen: &str,
+    config: Option<&Path>,
+    insecure_no_auth: bool,
+    no_confine: bool,
+) -> anyhow::Result<u8> {
     let config = match config {
         Some(path) => ServerConfig::from_path(path)?,
         None => ServerConfig::default(),
     };
+    let needs = crate::confine_cmd::Needs {
+        manifest: Some((&config.max_manifest, Path::new("/"))),
+        tools: config.tools.as_deref(),
+        read_files: config_files(&config),
+        audit_log: config.audit.log.as_deref(),
+        ..Default::default()
+    };
+    let confinement = crate::confine_cmd::begin(no_confine, &needs)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let shutdown_timeout_ms = config.shutdown_timeout_ms;
     let served = runtime.block_on(async move {
         let state = Arc::new(AppState::new(&config, insecure_no_auth).await.map_err(anyhow::Error::msg)?);
+        let confinement = crate::confine_cmd::seal(confinement)?;
+        eprintln!("wasmagent: {confinement}");
+        state.set_confinement(confinement);
         if insecure_no_auth {
             tracing::warn!("AUTHENTICATION IS OFF (--dev-insecure-no-auth): anyone who can reach {listen} can run code");
             eprintln!("wasmagent: WARNING: authentication is off; never expose this server");
@@ -33,6 +49,19 @@ pub(crate) fn serve(listen: &str, config: Option<&Path>, insecure_no_auth: bool)
     // not hold the process past it, and dropping the runtime would wait for blocking threads without bound.
     runtime.shutdown_background();
     served
+}
+
+/// The files `AppState::new` reads after the confinement has started: keys, the egress configuration.
+fn config_files(config: &ServerConfig) -> Vec<&Path> {
+    let keys = config.auth.jwt_keys.iter().flat_map(|k| [&k.secret_file, &k.public_key_file, &k.jwks_file]);
+    let models = config.agent.models.iter().map(|m| &m.api_key_file);
+    [&config.audit.key_file, &config.egress_config]
+        .into_iter()
+        .chain(keys)
+        .chain(models)
+        .flatten()
+        .map(PathBuf::as_path)
+        .collect()
 }
 
 fn state_has_credentials(config: &ServerConfig) -> bool {

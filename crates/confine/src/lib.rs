@@ -39,6 +39,7 @@ pub struct Plan {
     read: BTreeSet<PathBuf>,
     write: BTreeSet<PathBuf>,
     exec: BTreeSet<PathBuf>,
+    make_dirs: BTreeSet<PathBuf>,
     spawns_later: Option<String>,
 }
 
@@ -92,6 +93,7 @@ impl Plan {
             read: SYSTEM_READ_PATHS.iter().map(PathBuf::from).collect(),
             write: SYSTEM_WRITE_PATHS.iter().map(PathBuf::from).collect(),
             exec: BTreeSet::new(),
+            make_dirs: BTreeSet::new(),
             spawns_later: None,
         };
         if let Some(dir) = std::env::current_exe().ok().as_deref().and_then(Path::parent) {
@@ -117,6 +119,13 @@ impl Plan {
     /// MCP server, inherits the whole ruleset and needs its program and libraries here).
     pub fn exec(&mut self, path: impl Into<PathBuf>) -> &mut Self {
         self.exec.insert(path.into());
+        self
+    }
+
+    /// Lets the process create, list and remove directories in `path`, but not create, read or write files there
+    /// (the sandbox's empty guest root is a fresh directory in the temporary directory).
+    pub fn make_dirs(&mut self, path: impl Into<PathBuf>) -> &mut Self {
+        self.make_dirs.insert(path.into());
         self
     }
 

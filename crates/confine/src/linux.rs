@@ -66,6 +66,7 @@ fn apply_landlock(plan: &Plan) -> Result<(LandlockState, u32), ConfineError> {
     let read: BitFlags<AccessFs> = AccessFs::ReadFile | AccessFs::ReadDir;
     let write = AccessFs::from_all(TARGET_ABI) & !AccessFs::Execute;
     let exec = read | AccessFs::Execute;
+    let make_dirs = AccessFs::ReadDir | AccessFs::MakeDir | AccessFs::RemoveDir;
     let status = Ruleset::default()
         .handle_access(AccessFs::from_all(TARGET_ABI))
         .map_err(err)?
@@ -78,6 +79,8 @@ fn apply_landlock(plan: &Plan) -> Result<(LandlockState, u32), ConfineError> {
         .add_rules(path_beneath_rules(&plan.write, write))
         .map_err(err)?
         .add_rules(path_beneath_rules(&plan.exec, exec))
+        .map_err(err)?
+        .add_rules(path_beneath_rules(&plan.make_dirs, make_dirs))
         .map_err(err)?
         .restrict_self()
         .map_err(err)?;

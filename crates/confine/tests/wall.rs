@@ -122,6 +122,7 @@ mod wall {
 
         let mut plan = Plan::new();
         plan.write(granted.path());
+        plan.make_dirs(outside.path());
         let started = match begin(&plan) {
             Ok(started) => started,
             Err(e) => {
@@ -175,7 +176,14 @@ mod wall {
             tally.check("etc_shadow_is_refused", refused(std::fs::read("/etc/shadow"), eacces));
             tally.check("etc_passwd_is_refused", refused(std::fs::read("/etc/passwd"), eacces));
             tally.check("a_file_outside_the_plan_is_refused", refused(std::fs::read(&secret), eacces));
-            tally.check("listing_outside_the_plan_is_refused", refused(std::fs::read_dir(outside.path()), eacces));
+            tally.check("listing_etc_is_refused", refused(std::fs::read_dir("/etc"), eacces));
+            let made_dir = outside.path().join("made");
+            tally.check(
+                "a_make_dirs_grant_allows_directories_and_nothing_else",
+                works(std::fs::create_dir(&made_dir))
+                    .and_then(|()| refused(std::fs::write(made_dir.join("file"), "x"), eacces))
+                    .and_then(|()| works(std::fs::remove_dir(&made_dir))),
+            );
             tally.check(
                 "writing_outside_the_plan_is_refused",
                 refused(std::fs::write(outside.path().join("planted"), "x"), eacces),

@@ -45,6 +45,12 @@ use std::sync::atomic::Ordering;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
+/// Liveness, and how the host process is confined: `{"status":"ok","confinement":{...}}` (`null` when the front
+/// end did not confine it, as in tests that build the state directly).
+async fn healthz(State(state): State<Arc<AppState>>) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok", "confinement": state.confinement.get() }))
+}
+
 /// The application's routes over `state`, or which of `cors_allowed_origins` is not an origin.
 pub fn router(state: Arc<AppState>, cors_allowed_origins: &[String]) -> Result<Router, String> {
     let origins = config::cors_origins(cors_allowed_origins)?;
@@ -66,7 +72,7 @@ pub fn router(state: Arc<AppState>, cors_allowed_origins: &[String]) -> Result<R
         .route("/v1/agent-runs/{id}", get(agent_runs::status))
         .route("/v1/agent-runs/{id}/events", get(agent_runs::events))
         .route("/v1/agent-runs/{id}/approvals", post(agent_runs::approve))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi_json()) }))

@@ -48,6 +48,8 @@ pub struct AppState {
     pub(crate) agents: crate::agent_runs::AgentService,
     /// The cluster store, when `[cluster] redis_url` is set: async runs, results and webhooks go through Redis.
     pub(crate) cluster: Option<crate::cluster::Cluster>,
+    /// The second wall around this process, shown by `/healthz`; set once by the front end after start-up.
+    pub(crate) confinement: std::sync::OnceLock<wasmagent_confine::Status>,
     /// Live sessions (`/v1/sessions`), each visible only to its owner.
     pub(crate) sessions: crate::sessions::Sessions,
 }
@@ -171,7 +173,13 @@ impl AppState {
             agents,
             cluster,
             sessions: Default::default(),
+            confinement: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Records how the host process is confined (`wasmagent_confine`), for `/healthz`. Only the first call counts.
+    pub fn set_confinement(&self, status: wasmagent_confine::Status) {
+        let _ = self.confinement.set(status);
     }
 
     /// The caller, holding `scope`, or 401/403.
