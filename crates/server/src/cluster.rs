@@ -358,14 +358,16 @@ async fn record_abandoned(state: &Arc<AppState>, run: AbandonedRun) {
 
 /// Runs `run` in this node's slot `permit` and records how it ended.
 fn spawn_run(state: Arc<AppState>, run: ClaimedRun, permit: OwnedSemaphorePermit) {
+    let Some(cluster) = state.cluster.as_ref() else { return };
+    let prepared = serde_json::from_str::<RunRequestBody>(&run.request)
+        .map_err(|e| ApiError::invalid(format!("the stored request is not a valid run: {e}")))
+        .and_then(|request| prepare(state.sandbox.ceilings(), &state.max_manifest, request));
+    let may_act = prepared.as_ref().is_ok_and(|(manifest, _)| may_act(manifest));
+    let held = Held { entry: run.entry.clone(), attempt: run.attempt, may_act };
+    // Held before the task starts, so a shutdown that follows at once knows about it.
+    cluster.hold(&run.id, held.clone());
     tokio::spawn(async move {
         let Some(cluster) = state.cluster.as_ref() else { return };
-        let prepared = serde_json::from_str::<RunRequestBody>(&run.request)
-            .map_err(|e| ApiError::invalid(format!("the stored request is not a valid run: {e}")))
-            .and_then(|request| prepare(state.sandbox.ceilings(), &state.max_manifest, request));
-        let may_act = prepared.as_ref().is_ok_and(|(manifest, _)| may_act(manifest));
-        let held = Held { entry: run.entry.clone(), attempt: run.attempt, may_act };
-        cluster.hold(&run.id, held.clone());
         let outcome = match prepared {
             Ok((manifest, request)) => {
                 execute_with_permit(&state, permit, manifest, request, RunSlot::new(|| {})).await

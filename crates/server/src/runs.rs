@@ -118,7 +118,7 @@ pub(crate) async fn read_body_within(
 /// The status of an async run (only its owner sees it).
 #[utoipa::path(get, path = "/v1/runs/{id}", params(("id" = String, Path, description = "run id")),
     responses((status = 200, body = RunStatus), (status = 401, body = crate::error::ErrorBody),
-              (status = 404, body = crate::error::ErrorBody)),
+              (status = 404, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn get_run(
     State(state): State<Arc<AppState>>,

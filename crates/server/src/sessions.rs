@@ -221,7 +221,8 @@ pub(crate) async fn create(
     responses((status = 200, description = "The call's run report", body = wasmagent::RunReport),
         (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
         (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
-        (status = 410, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody),
+        (status = 410, body = crate::error::ErrorBody), (status = 421, body = crate::error::ErrorBody),
+        (status = 429, body = crate::error::ErrorBody),
         (status = 503, body = crate::error::ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn run(
