@@ -14,8 +14,12 @@ use wasmagent::{
 
 fn sandbox() -> &'static Sandbox {
     static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
-    SANDBOX.get_or_init(|| Sandbox::builder().pool_slots(24).build().unwrap())
+    // Scratch directories hold at most 64 KiB after a call here, so a test can cross the cap cheaply.
+    let limits = SessionLimits { session_scratch_bytes: SCRATCH_LIMIT, ..SessionLimits::default() };
+    SANDBOX.get_or_init(|| Sandbox::builder().pool_slots(24).session_limits(limits).build().unwrap())
 }
+
+const SCRATCH_LIMIT: u64 = 64 * 1024;
 
 fn manifest(toml: &str) -> EffectiveManifest {
     sandbox().resolve(&CapabilityManifest::from_toml_str(toml).unwrap(), Path::new("/")).unwrap()
@@ -222,54 +226,110 @@ fn memory_kept_across_calls_is_held_to_the_memory_limit() {
     assert!(stopped, "20 × 8 MiB kept in a 96 MiB session");
 }
 
-#[test]
-fn an_idle_session_ends() {
-    let mut s =
-        open("idle", Language::Js, "").narrow_limits(&SessionLimits { session_idle_ms: 50, ..Default::default() });
-    value(&mut s, "var x = 1; x");
+/// Polls `expire` until the session ends (within 10 s) and returns the reason its next call is refused with.
+fn wait_until_expired(s: &mut SandboxSession) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     while s.expire().is_none() {
         assert!(Instant::now() < deadline, "the session never expired");
         std::thread::yield_now();
     }
-    let reason = refusal(&mut s);
-    assert!(reason.contains("session_idle_ms (50 ms)"), "{reason}");
+    refusal(s)
 }
 
+/// Enforces: js.session_idle_ms, python.session_idle_ms
+#[test]
+fn an_idle_session_ends() {
+    for language in [Language::Js, Language::Python] {
+        let idle = SessionLimits { session_idle_ms: 50, ..Default::default() };
+        let mut s = open(&format!("idle-{language:?}"), language, "").narrow_limits(&idle);
+        value(&mut s, "1");
+        let reason = wait_until_expired(&mut s);
+        assert!(reason.contains("session_idle_ms (50 ms)"), "{reason}");
+    }
+}
+
+/// Enforces: js.session_max_ms, python.session_max_ms
+#[test]
+fn a_session_ends_at_its_maximum_age_even_while_busy() {
+    for (language, busy) in [
+        (Language::Js, "{ const t = Date.now(); while (Date.now() - t < 20) {} } 1"),
+        (Language::Python, "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 0.02:\n    pass\n1"),
+    ] {
+        let age = SessionLimits { session_max_ms: 300, ..Default::default() };
+        let mut s = open(&format!("age-{language:?}"), language, "").narrow_limits(&age);
+        // Calls keep it from being idle; its age ends it all the same.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let reason = loop {
+            assert!(Instant::now() < deadline, "the session never reached its maximum age");
+            match s.run(&RunRequest::source("tick", language, busy)) {
+                Ok(report) => assert_eq!(report.outcome, Outcome::Ok),
+                Err(Error::Kernel(KernelError::SessionEnded(reason))) => break reason,
+                Err(other) => panic!("{other}"),
+            }
+        };
+        assert!(reason.contains("session_max_ms (300 ms)"), "{reason}");
+    }
+}
+
+/// Enforces: js.session_scratch_bytes, python.session_scratch_bytes
+#[test]
+fn a_scratch_directory_over_its_cap_ends_the_session() {
+    for (language, fill) in [
+        (Language::Js, "fs.writeFile('/scratch/big', 'x'.repeat(100000)); 1"),
+        (Language::Python, "open('/scratch/big', 'w').write('x' * 100000)"),
+    ] {
+        let mut s = open(&format!("scratch-cap-{language:?}"), language, "");
+        let report = call(&mut s, fill);
+        assert_eq!(report.outcome, Outcome::Ok, "{report:?}");
+        let ended = report.session_ended.expect("100,000 bytes in a 64 KiB scratch directory");
+        let cap = format!("session_scratch_bytes ({SCRATCH_LIMIT})");
+        assert!(ended.contains("100000 bytes") && ended.contains(&cap), "{ended}");
+        assert_eq!(refusal(&mut s), ended);
+    }
+}
+
+/// Enforces: js.session_max_calls, python.session_max_calls
 #[test]
 fn session_max_calls_ends_the_session_after_its_last_call() {
-    let mut s = open("max-calls", Language::Python, "")
-        .narrow_limits(&SessionLimits { session_max_calls: 2, ..Default::default() });
-    assert_eq!(call(&mut s, "1").session_ended, None);
-    let last = call(&mut s, "2");
-    assert_eq!(last.value, json!(2));
-    let ended = last.session_ended.unwrap();
-    assert!(ended.contains("session_max_calls (2)"), "{ended}");
-    assert_eq!(refusal(&mut s), ended);
+    for language in [Language::Js, Language::Python] {
+        let calls = SessionLimits { session_max_calls: 2, ..Default::default() };
+        let mut s = open(&format!("max-calls-{language:?}"), language, "").narrow_limits(&calls);
+        assert_eq!(call(&mut s, "1").session_ended, None);
+        let last = call(&mut s, "2");
+        assert_eq!(last.value, json!(2));
+        let ended = last.session_ended.unwrap();
+        assert!(ended.contains("session_max_calls (2)"), "{ended}");
+        assert_eq!(refusal(&mut s), ended);
+    }
 }
 
+/// Enforces: js.max_sessions_per_subject, python.max_sessions_per_subject, js.max_sessions, python.max_sessions
 #[test]
 fn the_live_session_caps_refuse_with_a_clear_message() {
     let limits = SessionLimits { max_sessions_per_subject: 2, max_sessions: 3, ..Default::default() };
     let sandbox = Sandbox::builder().pool_slots(6).session_limits(limits).build().unwrap();
     let m = sandbox.resolve(&CapabilityManifest::default(), Path::new("/")).unwrap();
     let a1 = sandbox.session_for("alice", &m, Language::Js).unwrap();
-    let mut a2 = sandbox.session_for("alice", &m, Language::Js).unwrap();
-    let Err(SessionError::TooManyForSubject(message)) = sandbox.session_for("alice", &m, Language::Js) else {
-        panic!("a third session for alice was opened");
-    };
-    assert!(message.contains("max_sessions_per_subject 2"), "{message}");
-    // A fork counts as a session too.
+    let mut a2 = sandbox.session_for("alice", &m, Language::Python).unwrap();
+    for language in [Language::Js, Language::Python] {
+        let Err(SessionError::TooManyForSubject(message)) = sandbox.session_for("alice", &m, language) else {
+            panic!("a third session for alice was opened");
+        };
+        assert!(message.contains("max_sessions_per_subject 2"), "{message}");
+    }
+    // A fork is refused by the cap before the kernel is asked (a Python session could not fork anyway).
     assert!(matches!(a2.fork(), Err(SessionError::TooManyForSubject(_))));
     let _b1 = sandbox.session_for("bob", &m, Language::Js).unwrap();
-    let Err(SessionError::TooMany(message)) = sandbox.session_for("carol", &m, Language::Js) else {
-        panic!("a fourth session was opened");
-    };
-    assert!(message.contains("max_sessions 3"), "{message}");
+    for language in [Language::Js, Language::Python] {
+        let Err(SessionError::TooMany(message)) = sandbox.session_for("carol", &m, language) else {
+            panic!("a fourth session was opened");
+        };
+        assert!(message.contains("max_sessions 3"), "{message}");
+    }
     assert_eq!(sandbox.live_sessions(), 3);
     a1.close();
     assert_eq!(sandbox.live_sessions(), 2);
-    sandbox.session_for("carol", &m, Language::Js).unwrap();
+    sandbox.session_for("carol", &m, Language::Python).unwrap();
 }
 
 #[test]
