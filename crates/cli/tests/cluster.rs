@@ -21,6 +21,8 @@ const SECRET: &str = "a webhook secret of decent length";
 const RECLAIM_AFTER_MS: u64 = 1_500;
 /// A pure run long enough to be killed in the middle (it can act on nothing: run again after a crash).
 const LONG_RUN: &str = "const t = Date.now(); while (Date.now() - t < 3000) {} 'slow'";
+/// Longer than starting a node plus `shutdown_timeout_ms` (2 s), even on a loaded machine.
+const LONGER_RUN: &str = "const t = Date.now(); while (Date.now() - t < 7000) {} 'slow'";
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -437,16 +439,16 @@ fn a_node_shutting_down_hands_back_runs_that_cannot_act_and_fails_the_others() {
     // No reclaiming within this test: only the shutdown itself can give the runs back.
     let config = write_config(dir.path(), &redis, &hook, 600_000);
     let mut leaving = Node::start("leaving", &config, cache.path());
-    let pure = leaving.submit(ALICE, json!({"language": "js", "code": LONG_RUN, "async": true}));
+    let pure = leaving.submit(ALICE, json!({"language": "js", "code": LONGER_RUN, "async": true}));
     let acting = leaving.submit(
         ALICE,
-        json!({"language": "js", "code": LONG_RUN, "async": true,
+        json!({"language": "js", "code": LONGER_RUN, "async": true,
                "manifest": {"allowed_hosts": ["https://example.com"]}}),
     );
     leaving.wait_for(&pure, &["running"]);
     leaving.wait_for(&acting, &["running"]);
     let staying = Node::start("staying", &config, cache.path());
-    // Both runs outlast shutdown_timeout_ms (2 s).
+    // Both runs outlast the start of `staying` and shutdown_timeout_ms (2 s).
     leaving.stop();
     let failed = staying.wait_for(&acting, &["done", "failed"]);
     assert_eq!(failed["status"], "failed", "{failed}");
