@@ -1,7 +1,8 @@
 //! The audit log: one signed record per run, in a JSON Lines file.
 //!
-//! Each line is the RFC 8785 canonical JSON of a [`RunRecord`]. A record's `signature` covers every other field of
-//! the record; its `prev_record_hash` is the sha256 of the previous line's bytes (the first record points at
+//! Each line is the RFC 8785 canonical JSON of a [`RunRecord`] or, for agent runs, of an [`AgentStepRecord`] (one
+//! per model call, code run or tool call, and one for how the agent run ended), told apart by `schema`. A record's
+//! `signature` covers every other field of the record; its `prev_record_hash` is the sha256 of the previous line's bytes (the first record points at
 //! [`GENESIS`]), so removing, inserting or reordering records breaks the chain at the first affected record.
 //! Appends take an exclusive lock on the file, refuse to continue a log whose last line is torn, and write each
 //! record with one `write` followed by `fsync`, so a record is either complete or absent.
@@ -60,6 +61,124 @@ pub struct RunRecord {
     pub signature: Option<RecordSignature>,
 }
 
+/// Schema name of an agent step record.
+pub const AGENT_STEP_SCHEMA: &str = "wasmagent.agent-step/v1";
+
+/// One step of an agent run, as kept in the audit log beside the run records of its code runs: what was done and
+/// by whom, never the text itself (model text, programs, arguments and answers only by digest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentStepRecord {
+    /// Always [`AGENT_STEP_SCHEMA`].
+    pub schema: String,
+    /// The agent run (its report's `run_id`).
+    pub agent_run_id: String,
+    /// The model turn (1-based); for `final`, the last turn started (0 when none was).
+    pub step: u32,
+    /// When the record was written, RFC 3339 UTC.
+    pub time: String,
+    /// `model_call`, `code_run`, `tool_call`, `rejected` (a call refused before it ran) or `final`.
+    pub kind: String,
+    /// The model (`provider:model`), the tool, the program's language, or for `final` the agent's outcome.
+    pub name: String,
+    /// `sha256:` of what the step carried: the model's text and calls, the program, the arguments, the answer.
+    pub digest: String,
+    /// `ok` or `error` for calls and runs, the finish reason (or `error`) for model calls, the outcome for `final`.
+    pub outcome: String,
+    /// Input tokens (a model call's, or the run's total for `final`).
+    pub input_tokens: u64,
+    /// Output tokens (a model call's, or the run's total for `final`).
+    pub output_tokens: u64,
+    /// How long the step took.
+    pub duration_ms: u64,
+    /// `sha256:` of the previous record's line, or [`GENESIS`].
+    pub prev_record_hash: String,
+    /// Signature over the canonical JSON of every other field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<RecordSignature>,
+}
+
+impl AgentStepRecord {
+    /// An unsigned, unchained step record; [`AuditLog::append_agent_step`] fills in `schema`, `time`, the chain and
+    /// the signature.
+    #[allow(clippy::too_many_arguments, reason = "a plain record: every field is named at the call")]
+    pub fn new(
+        agent_run_id: &str,
+        step: u32,
+        kind: &str,
+        name: &str,
+        digest: String,
+        outcome: &str,
+        (input_tokens, output_tokens): (u64, u64),
+        duration_ms: u64,
+    ) -> Self {
+        AgentStepRecord {
+            schema: AGENT_STEP_SCHEMA.into(),
+            agent_run_id: agent_run_id.to_owned(),
+            step,
+            time: String::new(),
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            digest,
+            outcome: outcome.to_owned(),
+            input_tokens,
+            output_tokens,
+            duration_ms,
+            prev_record_hash: String::new(),
+            signature: None,
+        }
+    }
+}
+
+/// A record that can be chained and signed.
+trait Chained: Serialize + Clone {
+    fn prev_record_hash(&self) -> &str;
+    fn signature(&self) -> Option<&RecordSignature>;
+    fn set_signature(&mut self, signature: Option<RecordSignature>);
+
+    /// The bytes the signature covers: the canonical JSON of the record without its signature.
+    fn signed_bytes(&self) -> Result<Vec<u8>, SigningError> {
+        let mut unsigned = self.clone();
+        unsigned.set_signature(None);
+        canonical(&unsigned)
+    }
+
+    /// Signs the record with `key`.
+    fn sign_with(&mut self, key: &SecretKey) -> Result<(), SigningError> {
+        let sig = key.sign_bytes(&self.signed_bytes()?);
+        self.set_signature(Some(RecordSignature {
+            alg: "ed25519".into(),
+            key_id: key.public_key().key_id(),
+            sig: hex::encode(sig),
+        }));
+        Ok(())
+    }
+}
+
+impl Chained for RunRecord {
+    fn prev_record_hash(&self) -> &str {
+        &self.prev_record_hash
+    }
+    fn signature(&self) -> Option<&RecordSignature> {
+        self.signature.as_ref()
+    }
+    fn set_signature(&mut self, signature: Option<RecordSignature>) {
+        self.signature = signature;
+    }
+}
+
+impl Chained for AgentStepRecord {
+    fn prev_record_hash(&self) -> &str {
+        &self.prev_record_hash
+    }
+    fn signature(&self) -> Option<&RecordSignature> {
+        self.signature.as_ref()
+    }
+    fn set_signature(&mut self, signature: Option<RecordSignature>) {
+        self.signature = signature;
+    }
+}
+
 /// A tool call, as recorded: its arguments only by digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,18 +233,9 @@ impl RunRecord {
         }
     }
 
-    /// The bytes the signature covers: the canonical JSON of the record without its signature.
-    fn signed_bytes(&self) -> Result<Vec<u8>, SigningError> {
-        let unsigned = RunRecord { signature: None, ..self.clone() };
-        canonical(&unsigned)
-    }
-
     /// Signs the record with `key`.
     pub fn sign(&mut self, key: &SecretKey) -> Result<(), SigningError> {
-        let sig = key.sign_bytes(&self.signed_bytes()?);
-        self.signature =
-            Some(RecordSignature { alg: "ed25519".into(), key_id: key.public_key().key_id(), sig: hex::encode(sig) });
-        Ok(())
+        self.sign_with(key)
     }
 }
 
@@ -162,14 +272,30 @@ impl AuditLog {
 
     /// Appends the signed record of `report` and returns it.
     pub fn append(&self, report: &RunReport) -> Result<RunRecord, SigningError> {
+        self.append_with(|prev| RunRecord::from_report(report, prev))
+    }
+
+    /// Appends `step` (its time, chain and signature filled in here) and returns it as written.
+    pub fn append_agent_step(&self, step: AgentStepRecord) -> Result<AgentStepRecord, SigningError> {
+        self.append_with(|prev| AgentStepRecord {
+            schema: AGENT_STEP_SCHEMA.into(),
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            prev_record_hash: prev,
+            signature: None,
+            ..step
+        })
+    }
+
+    /// Appends the record `make` builds on the hash of the last line, signed, under the file lock.
+    fn append_with<R: Chained>(&self, make: impl FnOnce(String) -> R) -> Result<R, SigningError> {
         let _guard = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let io = |e: std::io::Error| SigningError::Io { path: self.path.display().to_string(), message: e.to_string() };
         let mut file = std::fs::OpenOptions::new().create(true).read(true).append(true).open(&self.path).map_err(io)?;
         // Other processes appending to the same file wait here.
         rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).map_err(|e| io(std::io::Error::from(e)))?;
         let prev = last_line_hash(&mut file, &self.path)?;
-        let mut record = RunRecord::from_report(report, prev);
-        record.sign(&self.key)?;
+        let mut record = make(prev);
+        record.sign_with(&self.key)?;
         let mut line = canonical(&record)?;
         line.push(b'\n');
         file.write_all(&line).map_err(io)?;
@@ -251,47 +377,75 @@ pub fn verify_log(path: &Path, key: &PublicKey) -> Result<VerifiedLog, LogError>
         let Some(body) = line.strip_suffix(b"\n") else {
             return Err(fail(None, "incomplete last line (a torn write)".into()));
         };
-        let record: RunRecord = serde_json::from_slice(body)
-            .map_err(|e| fail(None, format!("not a valid record (edited or corrupted): {e}")))?;
-        let run_id = Some(record.run_id.as_str());
-        if canonical(&record).ok().as_deref() != Some(body) {
-            return Err(fail(run_id, "not in canonical form (edited)".into()));
-        }
-        let Some(signature) = &record.signature else {
-            return Err(fail(run_id, "unsigned".into()));
-        };
-        if signature.alg != "ed25519" || signature.key_id != key.key_id() {
-            return Err(fail(
-                run_id,
-                format!(
-                    "signed by key {} with {}, not by the given key {} (re-signed or forged)",
-                    signature.key_id,
-                    signature.alg,
-                    key.key_id()
-                ),
-            ));
-        }
-        let verified = hex::decode(&signature.sig)
-            .ok()
-            .and_then(|sig| ed25519_compact::Signature::from_slice(&sig).ok())
-            .zip(record.signed_bytes().ok())
-            .is_some_and(|(sig, message)| key.ed25519().verify(message, &sig).is_ok());
-        if !verified {
-            return Err(fail(run_id, "the signature does not verify (the record was edited or forged)".into()));
-        }
-        if record.prev_record_hash != expected_prev {
-            let reason = if number == 1 {
-                "prev_record_hash is not the genesis hash: records before it were removed".to_owned()
-            } else {
-                format!(
-                    "prev_record_hash does not match record {}: a record was removed, inserted or reordered",
-                    number - 1
-                )
-            };
-            return Err(fail(run_id, reason));
+        let not_valid = |e: serde_json::Error| fail(None, format!("not a valid record (edited or corrupted): {e}"));
+        let schema = serde_json::from_slice::<SchemaOnly>(body).map_err(not_valid)?.schema;
+        match schema.as_str() {
+            AGENT_STEP_SCHEMA => {
+                let record: AgentStepRecord = serde_json::from_slice(body).map_err(not_valid)?;
+                check_record(&record, &record.agent_run_id, body, key, (number, &expected_prev), &fail)?;
+            }
+            _ => {
+                let record: RunRecord = serde_json::from_slice(body).map_err(not_valid)?;
+                check_record(&record, &record.run_id, body, key, (number, &expected_prev), &fail)?;
+            }
         }
         expected_prev = hash_line(body);
         records = number;
     }
     Ok(VerifiedLog { records, last_record_hash: expected_prev })
+}
+
+/// The `schema` field of a line, to tell its kind of record.
+#[derive(Deserialize)]
+struct SchemaOnly {
+    schema: String,
+}
+
+/// Checks one parsed record (`body` its line): canonical form, signature, key and chain.
+fn check_record<R: Chained>(
+    record: &R,
+    id: &str,
+    body: &[u8],
+    key: &PublicKey,
+    (number, expected_prev): (usize, &str),
+    fail: &dyn Fn(Option<&str>, String) -> LogError,
+) -> Result<(), LogError> {
+    let run_id = Some(id);
+    if canonical(record).ok().as_deref() != Some(body) {
+        return Err(fail(run_id, "not in canonical form (edited)".into()));
+    }
+    let Some(signature) = record.signature() else {
+        return Err(fail(run_id, "unsigned".into()));
+    };
+    if signature.alg != "ed25519" || signature.key_id != key.key_id() {
+        return Err(fail(
+            run_id,
+            format!(
+                "signed by key {} with {}, not by the given key {} (re-signed or forged)",
+                signature.key_id,
+                signature.alg,
+                key.key_id()
+            ),
+        ));
+    }
+    let verified = hex::decode(&signature.sig)
+        .ok()
+        .and_then(|sig| ed25519_compact::Signature::from_slice(&sig).ok())
+        .zip(record.signed_bytes().ok())
+        .is_some_and(|(sig, message)| key.ed25519().verify(message, &sig).is_ok());
+    if !verified {
+        return Err(fail(run_id, "the signature does not verify (the record was edited or forged)".into()));
+    }
+    if record.prev_record_hash() != expected_prev {
+        let reason = if number == 1 {
+            "prev_record_hash is not the genesis hash: records before it were removed".to_owned()
+        } else {
+            format!(
+                "prev_record_hash does not match record {}: a record was removed, inserted or reordered",
+                number - 1
+            )
+        };
+        return Err(fail(run_id, reason));
+    }
+    Ok(())
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use wasmagent_kernel::{ErrorInfo, ErrorKind, RunReport};
 use wasmagent_manifest::EffectiveManifest;
 use wasmagent_signing::keys::SecretKey;
-use wasmagent_signing::record::{AuditLog, GENESIS, verify_log};
+use wasmagent_signing::record::{AgentStepRecord, AuditLog, GENESIS, verify_log};
 
 fn report(i: usize) -> RunReport {
     let error = ErrorInfo { kind: ErrorKind::Trap, message: format!("run {i}") };
@@ -143,4 +143,37 @@ fn concurrent_appends_never_interleave_or_lose_records() {
         thread.join().unwrap();
     }
     assert_eq!(verify_log(&path, key.public_key()).unwrap().records, 200);
+}
+
+#[test]
+fn agent_steps_chain_between_run_records_and_edits_to_them_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let key = SecretKey::generate();
+    let log = AuditLog::new(&path, key.clone());
+    let step = |kind: &str, name: &str, outcome: &str| {
+        AgentStepRecord::new("a1b2", 1, kind, name, format!("sha256:{:064x}", 7), outcome, (100, 10), 5)
+    };
+    let written = log.append_agent_step(step("model_call", "openai:local", "tool_calls")).unwrap();
+    assert_eq!((written.schema.as_str(), written.prev_record_hash.as_str()), ("wasmagent.agent-step/v1", GENESIS));
+    assert!(written.signature.is_some() && !written.time.is_empty());
+    log.append(&report(1)).unwrap();
+    log.append_agent_step(step("code_run", "javascript", "ok")).unwrap();
+    log.append_agent_step(step("final", "answered", "answered")).unwrap();
+    assert_eq!(verify_log(&path, key.public_key()).unwrap().records, 4);
+
+    let mut all = lines(&path);
+    let original = all.clone();
+    all[2] = all[2].replace("\"outcome\":\"ok\"", "\"outcome\":\"error\"");
+    assert_ne!(all[2], original[2]);
+    rewrite(&path, &all);
+    let error = verify_log(&path, key.public_key()).unwrap_err();
+    assert_eq!((error.record, error.run_id.as_deref()), (3, Some("a1b2")), "{error}");
+    assert!(error.reason.contains("signature does not verify"), "{error}");
+
+    let mut all = original.clone();
+    all.remove(1);
+    rewrite(&path, &all);
+    let error = verify_log(&path, key.public_key()).unwrap_err();
+    assert_eq!(error.record, 2, "removing the run record between two steps breaks the chain: {error}");
 }
