@@ -1,5 +1,5 @@
 //! `POST /v1/agent-runs` end to end: a real server on loopback, real tokens, and a scripted loopback model server
-//! speaking the OpenAI wire format (`wasmagent-models`' test server, which counts and schema-checks every request).
+//! speaking the OpenAI or the Anthropic wire format (`wasmagent-models`' test server, which counts and schema-checks every request).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
@@ -182,6 +182,47 @@ async fn a_task_is_answered_end_to_end_with_steps_and_run_reports() {
     assert_eq!(report["usage"]["code_runs"], 1);
     assert_eq!(model.requests().len(), 3);
     assert_eq!(model.schema_errors(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anthropic_model_answers_over_the_messages_api_with_streamed_events() {
+    let model = ScriptedServer::start(Wire::Anthropic, code_script());
+    let server = start(&model, |c, _| {
+        c.agent.models = vec![AgentModelConfig {
+            model: "anthropic:scripted".into(),
+            base_url: Some(model.base_url()),
+            api_key_env: None,
+            api_key_file: None,
+        }];
+    })
+    .await;
+    let response = client()
+        .post(format!("{}/v1/agent-runs", server.base))
+        .bearer_auth(ALICE_KEY)
+        .header("accept", "text/event-stream")
+        .json(&json!({"task": "What is six times seven?", "model": "anthropic:scripted"}))
+        .send()
+        .await
+        .unwrap();
+    let events = read_sse(response, None).await;
+    let report = &events.last().unwrap().data;
+    assert_eq!(events.last().unwrap().event, "report");
+    assert_eq!(report["outcome"], "answered", "{report}");
+    assert_eq!(report["answer"], "The answer is 42.");
+    assert_eq!(report["models"], json!(["anthropic:scripted"]));
+    assert_eq!(report["steps"][3]["report"]["value"], 42, "{report}");
+    assert_eq!(report["usage"]["total_tokens"], 330);
+    let deltas: String =
+        events.iter().filter(|e| e.event == "text_delta").map(|e| e.data["text"].as_str().unwrap()).collect();
+    assert_eq!(deltas, "The answer is 42.", "the Messages stream's text arrives as text_delta events");
+    let requests = model.requests();
+    assert_eq!(requests.len(), 3);
+    for request in &requests {
+        assert_eq!(request.body["stream"], true, "every call streams");
+        assert!(request.header("anthropic-version").is_some());
+    }
+    assert_eq!(requests[2].body["messages"].as_array().unwrap().len(), 5, "task, two tool calls and their results");
+    assert_eq!(model.schema_errors(), Vec::<String>::new(), "every request matches Anthropic's published schema");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
