@@ -54,6 +54,12 @@ pub struct RunRecord {
     pub denials: Vec<Denial>,
     /// Host tool calls made by the guest.
     pub tool_calls: Vec<ToolCallRecord>,
+    /// The session the run was a call of, if any (absent otherwise, so older records verify unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// The call's number in its session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_call: Option<u64>,
     /// `sha256:` of the previous record's line, or [`GENESIS`].
     pub prev_record_hash: String,
     /// Signature over the canonical JSON of every other field.
@@ -228,6 +234,8 @@ impl RunRecord {
                     outcome: call.outcome.clone(),
                 })
                 .collect(),
+            session_id: report.session_id.clone(),
+            session_call: report.session_call,
             prev_record_hash,
             signature: None,
         }

@@ -45,6 +45,31 @@ fn a_thousand_records_verify_and_chain_from_genesis() {
 }
 
 #[test]
+fn a_session_call_names_its_session_and_call_and_records_outside_sessions_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let key = SecretKey::generate();
+    let log = AuditLog::new(&path, key.clone());
+    let mut call = report(1);
+    call.session_id = Some("s-0123".into());
+    call.session_call = Some(3);
+    log.append(&report(0)).unwrap();
+    log.append(&call).unwrap();
+    assert_eq!(verify_log(&path, key.public_key()).unwrap().records, 2);
+    let records: Vec<serde_json::Value> = lines(&path).iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(records[0].get("session_id").is_none(), "{}", records[0]);
+    assert_eq!(
+        (&records[1]["session_id"], &records[1]["session_call"]),
+        (&serde_json::json!("s-0123"), &serde_json::json!(3))
+    );
+    // The session fields are signed like every other.
+    let mut all = lines(&path);
+    all[1] = all[1].replace("\"session_call\":3", "\"session_call\":4");
+    rewrite(&path, &all);
+    assert!(verify_log(&path, key.public_key()).unwrap_err().reason.contains("signature does not verify"));
+}
+
+#[test]
 fn editing_one_field_is_detected_and_named() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
