@@ -38,6 +38,7 @@ pub(crate) struct Metrics {
     denials: Family<CapabilityLabel, Counter>,
     rejected: Family<ReasonLabel, Counter>,
     in_flight: Gauge,
+    session_calls: Family<KernelLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -50,12 +51,14 @@ impl Default for Metrics {
         let denials = Family::<CapabilityLabel, Counter>::default();
         let rejected = Family::<ReasonLabel, Counter>::default();
         let in_flight = Gauge::default();
+        let session_calls = Family::<KernelLabel, Counter>::default();
         registry.register("runs", "Runs finished, by kernel and outcome", runs.clone());
         registry.register("run_duration_seconds", "Wall-clock time of runs, by kernel", latency.clone());
         registry.register("denials", "Accesses refused to guests, by capability", denials.clone());
         registry.register("rejected_requests", "Requests refused before running, by reason", rejected.clone());
         registry.register("runs_in_flight", "Runs executing now", in_flight.clone());
-        Metrics { registry, runs, latency, denials, rejected, in_flight }
+        registry.register("session_calls", "Runs that were calls of a session, by kernel", session_calls.clone());
+        Metrics { registry, runs, latency, denials, rejected, in_flight, session_calls }
     }
 }
 
@@ -68,6 +71,9 @@ impl Metrics {
         self.latency.get_or_create(&KernelLabel { kernel: report.kernel.clone() }).observe(report.usage.wall_ms / 1e3);
         for denial in &report.denials {
             self.denials.get_or_create(&CapabilityLabel { capability: denial.capability.clone() }).inc();
+        }
+        if report.session_call.is_some() {
+            self.session_calls.get_or_create(&KernelLabel { kernel: report.kernel.clone() }).inc();
         }
     }
 

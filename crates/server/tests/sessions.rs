@@ -108,6 +108,9 @@ async fn sessions_keep_state_fork_and_are_seen_only_by_their_owner() {
     }
     assert_eq!(run(&server, ALICE, &id, "x").await.1["value"], json!(41), "the session is untouched");
 
+    let metrics = reqwest::get(format!("{}/metrics", server.base)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("wasmagent_session_calls_total{kernel=\"js\"} 5"), "{metrics}");
+
     assert_eq!(send(&server, "DELETE", &format!("/v1/sessions/{id}"), ALICE, None).await.0, 204);
     let (status, answer) = run(&server, ALICE, &id, "x").await;
     assert_eq!(status, 410, "{answer}");
