@@ -8,7 +8,9 @@
 //! deadline (all finite by default), with the manifest's limits on every run. It streams typed [`AgentEvent`]s,
 //! pauses tools marked `needs_approval` until [`Approvals::answer`], validates a structured answer against a JSON
 //! Schema with bounded repairs, falls back to the next model only when one fails before producing anything, and
-//! returns an [`AgentReport`] (`wasmagent.agent/v1`).
+//! returns an [`AgentReport`] (`wasmagent.agent/v1`). With [`Agent::with_audit_log`], every step (model call, code
+//! run, tool call) and the ending is appended to the signed, hash-chained audit log as it happens; an append that
+//! fails stops the run, so the agent never acts unrecorded.
 //!
 //! It must not speak a vendor's wire format (`wasmagent-models` does), run code itself or decide policy (runs go
 //! to [`wasmagent::Sandbox`] under the manifest; grants are the manifest's), and the sandbox crates must never
@@ -29,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
+use wasmagent::signing::record::AuditLog;
 use wasmagent::{EffectiveManifest, Sandbox, ToolRegistry};
 use wasmagent_models::ChatModel;
 
@@ -135,6 +138,7 @@ pub struct Agent {
     tools: ToolRegistry,
     config: AgentConfig,
     approvals: Option<Approvals>,
+    audit_log: Option<Arc<AuditLog>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -165,12 +169,19 @@ impl Agent {
             jsonschema::validator_for(schema)
                 .map_err(|e| AgentError::Config(format!("the output schema is not a valid JSON Schema: {e}")))?;
         }
-        Ok(Agent { models, sandbox, manifest, tools, config, approvals: None })
+        Ok(Agent { models, sandbox, manifest, tools, config, approvals: None, audit_log: None })
     }
 
     /// Routes approval requests of tools gated by `approvals` through this agent's runs.
     pub fn with_approvals(mut self, approvals: Approvals) -> Self {
         self.approvals = Some(approvals);
+        self
+    }
+
+    /// Appends a signed record of every step of this agent's runs to `log` (`wasmagent.agent-step/v1`, beside the
+    /// run records the sandbox writes for code runs when it has the same log).
+    pub fn with_audit_log(mut self, log: Arc<AuditLog>) -> Self {
+        self.audit_log = Some(log);
         self
     }
 

@@ -22,8 +22,8 @@ pub enum AgentOutcome {
     Timeout,
     /// A model call failed (and every fallback, where one could be tried), or the answer never matched the schema.
     ModelError,
-    /// Refused before any model call (a debug fragment, a task too large, tools that would not start), or the model
-    /// refused the task.
+    /// Refused before any model call (a debug fragment, a task too large, tools that would not start), the model
+    /// refused the task, or a step could not be written to the audit log (the agent does not act unrecorded).
     Refused,
 }
 
@@ -180,6 +180,9 @@ pub struct AgentReport {
     pub usage: UsageTotals,
     /// Wall-clock time.
     pub duration_ms: u64,
+    /// Why a record could not be appended to the audit log, when one could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_error: Option<String>,
 }
 
 /// What a running agent reports as it goes.

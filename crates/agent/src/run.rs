@@ -4,19 +4,23 @@ use crate::report::{AGENT_SCHEMA, AgentEvent, AgentOutcome, AgentReport, BudgetR
 use crate::toolbelt::{CallOutcome, EXECUTE_CODE, SEARCH_DOCS, Toolbelt};
 use crate::{Agent, Mode, prompt, untrusted};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::time::Instant as Deadline;
+use wasmagent::signing::record::{AgentStepRecord, AuditLog};
 use wasmagent_models::{ChatRequest, ChatResponse, FinishReason, Message, ToolCall};
 
 /// Text kept in a step record (model text, tool results), and in an event summary.
 const MAX_STEP_TEXT: usize = 16 * 1024;
 const MAX_SUMMARY: usize = 2 * 1024;
 
-/// The run's state: the report being written and where events go.
+/// The run's state: the report being written, where events go, and the audit log each step is appended to.
 struct Recorder<'a> {
     report: AgentReport,
     on_event: &'a (dyn Fn(&AgentEvent) + Send + Sync),
     started: Instant,
+    audit_log: Option<Arc<AuditLog>>,
 }
 
 impl Recorder<'_> {
@@ -24,12 +28,122 @@ impl Recorder<'_> {
         (self.on_event)(&event);
     }
 
+    /// Adds `step` to the report and appends its record to the audit log. After a failed append nothing more is
+    /// appended; the loop stops at its next check ([`Recorder::unrecorded`]).
+    fn push(&mut self, step: StepRecord) {
+        if let Some(log) = self.audit_log.as_ref().filter(|_| self.report.record_error.is_none())
+            && let Err(error) = log.append_agent_step(step_record(&self.report.run_id, &step))
+        {
+            self.report.record_error =
+                Some(format!("the audit record of step {} could not be written: {error}", step_number(&step)));
+        }
+        self.report.steps.push(step);
+    }
+
+    /// Why the run must stop: a step could not be recorded.
+    fn unrecorded(&self) -> Option<String> {
+        self.report.record_error.as_ref().map(|error| format!("{error}; the agent stops rather than act unrecorded"))
+    }
+
     fn finish(mut self, outcome: AgentOutcome, error: Option<String>) -> AgentReport {
         self.report.outcome = outcome;
         self.report.error = error;
         self.report.duration_ms = self.started.elapsed().as_millis() as u64;
+        if let Some(log) = self.audit_log.as_ref().filter(|_| self.report.record_error.is_none()) {
+            let report = &self.report;
+            let ending = report.answer.as_deref().or(report.error.as_deref()).unwrap_or("");
+            let record = AgentStepRecord::new(
+                &report.run_id,
+                report.usage.steps,
+                "final",
+                outcome.as_str(),
+                digest(ending.as_bytes()),
+                outcome.as_str(),
+                (report.usage.input_tokens, report.usage.output_tokens),
+                report.duration_ms,
+            );
+            if let Err(error) = log.append_agent_step(record) {
+                self.report.record_error =
+                    Some(format!("the audit record of the agent's ending could not be written: {error}"));
+            }
+        }
         self.emit(AgentEvent::Done { outcome });
         self.report
+    }
+}
+
+fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn step_number(step: &StepRecord) -> u32 {
+    match step {
+        StepRecord::ModelCall { step, .. }
+        | StepRecord::CodeRun { step, .. }
+        | StepRecord::ToolCall { step, .. }
+        | StepRecord::Rejected { step, .. } => *step,
+    }
+}
+
+/// The audit record of one step: what was done, its texts only by digest (a program's digest is its run record's
+/// `code_digest`).
+fn step_record(agent_run_id: &str, step: &StepRecord) -> AgentStepRecord {
+    let ok = |is_error: bool| if is_error { "error" } else { "ok" };
+    match step {
+        StepRecord::ModelCall {
+            step,
+            model,
+            input_tokens,
+            output_tokens,
+            duration_ms,
+            finish_reason,
+            text,
+            tool_calls,
+            error,
+            ..
+        } => {
+            let carried = serde_json::json!({"text": text, "tool_calls": tool_calls}).to_string();
+            let outcome = match (error, finish_reason) {
+                (Some(_), _) | (None, None) => "error".to_owned(),
+                (None, Some(reason)) => serde_json::to_value(reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "other".to_owned()),
+            };
+            AgentStepRecord::new(
+                agent_run_id,
+                *step,
+                "model_call",
+                model,
+                digest(carried.as_bytes()),
+                &outcome,
+                (*input_tokens, *output_tokens),
+                *duration_ms,
+            )
+        }
+        StepRecord::CodeRun { step, language, code, is_error, duration_ms, .. } => AgentStepRecord::new(
+            agent_run_id,
+            *step,
+            "code_run",
+            language,
+            digest(code.as_bytes()),
+            ok(*is_error),
+            (0, 0),
+            *duration_ms,
+        ),
+        StepRecord::ToolCall { step, name, arguments, is_error, duration_ms, .. } => AgentStepRecord::new(
+            agent_run_id,
+            *step,
+            "tool_call",
+            name,
+            digest(arguments.as_bytes()),
+            ok(*is_error),
+            (0, 0),
+            *duration_ms,
+        ),
+        StepRecord::Rejected { step, name, message, .. } => {
+            AgentStepRecord::new(agent_run_id, *step, "rejected", name, digest(message.as_bytes()), "error", (0, 0), 0)
+        }
     }
 }
 
@@ -63,9 +177,11 @@ pub(crate) async fn run(agent: &Agent, task: &str, on_event: &(dyn Fn(&AgentEven
             steps: Vec::new(),
             usage: UsageTotals::default(),
             duration_ms: 0,
+            record_error: None,
         },
         on_event,
         started,
+        audit_log: agent.audit_log.clone(),
     };
 
     if task.len() > config.max_task_bytes {
@@ -108,6 +224,9 @@ pub(crate) async fn run(agent: &Agent, task: &str, on_event: &(dyn Fn(&AgentEven
     let mut repairs = 0;
 
     for step in 1..=budgets.max_steps {
+        if let Some(error) = recorder.unrecorded() {
+            return recorder.finish(AgentOutcome::Refused, Some(error));
+        }
         let usage = &recorder.report.usage;
         if usage.total_tokens >= budgets.max_model_tokens {
             let error = format!("{} model tokens used of {}", usage.total_tokens, budgets.max_model_tokens);
@@ -175,6 +294,9 @@ pub(crate) async fn run(agent: &Agent, task: &str, on_event: &(dyn Fn(&AgentEven
 
         messages.push(Message::Assistant { content: response.text.clone(), tool_calls: response.tool_calls.clone() });
         for (n, call) in response.tool_calls.iter().enumerate() {
+            if let Some(error) = recorder.unrecorded() {
+                return recorder.finish(AgentOutcome::Refused, Some(error));
+            }
             recorder.emit(AgentEvent::ToolCallProposed {
                 step,
                 call_id: call.id.clone(),
@@ -267,7 +389,7 @@ async fn call_models(
             totals.input_tokens = totals.input_tokens.saturating_add(usage.input_tokens);
             totals.output_tokens = totals.output_tokens.saturating_add(usage.output_tokens);
             totals.total_tokens = totals.input_tokens.saturating_add(totals.output_tokens);
-            recorder.report.steps.push(StepRecord::ModelCall {
+            recorder.push(StepRecord::ModelCall {
                 step,
                 model: name.clone(),
                 input_tokens: usage.input_tokens,
@@ -370,7 +492,7 @@ fn record_call(
             }
         }
     };
-    recorder.report.steps.push(record);
+    recorder.push(record);
 }
 
 /// The final answer as JSON valid against the schema: the text itself, or the inside of one fenced block.

@@ -311,3 +311,46 @@ async fn a_fallback_model_is_used_only_when_the_first_failed_before_producing_an
     assert!(report.error.as_deref().unwrap().contains("cut"), "{:?}", report.error);
     assert_eq!(fallback.requests().len(), 0, "text was already streamed: no fallback");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_step_is_appended_to_the_audit_log_and_an_unwritable_log_stops_the_run() {
+    use wasmagent::signing::keys::SecretKey;
+    use wasmagent::signing::record::{AuditLog, verify_log};
+    let script = || {
+        vec![calls("execute_code", json!({"language": "javascript", "code": "6 * 7"})), Reply::Text("42".to_owned())]
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let key = SecretKey::generate();
+    let server = ScriptedServer::start(Wire::OpenAi, script());
+    let agent = build(vec![model(&server, Wire::OpenAi)], weather_tools(), AgentConfig::default())
+        .with_audit_log(Arc::new(AuditLog::new(&path, key.clone())));
+    let (report, _) = run(&agent, "Six times seven?").await;
+    assert_eq!(report.outcome, AgentOutcome::Answered, "{:?}", report.error);
+    assert_eq!(report.record_error, None);
+    assert_eq!(verify_log(&path, key.public_key()).unwrap().records, 4);
+    let records: Vec<Value> =
+        std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let kinds: Vec<(&str, &str)> =
+        records.iter().map(|r| (r["kind"].as_str().unwrap(), r["outcome"].as_str().unwrap())).collect();
+    assert_eq!(
+        kinds,
+        [("model_call", "tool_calls"), ("code_run", "ok"), ("model_call", "stop"), ("final", "answered")]
+    );
+    assert!(
+        records.iter().all(|r| r["agent_run_id"] == report.run_id.as_str() && r["schema"] == "wasmagent.agent-step/v1")
+    );
+    let code_run = &serde_json::to_value(&report).unwrap()["steps"][1]["report"];
+    assert_eq!(records[1]["digest"], code_run["code_digest"], "a code run's record names the program its run record names");
+
+    let server = ScriptedServer::start(Wire::OpenAi, script());
+    let agent = build(vec![model(&server, Wire::OpenAi)], weather_tools(), AgentConfig::default())
+        .with_audit_log(Arc::new(AuditLog::new(dir.path(), key)));
+    let (report, _) = run(&agent, "Six times seven?").await;
+    assert_eq!(report.outcome, AgentOutcome::Refused);
+    let error = report.error.unwrap();
+    assert!(error.contains("could not be written") && error.contains("rather than act unrecorded"), "{error}");
+    assert!(report.record_error.is_some());
+    assert_eq!(report.usage.code_runs, 0, "the proposed code never ran");
+    assert_eq!(server.requests().len(), 1);
+}

@@ -1,11 +1,13 @@
 //! `wasmagent agent`.
 
 use crate::args::AgentArgs;
-use crate::mcp_cmd::{egress_config, load_tools, tool_sandbox};
+use crate::mcp_cmd::{egress_config, load_tools, tool_sandbox_builder};
 use anyhow::Context;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
+use wasmagent::signing::keys::SecretKey;
+use wasmagent::signing::record::AuditLog;
 use wasmagent::{CapabilityManifest, ToolRegistry};
 use wasmagent_agent::{Agent, AgentConfig, AgentEvent, AgentOutcome, Approvals, Budgets, Decision};
 use wasmagent_models::{ApiKey, ChatModel, ModelConfig, ModelSpec};
@@ -13,7 +15,8 @@ use wasmagent_models::{ApiKey, ChatModel, ModelConfig, ModelSpec};
 /// How long a call that needs approval waits for an answer on the terminal.
 const APPROVAL_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Runs one agent task and prints its text, events or report. Exit status 0 when it answered, 1 otherwise.
+/// Runs one agent task and prints its text, events or report. Exit status 0 when it answered (and, with --record,
+/// every record was written), 1 otherwise.
 pub(crate) fn agent(args: &AgentArgs) -> anyhow::Result<u8> {
     let mut models: Vec<Arc<dyn ChatModel>> = Vec::new();
     for spec in std::iter::once(&args.model).chain(&args.fallback_model) {
@@ -28,7 +31,17 @@ pub(crate) fn agent(args: &AgentArgs) -> anyhow::Result<u8> {
     let tools = toolbox.as_ref().map_or_else(ToolRegistry::new, |t| t.registry().clone());
     let approvals = Approvals::new(APPROVAL_TIMEOUT);
     let tools = if args.needs_approval.is_empty() { tools } else { approvals.gate(&tools, &args.needs_approval)? };
-    let sandbox = tool_sandbox(tools.clone(), egress)?;
+    let mut builder = tool_sandbox_builder(tools.clone(), egress)?;
+    let audit_log = match (&args.record, &args.record_key) {
+        (Some(record), Some(key)) => {
+            let key = SecretKey::from_file(key)?;
+            // The sandbox appends a run record for each code run, the agent a step record for each step.
+            builder = builder.audit_log(AuditLog::new(record, key.clone()));
+            Some(Arc::new(AuditLog::new(record, key)))
+        }
+        _ => None,
+    };
+    let sandbox = builder.build()?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let manifest = sandbox.resolve(&manifest, &cwd)?;
 
@@ -57,7 +70,10 @@ pub(crate) fn agent(args: &AgentArgs) -> anyhow::Result<u8> {
         output_schema,
         ..AgentConfig::default()
     };
-    let agent = Agent::new(models, Arc::new(sandbox), manifest, tools, config)?.with_approvals(approvals.clone());
+    let mut agent = Agent::new(models, Arc::new(sandbox), manifest, tools, config)?.with_approvals(approvals.clone());
+    if let Some(log) = audit_log {
+        agent = agent.with_audit_log(log);
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let (events, json) = (args.events, args.json);
@@ -96,6 +112,10 @@ pub(crate) fn agent(args: &AgentArgs) -> anyhow::Result<u8> {
             report.usage.tool_calls,
             report.duration_ms
         );
+    }
+    if let Some(error) = &report.record_error {
+        eprintln!("wasmagent: {error}");
+        return Ok(1);
     }
     Ok(if report.outcome == AgentOutcome::Answered { 0 } else { 1 })
 }

@@ -178,6 +178,13 @@ pub(crate) struct AgentArgs {
     /// Print every event as a JSON line.
     #[arg(long)]
     pub(crate) events: bool,
+    /// Append a signed record of every step (model call, code run, tool call) and of the ending to this audit log
+    /// (JSON Lines, checked by `wasmagent audit verify`), with a run record for each code run. Needs --record-key.
+    #[arg(long, value_name = "FILE", requires = "record_key")]
+    pub(crate) record: Option<PathBuf>,
+    /// Secret key that signs audit records.
+    #[arg(long = "record-key", value_name = "KEY", requires = "record")]
+    pub(crate) record_key: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) operator: OperatorArgs,
 }

@@ -5,7 +5,7 @@ use anyhow::Context;
 use std::path::Path;
 use std::sync::Arc;
 use wasmagent::{
-    CapabilityManifest, EgressConfig, ManifestCeilings, Sandbox, ToolRegistry, default_cache_dir,
+    CapabilityManifest, EgressConfig, ManifestCeilings, Sandbox, SandboxBuilder, ToolRegistry, default_cache_dir,
     default_max_cache_bytes,
 };
 use wasmagent_mcp::McpOptions;
@@ -43,6 +43,11 @@ pub(crate) fn mcp(args: &McpArgs, no_confine: bool) -> anyhow::Result<u8> {
 /// The sandbox of a long-lived front end (`mcp`, `agent`): the user's compiled-code cache within its cap, a note
 /// on standard error when an engine is compiled, `tools` and the operator's egress configuration.
 pub(crate) fn tool_sandbox(tools: ToolRegistry, egress: EgressConfig) -> anyhow::Result<Sandbox> {
+    Ok(tool_sandbox_builder(tools, egress)?.build()?)
+}
+
+/// [`tool_sandbox`]'s settings, for a front end that adds to them.
+pub(crate) fn tool_sandbox_builder(tools: ToolRegistry, egress: EgressConfig) -> anyhow::Result<SandboxBuilder> {
     Ok(Sandbox::builder()
         .cache_dir(default_cache_dir())
         .max_cache_bytes(default_max_cache_bytes()?)
@@ -50,8 +55,7 @@ pub(crate) fn tool_sandbox(tools: ToolRegistry, egress: EgressConfig) -> anyhow:
             eprintln!("wasmagent: compiling an engine (once per machine; later runs load it from the cache)…")
         })
         .tools(tools)
-        .egress(egress)
-        .build()?)
+        .egress(egress))
 }
 
 pub(crate) fn egress_config(operator: &OperatorArgs) -> anyhow::Result<EgressConfig> {

@@ -82,3 +82,74 @@ fn a_missing_key_and_a_run_without_an_answer_have_their_exit_statuses() {
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["outcome"], "max_steps");
 }
+
+#[test]
+fn an_anthropic_model_is_spoken_to_over_the_messages_api() {
+    let server = ScriptedServer::start(Wire::Anthropic, script());
+    let output = Command::new(env!("CARGO_BIN_EXE_wasmagent"))
+        .args(["agent", "What is 1² + 2² + 3²?", "--model", "anthropic:claude-test", "--base-url", &server.base_url()])
+        .args(["--json", "--api-key-env", "WASMAGENT_TEST_KEY"])
+        .env("WASMAGENT_TEST_KEY", "sk-ant-from-the-environment")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (report["outcome"].as_str(), report["answer"].as_str()),
+        (Some("answered"), Some("The sum of squares is 14."))
+    );
+    assert_eq!(report["models"], json!(["anthropic:claude-test"]));
+    assert_eq!(report["steps"][1]["report"]["value"], 14, "{report}");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].header("x-api-key"), Some("sk-ant-from-the-environment"));
+    assert_eq!(requests[0].header("authorization"), None, "the Messages API takes the key in x-api-key");
+    assert_eq!(
+        (requests[0].body["model"].as_str(), requests[0].body["stream"].as_bool()),
+        (Some("claude-test"), Some(true))
+    );
+    assert_eq!(server.schema_errors(), Vec::<String>::new(), "every request matches Anthropic's published schema");
+}
+
+#[test]
+fn record_appends_every_step_to_the_audit_log_and_audit_verify_checks_the_chain() {
+    let bin = env!("CARGO_BIN_EXE_wasmagent");
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("records.key");
+    let keygen = Command::new(bin).args(["keygen", "--out", key.to_str().unwrap()]).output().unwrap();
+    assert_eq!(keygen.status.code(), Some(0));
+    let log = dir.path().join("audit.jsonl");
+    let (key_s, log_s) = (key.to_str().unwrap(), log.to_str().unwrap());
+    let server = ScriptedServer::start(Wire::OpenAi, script());
+    let output = agent(&server, &["--json", "--record", log_s, "--record-key", key_s]);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    let records: Vec<Value> =
+        std::fs::read_to_string(&log).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let kinds: Vec<&str> =
+        records.iter().map(|r| r["kind"].as_str().unwrap_or(r["schema"].as_str().unwrap())).collect();
+    assert_eq!(kinds, ["model_call", "wasmagent.record/v1", "code_run", "model_call", "final"], "{records:?}");
+    assert_eq!(
+        records[1]["code_digest"], records[2]["digest"],
+        "the code run's run record and its step name one program"
+    );
+    assert_eq!(records[4]["agent_run_id"], report["run_id"]);
+    let public = format!("{key_s}.pub");
+    let verify = Command::new(bin).args(["audit", "verify", log_s, "--pubkey", &public]).output().unwrap();
+    assert_eq!(verify.status.code(), Some(0), "{}", String::from_utf8_lossy(&verify.stdout));
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("5 records"));
+
+    let text = std::fs::read_to_string(&log).unwrap().replacen("\"kind\":\"code_run\"", "\"kind\":\"tool_call\"", 1);
+    std::fs::write(&log, text).unwrap();
+    let verify = Command::new(bin).args(["audit", "verify", log_s, "--pubkey", &public]).output().unwrap();
+    assert_eq!(verify.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&verify.stdout).contains("record 3"),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+
+    let missing_key = agent(&server, &["--record", log_s]);
+    assert_eq!(missing_key.status.code(), Some(2), "--record needs --record-key");
+}
