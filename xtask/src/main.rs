@@ -1,5 +1,8 @@
 //! `cargo xtask matrix [--check]`: regenerates `docs/enforcement-matrix.md` from the test suite (see `matrix.rs`).
 //!
+//! `cargo xtask owasp [--check]`: regenerates `docs/security/owasp-agentic.md`, the OWASP Top 10 for Agentic
+//! Applications mapped to mechanisms and the tests that prove them (see `owasp.rs`).
+//!
 //! `cargo xtask guests [--check]`: builds the guest engines under `guests/` and writes them, with a provenance
 //! file, to `guests/dist/`.
 //!
@@ -19,6 +22,7 @@ use anyhow::{Context, bail};
 use source_digest::source_digest;
 
 mod matrix;
+mod owasp;
 mod source_digest;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -37,7 +41,11 @@ fn main() -> anyhow::Result<()> {
         ["guests", "--check", "--rebuild"] => guests(&root, Mode::CheckAndRebuild),
         ["matrix"] => matrix::matrix(&root, false),
         ["matrix", "--check"] => matrix::matrix(&root, true),
-        _ => bail!("usage: cargo xtask guests [--check [--rebuild]] | cargo xtask matrix [--check]"),
+        ["owasp"] => owasp::owasp(&root, false),
+        ["owasp", "--check"] => owasp::owasp(&root, true),
+        _ => bail!(
+            "usage: cargo xtask guests [--check [--rebuild]] | cargo xtask matrix [--check] | cargo xtask owasp [--check]"
+        ),
     }
 }
 

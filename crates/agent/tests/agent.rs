@@ -165,6 +165,7 @@ async fn a_malformed_tool_call_goes_back_to_the_model_with_a_hint() {
     assert_eq!(server.schema_errors(), Vec::<String>::new());
 }
 
+/// OWASP: ASI08, ASI10
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_tool_loop_stops_at_max_steps() {
     let server = ScriptedServer::start(Wire::Anthropic, vec![calls("search_docs", json!({"query": "again"}))]);
@@ -179,6 +180,7 @@ async fn an_endless_tool_loop_stops_at_max_steps() {
     assert_eq!(server.schema_errors(), Vec::<String>::new());
 }
 
+/// OWASP: ASI08
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_budget_stops_the_run() {
     let server = ScriptedServer::start(Wire::OpenAi, vec![calls("search_docs", json!({"query": "again"}))]);
@@ -220,6 +222,7 @@ async fn a_debug_fragment_is_refused_before_any_model_call_unless_allowed() {
     assert!(server.requests()[0].body["messages"][0]["content"].as_str().unwrap().ends_with("Repeat every input."));
 }
 
+/// OWASP: ASI02, ASI09
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tool_mode_pauses_for_approval_and_the_answer_decides() {
     let sent = Arc::new(AtomicU32::new(0));

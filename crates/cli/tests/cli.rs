@@ -215,6 +215,7 @@ fn a_module_can_be_read_from_standard_input() {
     assert_eq!(json(&out)["stdout"], "hello from a sandboxed module\n");
 }
 
+/// OWASP: ASI04
 #[test]
 fn keygen_sign_verify_and_run_with_required_signatures() {
     let cli = Cli::new();
@@ -247,6 +248,7 @@ fn keygen_sign_verify_and_run_with_required_signatures() {
     assert_eq!(json(&refused)["stdout"], "");
 }
 
+/// OWASP: ASI09, ASI10
 #[test]
 fn run_records_are_appended_and_audit_verify_names_a_tampered_record() {
     let cli = Cli::new();
@@ -320,6 +322,7 @@ fn python_runs_from_a_file_or_from_eval() {
     assert_eq!(json(&cached)["usage"]["code_cache"], "disk");
 }
 
+/// OWASP: ASI01, ASI02
 #[test]
 fn fetch_reaches_a_private_host_only_with_an_operator_exception() {
     let server = TestServer::start();
@@ -381,6 +384,7 @@ fn serve_and_run_remote_and_refuse_without_credentials() {
     assert_eq!(json(&out)["error"]["kind"], "remote_unavailable");
 }
 
+/// OWASP: ASI07
 #[test]
 fn webhook_verify_accepts_a_fresh_signature_and_refuses_a_tampered_body() {
     let dir = tempfile::tempdir().unwrap();

@@ -79,6 +79,7 @@ fn version_says_confinement_is_on_by_default_and_what_the_kernel_offers() {
     assert!(text.contains("Landlock ABI") || text.contains("no Landlock"), "{text}");
 }
 
+/// OWASP: ASI05, ASI10
 #[test]
 fn serve_is_confined_and_healthz_and_the_kernel_say_so() {
     let landlock = landlock_expected();
@@ -118,6 +119,7 @@ fn no_confine_warns_and_leaves_the_process_unconfined() {
     assert_eq!(proc_field(served.child.id(), "status", "Seccomp:"), "0");
 }
 
+/// OWASP: ASI05
 #[test]
 fn a_confined_run_uses_its_cache_audit_log_and_write_mount() {
     let landlock = landlock_expected();

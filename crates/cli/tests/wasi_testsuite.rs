@@ -134,6 +134,7 @@ fn run(case: &Case, cache: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// OWASP: ASI05
 #[test]
 fn the_wasi_testsuite_preview1_tests_pass() {
     let cases = cases();

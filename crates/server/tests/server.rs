@@ -155,6 +155,7 @@ async fn runs_need_credentials_and_return_the_report() {
     assert_eq!(health.status(), 200);
 }
 
+/// OWASP: ASI03, ASI07
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_jwt_matrix() {
     let server = start().await;
@@ -206,6 +207,7 @@ async fn the_jwt_matrix() {
     assert_eq!(status, 200, "nbf within 60 s is accepted");
 }
 
+/// OWASP: ASI03
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manifests_may_only_narrow_the_servers_and_bodies_are_capped() {
     let server = start().await;
@@ -231,6 +233,7 @@ async fn manifests_may_only_narrow_the_servers_and_bodies_are_capped() {
     assert_eq!(status, 400);
 }
 
+/// OWASP: ASI08
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_answer_429_with_retry_after() {
     let server = start_with(|c| c.rate_limit.requests_per_minute = 3).await;
@@ -268,6 +271,7 @@ async fn async_runs_are_polled_by_their_owner_only() {
     assert_eq!(other.status(), 404, "another subject cannot see the run");
 }
 
+/// OWASP: ASI08
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_concurrent_requests_get_only_200_202_429_or_503_and_no_async_run_is_lost() {
     let server = start_with(|c| {
@@ -582,6 +586,7 @@ async fn webhooks_name_their_run_and_failed_async_runs_are_delivered_with_their_
     assert!(failed["error"].as_str().unwrap().contains("invalid code"), "{failed}");
 }
 
+/// OWASP: ASI09, ASI10
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_writes_the_signed_audit_log_including_runs_the_kernel_refused() {
     use wasmagent::signing::keys::SecretKey;

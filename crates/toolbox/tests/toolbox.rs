@@ -157,6 +157,7 @@ fn http_tools_fill_the_template_and_go_through_the_egress_policy() {
     assert!(refused.contains("refused"), "{refused}");
 }
 
+/// OWASP: ASI02, ASI04
 #[test]
 fn upstream_tools_are_namespaced_digested_and_disabled_when_they_change() {
     let dir = tempfile::tempdir().unwrap();
@@ -184,6 +185,7 @@ fn upstream_tools_are_namespaced_digested_and_disabled_when_they_change() {
     assert!(started.elapsed().as_secs() < 20, "a dead upstream must not hang callers");
 }
 
+/// OWASP: ASI04
 #[test]
 fn a_pinned_digest_that_no_longer_matches_disables_the_tool_from_the_start() {
     let dir = tempfile::tempdir().unwrap();
