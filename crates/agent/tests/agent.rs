@@ -344,7 +344,10 @@ async fn every_step_is_appended_to_the_audit_log_and_an_unwritable_log_stops_the
         records.iter().all(|r| r["agent_run_id"] == report.run_id.as_str() && r["schema"] == "wasmagent.agent-step/v1")
     );
     let code_run = &serde_json::to_value(&report).unwrap()["steps"][1]["report"];
-    assert_eq!(records[1]["digest"], code_run["code_digest"], "a code run's record names the program its run record names");
+    assert_eq!(
+        records[1]["digest"], code_run["code_digest"],
+        "a code run's record names the program its run record names"
+    );
 
     let server = ScriptedServer::start(Wire::OpenAi, script());
     let agent = build(vec![model(&server, Wire::OpenAi)], weather_tools(), AgentConfig::default())
