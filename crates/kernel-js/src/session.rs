@@ -17,7 +17,7 @@ use wasmagent_engine::{CacheSource, Metering, SandboxEngine};
 use wasmagent_kernel::{Code, Kernel, KernelError, Language, RunReport, RunRequest, Session};
 use wasmagent_kernel_wasi::host::{EmptyRoot, GuestIo};
 use wasmagent_kernel_wasi::script;
-use wasmagent_kernel_wasi::session::{ModuleSession, SessionBook, check_forkable, check_scratch_path};
+use wasmagent_kernel_wasi::session::{ModuleSession, ModuleSnapshot, SessionBook, check_forkable, check_scratch_path};
 use wasmagent_manifest::EffectiveManifest;
 use wasmagent_tools::ToolRegistry;
 
@@ -57,6 +57,44 @@ impl JsKernel {
             manifest: manifest.clone(),
             instance,
             book: SessionBook::new(scratch_limit),
+        })
+    }
+}
+
+/// A JavaScript session's state held on the host ([`Session::snapshot`]); [`JsKernel::restore_session`] makes
+/// new sessions from it, each a copy.
+pub struct JsSnapshot {
+    state: ModuleSnapshot,
+    manifest: EffectiveManifest,
+    scratch_limit: u64,
+}
+
+impl JsSnapshot {
+    /// Bytes of engine memory the snapshot holds.
+    pub fn memory_bytes(&self) -> usize {
+        self.state.memory_bytes()
+    }
+}
+
+impl JsKernel {
+    /// A new session holding a copy of `snapshot`'s state, under the manifest the snapshot's session had.
+    pub fn restore_session(&self, snapshot: &JsSnapshot) -> Result<JsSession, KernelError> {
+        let manifest = &snapshot.manifest;
+        let (pre, cache) = self.prepared(Metering::for_manifest(manifest))?;
+        let io = GuestIo { name: SESSION_NAME, args: &[], stdin: &[] };
+        let bridge = Bridge::new(self.tools.clone(), manifest, self.egress.run_session(manifest));
+        let instance =
+            ModuleSession::restore(&self.engine, &self.empty_root, pre, manifest, io, bridge, &snapshot.state)?;
+        Ok(JsSession {
+            engine: self.engine.clone(),
+            tools: self.tools.clone(),
+            egress: self.egress.clone(),
+            root: self.empty_root.clone(),
+            pre: pre.clone(),
+            cache,
+            manifest: manifest.clone(),
+            instance,
+            book: SessionBook::new(snapshot.scratch_limit),
         })
     }
 }
@@ -115,6 +153,13 @@ impl Session for JsSession {
             instance,
             book: SessionBook::new(self.book.scratch_limit()),
         }))
+    }
+
+    fn snapshot(&mut self) -> Result<Arc<dyn std::any::Any + Send + Sync>, KernelError> {
+        self.book.next_call()?;
+        engine_forkable().map_err(|reason| KernelError::ForkUnsupported { kernel: KERNEL_NAME, reason })?;
+        let state = self.instance.snapshot()?;
+        Ok(Arc::new(JsSnapshot { state, manifest: self.manifest.clone(), scratch_limit: self.book.scratch_limit() }))
     }
 
     fn end(&mut self, reason: String) {

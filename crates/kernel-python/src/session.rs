@@ -102,6 +102,11 @@ impl Session for PythonSession {
         Err(KernelError::ForkUnsupported { kernel: KERNEL_NAME, reason: FORK_REFUSED.into() })
     }
 
+    fn snapshot(&mut self) -> Result<Arc<dyn std::any::Any + Send + Sync>, KernelError> {
+        self.book.next_call()?;
+        Err(KernelError::ForkUnsupported { kernel: KERNEL_NAME, reason: FORK_REFUSED.into() })
+    }
+
     fn end(&mut self, reason: String) {
         self.book.end(reason);
     }

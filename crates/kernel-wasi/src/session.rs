@@ -246,49 +246,122 @@ impl<E: Send + 'static> ModuleSession<E> {
         ext: E,
     ) -> Result<Self, KernelError> {
         let scratch = Scratch::new()?;
-        self.scratch
-            .copy_into(&scratch)
-            .map_err(|e| KernelError::Unavailable(format!("cannot copy the session's scratch directory: {e}")))?;
+        self.scratch.copy_into(&scratch).map_err(scratch_copy_error)?;
         let mut child = Self::open_with(engine, root, pre, manifest, io, ext, scratch)?;
-        let copy_error = |what: &str, e: wasmtime::Error| {
-            KernelError::Unavailable(format!("cannot copy the session's {what} into the fork: {e:#}"))
-        };
-        let exports: Vec<(String, Extern)> =
-            self.instance.exports(&mut self.store).map(|e| (e.name().to_owned(), e.into_extern())).collect();
-        for (name, export) in exports {
+        for (name, export) in self.state_exports() {
             match export {
-                Extern::Memory(memory) => {
-                    let Some(target) = child.instance.get_memory(&mut child.store, &name) else {
-                        return Err(KernelError::Unavailable(format!("the fork has no memory {name:?}")));
-                    };
-                    let pages = memory.size(&self.store);
-                    let have = target.size(&child.store);
-                    if pages > have {
-                        target.grow(&mut child.store, pages - have).map_err(|e| copy_error("memory", e))?;
-                    }
-                    let bytes = memory.data(&self.store);
-                    let dest = target.data_mut(&mut child.store);
-                    let Some(dest) = dest.get_mut(..bytes.len()) else {
-                        return Err(KernelError::Unavailable("the fork's memory is smaller than its parent's".into()));
-                    };
-                    dest.copy_from_slice(bytes);
-                    // A parent that never grew as far as the fresh instance starts: zero what it does not have.
-                    if let Some(rest) = target.data_mut(&mut child.store).get_mut(bytes.len()..) {
-                        rest.fill(0);
-                    }
-                }
-                Extern::Global(global) if global.ty(&self.store).mutability() == Mutability::Var => {
-                    let value = global.get(&mut self.store);
-                    let Some(target) = child.instance.get_global(&mut child.store, &name) else {
-                        return Err(KernelError::Unavailable(format!("the fork has no global {name:?}")));
-                    };
-                    target.set(&mut child.store, value).map_err(|e| copy_error("globals", e))?;
-                }
+                Extern::Memory(memory) => child.load_memory(&name, memory.data(&self.store))?,
+                Extern::Global(global) => child.load_global(&name, global.get(&mut self.store))?,
                 _ => {}
             }
         }
         Ok(child)
     }
+
+    /// A copy of this session's state held on the host (memories, mutable globals, scratch files), from which
+    /// [`ModuleSession::restore`] makes new sessions. Only between calls, on a module [`check_forkable`] admitted.
+    pub fn snapshot(&mut self) -> Result<ModuleSnapshot, KernelError> {
+        let scratch = Scratch::new()?;
+        self.scratch.copy_into(&scratch).map_err(scratch_copy_error)?;
+        let mut snapshot = ModuleSnapshot { memories: Vec::new(), globals: Vec::new(), scratch };
+        for (name, export) in self.state_exports() {
+            match export {
+                Extern::Memory(memory) => snapshot.memories.push((name, memory.data(&self.store).to_vec())),
+                Extern::Global(global) => snapshot.globals.push((name, global.get(&mut self.store))),
+                _ => {}
+            }
+        }
+        Ok(snapshot)
+    }
+
+    /// A new session in a fresh instance of `pre` holding `snapshot`'s state (a copy: the snapshot can be restored
+    /// again).
+    pub fn restore(
+        engine: &SandboxEngine,
+        root: &EmptyRoot,
+        pre: &InstancePre<ModuleState<E>>,
+        manifest: &EffectiveManifest,
+        io: GuestIo<'_>,
+        ext: E,
+        snapshot: &ModuleSnapshot,
+    ) -> Result<Self, KernelError> {
+        let scratch = Scratch::new()?;
+        snapshot.scratch.copy_into(&scratch).map_err(scratch_copy_error)?;
+        let mut session = Self::open_with(engine, root, pre, manifest, io, ext, scratch)?;
+        for (name, bytes) in &snapshot.memories {
+            session.load_memory(name, bytes)?;
+        }
+        for (name, value) in &snapshot.globals {
+            session.load_global(name, *value)?;
+        }
+        Ok(session)
+    }
+
+    /// The exported memories and mutable globals: everything [`check_forkable`] guarantees a copy needs.
+    fn state_exports(&mut self) -> Vec<(String, Extern)> {
+        let exports: Vec<(String, Extern)> =
+            self.instance.exports(&mut self.store).map(|e| (e.name().to_owned(), e.into_extern())).collect();
+        exports
+            .into_iter()
+            .filter(|(_, export)| match export {
+                Extern::Memory(_) => true,
+                Extern::Global(global) => global.ty(&self.store).mutability() == Mutability::Var,
+                _ => false,
+            })
+            .collect()
+    }
+
+    /// Grows exported memory `name` to hold `bytes` and writes them from its start (a fresh instance's memory is
+    /// never larger than a copy of the same module's, which only grew).
+    fn load_memory(&mut self, name: &str, bytes: &[u8]) -> Result<(), KernelError> {
+        let Some(target) = self.instance.get_memory(&mut self.store, name) else {
+            return Err(KernelError::Unavailable(format!("the new instance has no memory {name:?}")));
+        };
+        let pages = u64::try_from(bytes.len()).unwrap_or(u64::MAX).div_ceil(target.page_size(&self.store));
+        let have = target.size(&self.store);
+        if pages > have {
+            target.grow(&mut self.store, pages - have).map_err(|e| state_error("memory", e))?;
+        }
+        let memory = target.data_mut(&mut self.store);
+        let Some(dest) = memory.get_mut(..bytes.len()) else {
+            return Err(KernelError::Unavailable("the new instance's memory is smaller than the copy".into()));
+        };
+        dest.copy_from_slice(bytes);
+        if let Some(rest) = memory.get_mut(bytes.len()..) {
+            rest.fill(0);
+        }
+        Ok(())
+    }
+
+    /// Sets exported global `name` to `value`.
+    fn load_global(&mut self, name: &str, value: wasmtime::Val) -> Result<(), KernelError> {
+        let Some(target) = self.instance.get_global(&mut self.store, name) else {
+            return Err(KernelError::Unavailable(format!("the new instance has no global {name:?}")));
+        };
+        target.set(&mut self.store, value).map_err(|e| state_error("globals", e))
+    }
+}
+
+/// A module session's state held on the host: its memories and mutable globals, and a copy of its scratch files.
+pub struct ModuleSnapshot {
+    memories: Vec<(String, Vec<u8>)>,
+    globals: Vec<(String, wasmtime::Val)>,
+    scratch: Scratch,
+}
+
+impl ModuleSnapshot {
+    /// Bytes of linear memory the snapshot holds.
+    pub fn memory_bytes(&self) -> usize {
+        self.memories.iter().map(|(_, bytes)| bytes.len()).sum()
+    }
+}
+
+fn scratch_copy_error(error: String) -> KernelError {
+    KernelError::Unavailable(format!("cannot copy the session's scratch directory: {error}"))
+}
+
+fn state_error(what: &str, error: wasmtime::Error) -> KernelError {
+    KernelError::Unavailable(format!("cannot copy the session's {what} into the new instance: {error:#}"))
 }
 
 /// Whether a fresh instance of `wasm` can be given another instance's complete state through its exports alone:
@@ -296,7 +369,7 @@ impl<E: Send + 'static> ModuleSession<E> {
 /// maximum equal to its minimum, none is imported or exported, and no code writes one). Anything else would make a
 /// fork silently differ from its parent.
 pub fn check_forkable(wasm: &[u8]) -> Result<(), String> {
-    use wasmparser::{ExternalKind, Operator, Parser, Payload, TypeRef};
+    use wasmparser::{ExternalKind, Operator, Parser, Payload, TypeRef, ValType};
     let mut memories = 0u32;
     let mut mutable_globals = Vec::new();
     let mut exported_memories = 0u32;
@@ -325,7 +398,11 @@ pub fn check_forkable(wasm: &[u8]) -> Result<(), String> {
             }
             Payload::GlobalSection(reader) => {
                 for (index, global) in reader.into_iter().enumerate() {
-                    if global.map_err(|e| e.to_string())?.ty.mutable {
+                    let ty = global.map_err(|e| e.to_string())?.ty;
+                    if ty.mutable {
+                        if !matches!(ty.content_type, ValType::I32 | ValType::I64 | ValType::F32 | ValType::F64) {
+                            return Err(format!("mutable global {index} holds a reference or vector"));
+                        }
                         mutable_globals.push(index as u32);
                     }
                 }

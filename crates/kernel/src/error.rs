@@ -21,8 +21,8 @@ pub enum KernelError {
     /// The session was closed or ended earlier (a trap, a session limit); the reason says which.
     #[error("the session has ended: {0}")]
     SessionEnded(String),
-    /// The kernel cannot copy a session's state into a new session.
-    #[error("the {kernel} kernel cannot fork a session: {reason}")]
+    /// The kernel cannot copy a session's state into a new session (fork, snapshot).
+    #[error("the {kernel} kernel cannot fork or snapshot a session: {reason}")]
     ForkUnsupported {
         /// Kernel name.
         kernel: &'static str,

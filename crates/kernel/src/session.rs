@@ -19,6 +19,10 @@ pub trait Session: Send {
     /// cannot copy it.
     fn fork(&mut self) -> Result<Box<dyn Session>, KernelError>;
 
+    /// A copy of the session's state now, held on the host, from which the kernel can restore new sessions (each
+    /// a copy), or why this kernel cannot copy it. What the value holds is the kernel's own.
+    fn snapshot(&mut self) -> Result<std::sync::Arc<dyn std::any::Any + Send + Sync>, KernelError>;
+
     /// Ends the session now: later calls are refused with `reason`.
     fn end(&mut self, reason: String);
 

@@ -37,7 +37,7 @@ use wasmagent_kernel_wasi::WasiKernel;
 use wasmagent_signing::keys::PublicKey;
 use wasmagent_signing::record::AuditLog;
 
-pub use session::{SandboxSession, SessionError, SessionInfo};
+pub use session::{SandboxSession, SessionError, SessionInfo, SessionSnapshot};
 pub use wasmagent_egress::{self as egress, EgressConfig, Resolve, StaticResolver};
 pub use wasmagent_engine::DEFAULT_MAX_CACHE_BYTES;
 pub use wasmagent_kernel::{

@@ -99,8 +99,35 @@ pub struct SessionInfo {
     pub age_ms: u64,
     /// Milliseconds since its last call (or since it was opened).
     pub idle_ms: u64,
-    /// The id of the session it was forked from, if any.
+    /// The id of the session it was forked from, or whose snapshot it was restored from, if any.
     pub forked_from: Option<String>,
+}
+
+/// A session's state at one moment, held on the host ([`SandboxSession::snapshot`]); [`Sandbox::restore_for`] makes
+/// new sessions from it, each a copy. Cheap to clone (shared, never changed). JavaScript sessions only.
+#[derive(Clone)]
+pub struct SessionSnapshot {
+    language: Language,
+    state: Arc<dyn std::any::Any + Send + Sync>,
+    taken_from: String,
+}
+
+impl std::fmt::Debug for SessionSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionSnapshot").field("taken_from", &self.taken_from).finish_non_exhaustive()
+    }
+}
+
+impl SessionSnapshot {
+    /// The id of the session the snapshot was taken from.
+    pub fn taken_from(&self) -> &str {
+        &self.taken_from
+    }
+
+    /// Bytes of engine memory the snapshot holds.
+    pub fn memory_bytes(&self) -> usize {
+        self.state.downcast_ref::<wasmagent_kernel_js::JsSnapshot>().map_or(0, |s| s.memory_bytes())
+    }
 }
 
 /// A live sandbox kept between calls. Dropping it (or [`SandboxSession::close`]) frees the instance and removes
@@ -166,6 +193,33 @@ impl Sandbox {
     /// Opens a session for the local caller (subject `local`); see [`Sandbox::session_for`].
     pub fn session(&self, manifest: &EffectiveManifest, language: Language) -> Result<SandboxSession, SessionError> {
         self.session_for("local", manifest, language)
+    }
+
+    /// A new session for `subject` holding a copy of `snapshot`'s state (under the manifest its session had),
+    /// counted against the live-session caps like any other.
+    pub fn restore_for(&self, subject: &str, snapshot: &SessionSnapshot) -> Result<SandboxSession, SessionError> {
+        let limits = self.session_limits;
+        let place = self.live_sessions.admit(subject, &limits)?;
+        let Some(state) = snapshot.state.downcast_ref::<wasmagent_kernel_js::JsSnapshot>() else {
+            return Err(SessionError::Kernel(KernelError::Unavailable(
+                "the snapshot is not one this sandbox's kernels took".into(),
+            )));
+        };
+        let inner: Box<dyn Session> = Box::new(self.js.restore_session(state)?);
+        let now = Instant::now();
+        Ok(SandboxSession {
+            id: new_id()?,
+            language: snapshot.language,
+            inner,
+            limits,
+            opened: now,
+            last_used: now,
+            forked_from: Some(snapshot.taken_from.clone()),
+            audit_log: self.audit_log.clone(),
+            live: self.live_sessions.clone(),
+            subject: subject.to_owned(),
+            _place: place,
+        })
     }
 
     /// Sessions alive now in this process.
@@ -268,6 +322,17 @@ impl SandboxSession {
             subject: self.subject.clone(),
             _place: place,
         })
+    }
+
+    /// A copy of the session's state now, kept on the host for [`Sandbox::restore_for`]. Python sessions cannot be
+    /// copied (the error says why).
+    pub fn snapshot(&mut self) -> Result<SessionSnapshot, SessionError> {
+        if let Some(reason) = self.expire() {
+            return Err(SessionError::Kernel(KernelError::SessionEnded(reason.to_owned())));
+        }
+        let state = self.inner.snapshot()?;
+        self.last_used = Instant::now();
+        Ok(SessionSnapshot { language: self.language, state, taken_from: self.id.clone() })
     }
 
     /// What the session is now.

@@ -153,6 +153,26 @@ fn a_fork_starts_with_its_parents_state_and_shares_nothing_afterwards() {
 }
 
 #[test]
+fn a_snapshot_restores_into_independent_copies_of_that_moment() {
+    let mut s = open("snapshot", Language::Js, "");
+    call(&mut s, "var n = 1; fs.writeFile('/scratch/f', 'at snapshot'); 1");
+    let snapshot = s.snapshot().unwrap();
+    assert_eq!(snapshot.taken_from(), s.id());
+    assert!(snapshot.memory_bytes() > 1 << 20, "{}", snapshot.memory_bytes());
+    call(&mut s, "n = 2; fs.writeFile('/scratch/f', 'later'); 1");
+    let mut a = sandbox().restore_for("snapshot-a", &snapshot).unwrap();
+    let mut b = sandbox().restore_for("snapshot-b", &snapshot).unwrap();
+    assert_eq!(value(&mut a, "[n, fs.readFile('/scratch/f')]"), json!([1, "at snapshot"]));
+    call(&mut a, "n = 10; 1");
+    assert_eq!(value(&mut b, "[n, fs.readFile('/scratch/f')]"), json!([1, "at snapshot"]), "restores share state");
+    assert_eq!(value(&mut s, "n"), json!(2));
+    drop(s);
+    // A snapshot outlives its session.
+    let mut c = sandbox().restore_for("snapshot-c", &snapshot).unwrap();
+    assert_eq!(value(&mut c, "n"), json!(1));
+}
+
+#[test]
 fn a_python_session_refuses_to_fork_and_says_why() {
     let mut s = open("py-fork", Language::Python, "");
     value(&mut s, "x = 1");
@@ -161,6 +181,9 @@ fn a_python_session_refuses_to_fork_and_says_why() {
     };
     assert_eq!(kernel, "python");
     assert!(reason.contains("component") && reason.contains("never done silently"), "{reason}");
+    let Err(SessionError::Kernel(KernelError::ForkUnsupported { .. })) = s.snapshot() else {
+        panic!("a Python session was snapshotted");
+    };
     // The refusal leaves the session as it was.
     assert_eq!(value(&mut s, "x"), json!(1));
 }
