@@ -63,7 +63,11 @@ pub(crate) fn seal(confinement: Confinement) -> anyhow::Result<Status> {
 /// One line for `wasmagent --version`: the second wall's default and what this kernel offers it.
 pub(crate) fn kernel_support() -> String {
     let abi = wasmagent_confine::kernel_landlock_abi();
-    let landlock = if abi == 0 { "no Landlock".to_owned() } else { format!("Landlock ABI {abi}") };
+    let landlock = match abi {
+        0 => "no Landlock".to_owned(),
+        6.. => "Landlock ABI 6 or newer (every right the ruleset uses)".to_owned(),
+        older => format!("Landlock ABI {older} (older than the ruleset's 6: newer rights are not enforced)"),
+    };
     format!("host confinement (serve, mcp, run): on by default, --no-confine turns it off; this kernel: {landlock}")
 }
 

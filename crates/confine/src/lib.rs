@@ -138,6 +138,25 @@ impl Plan {
         self
     }
 
+    /// Adds what headless Chromium (started by the browser tools after the seal) needs when it inherits this
+    /// ruleset: its program directory (`chromium` is the binary in it, not a wrapper script) executable with the
+    /// system libraries, fonts and shared data readable, the whole of `/proc` and `/sys` readable (it inspects its
+    /// own child processes and the hardware), and `profile` plus `/dev/shm` writable. Start Chromium with
+    /// `TMPDIR`, `HOME` and `--user-data-dir` inside `profile`. Also declares [`Plan::spawns_after_seal`], because
+    /// Chromium is started on first use and again when it dies.
+    pub fn chromium(&mut self, chromium: &Path, profile: &Path) -> &mut Self {
+        if let Some(dir) = chromium.parent() {
+            self.exec(dir);
+        }
+        for libraries in ["/usr/lib", "/usr/lib64", "/lib", "/lib64"] {
+            self.exec(libraries);
+        }
+        for shared in ["/usr/share", "/etc/fonts", "/etc/chromium", "/etc/chromium.d", "/proc", "/sys"] {
+            self.read(shared);
+        }
+        self.write(profile).write("/dev/shm").spawns_after_seal("the browser tools (Chromium)")
+    }
+
     /// The paths readable under this plan (for messages and tests).
     pub fn readable(&self) -> impl Iterator<Item = &Path> {
         self.read.iter().chain(&self.write).chain(&self.exec).map(PathBuf::as_path)
@@ -304,7 +323,7 @@ impl Started {
         let mut status = self.status;
         if let Some(reason) = self.spawns_later {
             status.seccomp = SeccompState::NotInstalled;
-            status.notes.push(format!("seccomp not installed: {reason} starts programs after start-up"));
+            status.notes.push(format!("seccomp not installed: programs are started after start-up by {reason}"));
             return Ok(status);
         }
         #[cfg(target_os = "linux")]
