@@ -1,5 +1,5 @@
 //! The adversarial suite: what untrusted code tries in order to get out of its sandbox or take the host down,
-//! grouped by kernel ([`js`], [`python`], [`wasi`]), then [`across_runs`] and [`paths`].
+//! grouped by kernel ([`js`], [`python`], [`wasi`]), then [`across_runs`], [`paths`] and [`sessions`].
 //!
 //! Every case asserts three things: containment (the forbidden thing did not happen and is not visible), a clear
 //! outcome (the report's outcome with its error kind or denial, and a message that names the cause; code refused
@@ -22,6 +22,8 @@ mod js;
 mod paths;
 #[path = "adversarial/python.rs"]
 mod python;
+#[path = "adversarial/sessions.rs"]
+mod sessions;
 #[path = "adversarial/wasi.rs"]
 mod wasi;
 
