@@ -196,7 +196,8 @@ pub(crate) async fn run(agent: &Agent, task: &str, on_event: &(dyn Fn(&AgentEven
         return recorder.finish(AgentOutcome::Refused, Some(refusal));
     }
 
-    let start = Toolbelt::start(agent.sandbox.clone(), agent.manifest.clone(), &agent.tools, config.mode);
+    let run_id = recorder.report.run_id.clone();
+    let start = Toolbelt::start(agent.sandbox.clone(), agent.manifest.clone(), &agent.tools, config.mode, &run_id);
     let toolbelt = match tokio::time::timeout_at(deadline, start).await {
         Ok(Ok(toolbelt)) => toolbelt,
         Ok(Err(error)) => return recorder.finish(AgentOutcome::Refused, Some(error)),
@@ -218,7 +219,13 @@ pub(crate) async fn run(agent: &Agent, task: &str, on_event: &(dyn Fn(&AgentEven
         Err(refusal) => return recorder.finish(AgentOutcome::Refused, Some(refusal)),
     };
     let validator = config.output_schema.as_ref().and_then(|schema| jsonschema::validator_for(schema).ok());
-    let mut approvals = agent.approvals.as_ref().map(|a| a.listen());
+    let (_listening, mut approvals) = match &agent.approvals {
+        Some(gate) => {
+            let (listening, requests) = gate.listen(&run_id);
+            (Some(listening), Some(requests))
+        }
+        None => (None, None),
+    };
     let mut messages = vec![Message::User { content: task.to_owned() }];
     let tools = toolbelt.specs();
     let mut repairs = 0;

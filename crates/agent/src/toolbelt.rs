@@ -44,15 +44,17 @@ pub(crate) enum CallOutcome {
 }
 
 impl Toolbelt {
-    /// Starts the in-process server for `mode` and lists its tools.
+    /// Starts the in-process server for `mode`, its runs and calls made for agent run `run_id`, and lists its tools.
     pub(crate) async fn start(
         sandbox: Arc<Sandbox>,
         manifest: EffectiveManifest,
         tools: &ToolRegistry,
         mode: Mode,
+        run_id: &str,
     ) -> Result<Self, String> {
         let options = McpOptions { expose_tools: mode == Mode::Tools };
-        let server = CodeModeServer::new(sandbox, manifest, tools, options);
+        // Every run and call is made for this agent run, so the approval gate asks this run and no other.
+        let server = CodeModeServer::new(sandbox, manifest, tools, options).for_caller(run_id);
         let (server_io, client_io) = tokio::io::duplex(1 << 20);
         tokio::spawn(async move {
             if let Err(error) = wasmagent_mcp::serve(server, server_io).await {

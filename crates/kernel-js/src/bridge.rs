@@ -40,6 +40,12 @@ impl Bridge {
         }
     }
 
+    /// The bridge with its tools told whom the run is for (`RunRequest::caller`).
+    pub(crate) fn for_caller(mut self, caller: Option<String>) -> Self {
+        self.tools = self.tools.with_caller(caller);
+        self
+    }
+
     /// The JSON the guest reported, or `Err(len)` when it was larger than the cap (and not copied).
     pub(crate) fn result(&self) -> Option<Result<&[u8], usize>> {
         self.result.as_ref().map(|r| r.as_ref().map(Vec::as_slice).map_err(|len| *len))

@@ -125,7 +125,8 @@ impl Kernel for JsKernel {
         script::check_source_size(&self.engine, text)?;
         let (pre, cache) = self.prepared(Metering::for_manifest(manifest))?;
         let input = request_json(&self.tools, manifest, text, &request.name);
-        let bridge = Bridge::new(self.tools.clone(), manifest, self.egress.run_session(manifest));
+        let bridge = Bridge::new(self.tools.clone(), manifest, self.egress.run_session(manifest))
+            .for_caller(request.caller.clone());
         let io = GuestIo { name: &request.name, args: &request.args, stdin: &request.stdin };
         let run = run_module(&self.engine, &self.empty_root, pre, manifest, io, bridge, |store, instance| {
             enter(store, instance, &input)

@@ -58,6 +58,12 @@ impl Bridge {
         Bridge { tools: ToolSession::new(tools, manifest, deadline), egress, artifacts: ArtifactSession::new(manifest) }
     }
 
+    /// The bridge with its tools told whom the run is for (`RunRequest::caller`).
+    pub(crate) fn for_caller(mut self, caller: Option<String>) -> Self {
+        self.tools = self.tools.with_caller(caller);
+        self
+    }
+
     /// Tool calls, host-call count and denials, HTTP requests, and artifacts, for the report.
     pub(crate) fn into_records(self) -> (ToolRecords, EgressRecords, ArtifactSession) {
         (self.tools.into_records(), self.egress.take_records(), self.artifacts)

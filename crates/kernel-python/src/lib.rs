@@ -123,7 +123,8 @@ impl Kernel for PythonKernel {
             "env": manifest.env(),
         })
         .to_string();
-        let bridge = Bridge::new(self.tools.clone(), manifest, self.egress.run_session(manifest));
+        let bridge = Bridge::new(self.tools.clone(), manifest, self.egress.run_session(manifest))
+            .for_caller(request.caller.clone());
         let io = GuestIo { name: &request.name, args: &request.args, stdin: &request.stdin };
         let mut answer = None;
         let run = run_component(&self.engine, &self.empty_root, manifest, io, None, bridge, |store| {

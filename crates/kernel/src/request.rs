@@ -66,6 +66,9 @@ pub struct RunRequest {
     pub args: Vec<String>,
     /// Bytes the guest reads from standard input.
     pub stdin: Vec<u8>,
+    /// Whom the run is for, as the embedder names it (an agent run's id): handed to the host tools through their
+    /// run context, never shown to the guest. Default: none.
+    pub caller: Option<String>,
 }
 
 impl RunRequest {
@@ -76,7 +79,14 @@ impl RunRequest {
 
     /// A request for `code` named `name`, with no arguments and empty stdin.
     pub fn new(name: impl Into<String>, code: Code) -> Self {
-        RunRequest { code, digest: OnceLock::new(), name: name.into(), args: Vec::new(), stdin: Vec::new() }
+        RunRequest {
+            code,
+            digest: OnceLock::new(),
+            name: name.into(),
+            args: Vec::new(),
+            stdin: Vec::new(),
+            caller: None,
+        }
     }
 
     /// What to run.
@@ -103,6 +113,12 @@ impl RunRequest {
     /// Sets standard input.
     pub fn with_stdin(mut self, stdin: impl Into<Vec<u8>>) -> Self {
         self.stdin = stdin.into();
+        self
+    }
+
+    /// Sets whom the run is for ([`RunRequest::caller`]).
+    pub fn with_caller(mut self, caller: Option<String>) -> Self {
+        self.caller = caller;
         self
     }
 }

@@ -62,6 +62,8 @@ pub struct CodeModeServer {
     admission_required: bool,
     /// This connection's `execute_code` sessions (a clone, which is another connection, starts with none).
     sessions: crate::sessions::ConnectionSessions,
+    /// Whom every fresh run and direct tool call is for (`RunRequest::caller`), when the embedder says.
+    caller: Option<String>,
 }
 
 impl std::fmt::Debug for CodeModeServer {
@@ -106,7 +108,15 @@ impl CodeModeServer {
             tool_router,
             admission_required: false,
             sessions: crate::sessions::ConnectionSessions::new(),
+            caller: None,
         }
+    }
+
+    /// This server with every fresh `execute_code` run and direct tool call made for `caller` (an agent run's id):
+    /// the host tools see it in their run context (`RunContext::caller`); the guest never does.
+    pub fn for_caller(mut self, caller: impl Into<String>) -> Self {
+        self.caller = Some(caller.into());
+        self
     }
 
     /// This server as the HTTP transport serves it: each run and direct tool call waits for the [`Admission`] the
@@ -135,7 +145,8 @@ impl CodeModeServer {
             Ok(permit) => permit,
             Err(message) => return refusal(message),
         };
-        let (tools, manifest, name) = (self.tools.clone(), self.manifest.clone(), name.to_owned());
+        let (tools, manifest, name, caller) =
+            (self.tools.clone(), self.manifest.clone(), name.to_owned(), self.caller.clone());
         let args = serde_json::to_vec(&Value::Object(arguments.unwrap_or_default()));
         // Tool handlers are synchronous (a micro-tool runs a sandbox, an upstream call waits on its server). The
         // permit is held until the call ends, even if the client goes away first.
@@ -143,7 +154,7 @@ impl CodeModeServer {
             let args = args.map_err(|e| format!("the arguments are not JSON: {e}"));
             // Held to the manifest's cpu_ms, as a call from guest code is.
             let deadline = std::time::Instant::now() + std::time::Duration::from_millis(manifest.cpu_ms());
-            let result = ToolSession::new(tools, &manifest, deadline).call(Ok(name), args);
+            let result = ToolSession::new(tools, &manifest, deadline).with_caller(caller).call(Ok(name), args);
             drop(permit);
             result
         })
@@ -200,7 +211,7 @@ impl CodeModeServer {
             Language::Python => "main.py",
             _ => "main.js",
         };
-        let request = RunRequest::source(name, language, args.code);
+        let request = RunRequest::source(name, language, args.code).with_caller(self.caller.clone());
         let session = match &args.session {
             Some(session) => match self.sessions.session(session, &sandbox, &manifest, language) {
                 Ok(live) => Some(live),

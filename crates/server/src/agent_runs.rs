@@ -7,7 +7,8 @@
 //! all before any model is called. Every accepted run then runs in a task of its own on the `wasmagent-agent`
 //! loop; its events are kept in a bounded log (count and bytes) that feeds the SSE answer, reconnections and
 //! `GET`. Only the subject that created a run sees it. Finished runs are kept in a store bounded by count and
-//! bytes, like async runs.
+//! bytes, like async runs. Runs waiting for an approval never hold up other runs (each hears only its own calls),
+//! and with `[audit]` every step of every run is appended to the server's audit log.
 
 use crate::auth::{Principal, SCOPE_AGENTS};
 use crate::config::AgentRunsConfig;
@@ -28,6 +29,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
+use wasmagent::signing::record::AuditLog;
 use wasmagent::{CapabilityManifest, Sandbox, ToolRegistry};
 use wasmagent_agent::{Agent, AgentConfig, AgentEvent, Approvals, Budgets, Decision, Mode};
 use wasmagent_models::{ApiKey, ChatModel, ModelConfig, ModelSpec};
@@ -96,8 +98,11 @@ pub(crate) struct AgentService {
     models: Vec<(String, Arc<dyn ChatModel>)>,
     sandbox: Arc<Sandbox>,
     tools: ToolRegistry,
-    /// The approval gate and the lock that lets one run listen to it at a time, when tools need approval.
-    approvals: Option<(Approvals, Arc<tokio::sync::Mutex<()>>)>,
+    /// The approval gate, when tools need approval: each run hears the calls made for it, so runs never wait for
+    /// each other.
+    approvals: Option<Approvals>,
+    /// The server's audit log (`[audit]`), which every agent run appends its steps to.
+    audit_log: Option<Arc<AuditLog>>,
     slots: Arc<Semaphore>,
     config: AgentRunsConfig,
     store: Mutex<AgentRunStore>,
@@ -105,11 +110,13 @@ pub(crate) struct AgentService {
 
 impl AgentService {
     /// Connects the configured models (their keys read now, so a missing one fails start-up) and, when some tools
-    /// need approval, builds the agent's own sandbox over the gated registry with `build_gated`.
+    /// need approval, builds the agent's own sandbox over the gated registry with `build_gated`. Agent runs append
+    /// their steps to `audit_log`.
     pub(crate) fn new(
         config: &AgentRunsConfig,
         sandbox: &Arc<Sandbox>,
         tools: &ToolRegistry,
+        audit_log: Option<Arc<AuditLog>>,
         build_gated: impl FnOnce(&ToolRegistry) -> Result<Sandbox, String>,
     ) -> Result<Self, String> {
         let mut models = Vec::new();
@@ -134,13 +141,14 @@ impl AgentService {
             let gated =
                 approvals.gate(tools, &config.needs_approval).map_err(|e| format!("agent.needs_approval: {e}"))?;
             let sandbox = Arc::new(build_gated(&gated)?);
-            (sandbox, gated, Some((approvals, Arc::new(tokio::sync::Mutex::new(())))))
+            (sandbox, gated, Some(approvals))
         };
         Ok(AgentService {
             models,
             sandbox,
             tools,
             approvals,
+            audit_log,
             slots: Arc::new(Semaphore::new(config.max_concurrent_runs)),
             config: config.clone(),
             store: Mutex::new(AgentRunStore::new(config.max_stored_runs, config.max_stored_run_bytes)),
@@ -301,7 +309,11 @@ fn prepare(state: &AppState, request: AgentRunRequestBody) -> Result<Prepared, A
     let agent = Agent::new(vec![model], service.sandbox.clone(), manifest, service.tools.clone(), agent_config)
         .map_err(|e| ApiError::invalid(e.to_string()))?;
     let agent = match &service.approvals {
-        Some((approvals, _)) => agent.with_approvals(approvals.clone()),
+        Some(approvals) => agent.with_approvals(approvals.clone()),
+        None => agent,
+    };
+    let agent = match &service.audit_log {
+        Some(log) => agent.with_audit_log(log.clone()),
         None => agent,
     };
     Ok(Prepared { agent, task: request.task, run_async: request.run_async })
@@ -316,11 +328,6 @@ fn spawn<G: Send + 'static>(state: Arc<AppState>, run: Arc<AgentRun>, prepared: 
         state.pending_async.fetch_add(1, Ordering::SeqCst);
     }
     tokio::spawn(async move {
-        let gate = state.agents.approvals.as_ref().map(|(_, lock)| lock.clone());
-        let _listening = match &gate {
-            Some(lock) => Some(lock.lock().await),
-            None => None,
-        };
         run.set_running();
         let on_event = |event: &AgentEvent| run.record(event);
         let report = prepared.agent.run(&prepared.task, &on_event).await;
@@ -405,7 +412,7 @@ pub(crate) async fn approve(
     let body = read_body(&state, &headers, body).await?;
     let answer: ApprovalAnswer = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid(format!("the request body is not a valid approval answer: {e}")))?;
-    let Some((approvals, _)) = &state.agents.approvals else {
+    let Some(approvals) = &state.agents.approvals else {
         return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "no tool needs approval on this server"));
     };
     let pending = run.pending_approvals();

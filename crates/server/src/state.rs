@@ -109,7 +109,7 @@ impl AppState {
             let http = HttpOptions { allowed_hosts: config.mcp.allowed_hosts.clone(), ..HttpOptions::default() };
             (server, http)
         });
-        let agents = crate::agent_runs::AgentService::new(&config.agent, &sandbox, &tools, |gated| {
+        let agents = crate::agent_runs::AgentService::new(&config.agent, &sandbox, &tools, audit.clone(), |gated| {
             // Tools that need approval are gated only for agent runs: their own sandbox, in the same audit log.
             let mut builder = sandbox_builder(gated);
             if let (Some(log), Some(key_file)) = (&config.audit.log, &config.audit.key_file) {

@@ -393,6 +393,112 @@ async fn a_tool_call_waits_for_an_approval_answered_over_http() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_waiting_for_approval_does_not_hold_up_another_run() {
+    let (addr, received) = receiver();
+    let code = "tools.notes.add({text: 'buy milk'}); 'noted'";
+    let waiting_model = ScriptedServer::start(
+        Wire::OpenAi,
+        vec![calls("execute_code", json!({"language": "javascript", "code": code})), Reply::Text("Noted.".to_owned())],
+    );
+    let other_model = ScriptedServer::start(Wire::OpenAi, code_script());
+    let server = start(&waiting_model, |c, dir| {
+        let tools = dir.join("tools.toml");
+        let toml = format!(
+            "[[http]]\nname = \"notes.add\"\ndescription = \"Adds a note.\"\nmethod = \"POST\"\nurl = \"http://{addr}/notes\"\n\
+             input_schema = {{ type = \"object\", properties = {{ text = {{ type = \"string\" }} }}, required = [\"text\"] }}\n"
+        );
+        std::fs::write(&tools, toml).unwrap();
+        c.tools = Some(tools);
+        c.allow_private = vec![addr.clone()];
+        // Long enough that the waiting call outlives the other run by far.
+        c.max_manifest =
+            CapabilityManifest::from_toml_str("cpu_ms = 30000\nextra_capabilities = [\"tool:notes.add\"]").unwrap();
+        c.agent.needs_approval = vec!["notes.add".into()];
+        c.agent.models.push(AgentModelConfig {
+            model: "openai:other".into(),
+            base_url: Some(other_model.base_url()),
+            api_key_env: None,
+            api_key_file: None,
+        });
+    })
+    .await;
+    // Code mode: the call comes from guest code, through the kernel, and is routed to this run.
+    let body = json!({"task": "Note: buy milk.", "async": true,
+                      "manifest": {"cpu_ms": 30000, "extra_capabilities": ["tool:notes.add"]}});
+    let (status, accepted) = post_run(&server, ALICE_KEY, body).await;
+    assert_eq!(status, 202, "{accepted}");
+    let url = accepted["url"].as_str().unwrap().to_owned();
+    let waiting = poll(&server, ALICE_KEY, &url, |s| !s["pending_approvals"].as_array().unwrap().is_empty()).await;
+
+    let started = Instant::now();
+    let other = tokio::time::timeout(
+        Duration::from_secs(20),
+        post_run(&server, BOB_KEY, json!({"task": "What is six times seven?", "model": "openai:other"})),
+    )
+    .await
+    .expect("the other run finished while the first one waited for its approval");
+    let (status, report) = other;
+    assert_eq!((status, report["outcome"].as_str()), (200, Some("answered")), "{report}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(!report.to_string().contains("approval"), "the other run heard nothing of the first one's approval");
+    let still = poll(&server, ALICE_KEY, &url, |_| true).await;
+    assert_eq!(
+        (still["status"].as_str(), &still["pending_approvals"]),
+        (Some("running"), &waiting["pending_approvals"])
+    );
+    assert!(received.lock().unwrap().is_empty(), "nothing is sent before the approval");
+
+    let approval_id = waiting["pending_approvals"][0].as_u64().unwrap();
+    let answered = client()
+        .post(format!("{}{url}/approvals", server.base))
+        .bearer_auth(ALICE_KEY)
+        .json(&json!({"approval_id": approval_id, "approve": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status().as_u16(), 204);
+    let done = poll(&server, ALICE_KEY, &url, |s| s["status"] == "done").await;
+    let report = &done["report"];
+    assert_eq!(report["outcome"], "answered", "{report}");
+    let run = &report["steps"].as_array().unwrap().iter().find(|s| s["type"] == "code_run").unwrap()["report"];
+    assert_eq!((run["outcome"].as_str(), run["value"].as_str()), (Some("ok"), Some("noted")), "{run}");
+    assert_eq!(run["tool_calls"][0]["outcome"], "ok", "{run}");
+    assert_eq!(received.lock().unwrap().as_slice(), [("/notes".to_owned(), json!({"text": "buy milk"}))]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_run_steps_are_appended_to_the_servers_audit_log() {
+    let model = ScriptedServer::start(Wire::OpenAi, code_script());
+    let key = wasmagent::signing::keys::SecretKey::generate();
+    let log = Arc::new(Mutex::new(std::path::PathBuf::new()));
+    let (log_path, key_for_config) = (log.clone(), key.clone());
+    let server = start(&model, move |c, dir| {
+        let key_file = dir.join("audit.key");
+        key_for_config.write(&key_file).unwrap();
+        let path = dir.join("audit.jsonl");
+        c.audit.log = Some(path.clone());
+        c.audit.key_file = Some(key_file);
+        *log_path.lock().unwrap() = path;
+    })
+    .await;
+    let (status, report) = post_run(&server, ALICE_KEY, json!({"task": "What is six times seven?"})).await;
+    assert_eq!((status, report["outcome"].as_str()), (200, Some("answered")), "{report}");
+    let path = log.lock().unwrap().clone();
+    let verified = wasmagent::signing::record::verify_log(&path, key.public_key()).unwrap();
+    let records: Vec<Value> =
+        std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let kinds: Vec<&str> =
+        records.iter().map(|r| r["kind"].as_str().unwrap_or(r["schema"].as_str().unwrap())).collect();
+    assert_eq!(
+        kinds,
+        ["model_call", "tool_call", "model_call", "wasmagent.record/v1", "code_run", "model_call", "final"],
+        "every step, and the code run's own record"
+    );
+    assert_eq!(verified.records, 7);
+    assert!(records.iter().filter(|r| r["kind"].is_string()).all(|r| r["agent_run_id"] == report["run_id"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_runs_are_seen_by_their_creator_only_and_delivered_to_the_webhooks() {
     let (addr, received) = receiver();
     let model = ScriptedServer::start(Wire::OpenAi, code_script());

@@ -29,6 +29,7 @@ type EndHook = Box<dyn FnOnce() -> RunRecords + Send>;
 /// or when the session is dropped, so state cannot outlive its run.
 pub struct RunContext {
     id: u64,
+    caller: Option<String>,
     manifest: EffectiveManifest,
     deadline: Instant,
     /// `None` once the run has ended.
@@ -46,6 +47,7 @@ impl RunContext {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         RunContext {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            caller: None,
             manifest: manifest.clone(),
             deadline,
             ends: Mutex::new(Some(Vec::new())),
@@ -55,6 +57,15 @@ impl RunContext {
     /// This run's identity, never reused in the process.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Whom the run is for, as its embedder named it (`RunRequest::caller`; an agent run's id), if anyone.
+    pub fn caller(&self) -> Option<&str> {
+        self.caller.as_deref()
+    }
+
+    pub(crate) fn set_caller(&mut self, caller: Option<String>) {
+        self.caller = caller;
     }
 
     /// The manifest the run is held to.

@@ -78,6 +78,14 @@ impl ToolSession {
         }
     }
 
+    /// Names whom the run is for ([`RunContext::caller`]). Takes effect only before the first call.
+    pub fn with_caller(mut self, caller: Option<String>) -> Self {
+        if let Some(run) = Arc::get_mut(&mut self.run.0) {
+            run.set_caller(caller);
+        }
+        self
+    }
+
     /// Whether the run's deadline has passed: a kernel then ends the run as timed out rather than hand a call's
     /// error back to the guest.
     pub fn deadline_passed(&self) -> bool {
