@@ -74,8 +74,9 @@ pub(crate) fn kernel_support() -> String {
 fn plan(needs: &Needs<'_>) -> anyhow::Result<Plan> {
     let mut plan = Plan::new();
     plan.make_dirs(std::env::temp_dir());
-    if let Some(cache) = wasmagent::default_cache_dir() {
-        std::fs::create_dir_all(&cache).with_context(|| format!("cannot create the code cache {}", cache.display()))?;
+    // A cache directory that cannot be created is left out: the sandbox then warns and keeps code in memory, as
+    // it does unconfined.
+    if let Some(cache) = wasmagent::default_cache_dir().filter(|c| std::fs::create_dir_all(c).is_ok()) {
         plan.write(cache);
     }
     if let Some((manifest, base)) = needs.manifest {
