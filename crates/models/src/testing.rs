@@ -99,6 +99,14 @@ impl ScriptedServer {
     /// # Panics
     /// When the script is empty or no loopback port can be bound (test set-up errors).
     pub fn start(wire: Wire, script: Vec<Reply>) -> Self {
+        Self::start_on(0, wire, script)
+    }
+
+    /// [`ScriptedServer::start`] on loopback port `port` (0: any free one).
+    ///
+    /// # Panics
+    /// As [`ScriptedServer::start`], and when `port` is taken.
+    pub fn start_on(port: u16, wire: Wire, script: Vec<Reply>) -> Self {
         assert!(!script.is_empty(), "a script needs at least one reply");
         let schema: Value = match wire {
             Wire::OpenAi => serde_json::from_str(OPENAI_REQUEST_SCHEMA),
@@ -107,7 +115,7 @@ impl ScriptedServer {
         .unwrap_or_else(|e| panic!("the schema fixture is not JSON: {e}"));
         let validator = jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("the schema fixture: {e}"));
         let state = Arc::new(State { wire, script, validator, requests: Mutex::new(Vec::new()) });
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("bind: {e}"));
         listener.set_nonblocking(true).unwrap_or_else(|e| panic!("nonblocking: {e}"));
         let address = listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}"));
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
