@@ -360,3 +360,69 @@ async fn every_step_is_appended_to_the_audit_log_and_an_unwritable_log_stops_the
     assert_eq!(report.usage.code_runs, 0, "the proposed code never ran");
     assert_eq!(server.requests().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gated_call_from_python_code_is_heard_by_its_own_run_only() {
+    let sent = Arc::new(AtomicU32::new(0));
+    let mut registry = weather_tools();
+    let counter = sent.clone();
+    let schema = json!({"type": "object", "properties": {"to": {"type": "string"}}, "required": ["to"]});
+    registry
+        .register(Tool::new("mail.send", "Sends mail.", schema, move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(json!("sent"))
+        }))
+        .unwrap();
+    let approvals = Approvals::new(Duration::from_secs(30));
+    let gated = approvals.gate(&registry, &["mail.send".to_owned()]).unwrap();
+    let code = "from wasmagent import tools\ntools.mail.send(to='bob')";
+    let mailing = ScriptedServer::start(
+        Wire::OpenAi,
+        vec![calls("execute_code", json!({"language": "python", "code": code})), Reply::Text("sent".to_owned())],
+    );
+    // A second run listening on the same gate the whole time, its model silent until the first run is done.
+    let idle = ScriptedServer::start(Wire::OpenAi, vec![Reply::Hang]);
+    let config = || AgentConfig {
+        budgets: wasmagent_agent::Budgets { deadline: Duration::from_secs(60), ..Default::default() },
+        ..AgentConfig::default()
+    };
+    let mailer = build(vec![model(&mailing, Wire::OpenAi)], gated.clone(), config()).with_approvals(approvals.clone());
+    let bystander = build(vec![model(&idle, Wire::OpenAi)], gated.clone(), config()).with_approvals(approvals.clone());
+    let heard_by_bystander = Mutex::new(0);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let on_bystander_event = |event: &AgentEvent| {
+        if matches!(event, AgentEvent::ApprovalNeeded { .. }) {
+            *heard_by_bystander.lock().unwrap() += 1;
+        }
+    };
+    let bystanding = async {
+        tokio::select! {
+            _ = bystander.run("Wait.", &on_bystander_event) => {}
+            _ = stopped => {}
+        }
+    };
+    let mailing_run = async {
+        let asked = Mutex::new(Vec::new());
+        let report = mailer
+            .run("Mail bob.", &|event: &AgentEvent| {
+                if let AgentEvent::ApprovalNeeded { approval_id, tool, .. } = event {
+                    asked.lock().unwrap().push(tool.clone());
+                    approvals.answer(*approval_id, Decision::Approve).unwrap();
+                }
+            })
+            .await;
+        let _ = stop.send(());
+        (report, asked.into_inner().unwrap())
+    };
+    let (_, (report, asked)) = tokio::join!(bystanding, mailing_run);
+    assert_eq!(report.outcome, AgentOutcome::Answered, "{:?}", report.error);
+    assert_eq!(asked, ["mail.send"]);
+    assert_eq!(*heard_by_bystander.lock().unwrap(), 0, "the other run heard nothing");
+    assert_eq!(sent.load(Ordering::SeqCst), 1);
+    let run = &serde_json::to_value(&report).unwrap()["steps"][1]["report"];
+    assert_eq!(
+        (run["kernel"].as_str(), run["tool_calls"][0]["outcome"].as_str()),
+        (Some("python"), Some("ok")),
+        "{run}"
+    );
+}
