@@ -43,19 +43,24 @@ pub(crate) fn begin(no_confine: bool, needs: &Needs<'_>) -> anyhow::Result<Confi
     Ok(Confinement::Started(started))
 }
 
-/// Installs the seccomp filter (when started) and reports the state: one line on standard error when anything is
-/// weaker than the full wall, otherwise at `info`.
-pub(crate) fn seal(confinement: Confinement) -> anyhow::Result<Status> {
+/// Installs the seccomp filter (when started) and reports the state in one line on standard error: always for a
+/// long-lived front end (`announce`: `serve`, `mcp`), otherwise (`run`) only when anything is weaker than the full
+/// wall, else at `info`.
+pub(crate) fn seal(confinement: Confinement, announce: bool) -> anyhow::Result<Status> {
     let status = match confinement {
         Confinement::Off => Status::disabled(),
         Confinement::Started(started) => {
             started.seal().context("confining the host process (--no-confine turns it off)")?
         }
     };
-    if status.enabled && status.is_full() {
-        tracing::info!("wasmagent: {status}");
-    } else if status.enabled {
+    if !status.enabled {
+        // `begin` has warned already.
+    } else if !status.is_full() {
         eprintln!("wasmagent: WARNING: {status}");
+    } else if announce {
+        eprintln!("wasmagent: {status}");
+    } else {
+        tracing::info!("wasmagent: {status}");
     }
     Ok(status)
 }

@@ -30,7 +30,7 @@ pub(crate) fn mcp(args: &McpArgs, no_confine: bool) -> anyhow::Result<u8> {
     let toolbox = args.tools.as_deref().map(|path| load_tools(path, &egress)).transpose()?;
     let tools = toolbox.as_ref().map_or_else(ToolRegistry::new, |t| t.registry().clone());
     let sandbox = tool_sandbox(tools.clone(), egress)?;
-    crate::confine_cmd::seal(confinement)?;
+    crate::confine_cmd::seal(confinement, true)?;
     let manifest = sandbox.resolve(&manifest, &cwd)?;
     let options = McpOptions { expose_tools: args.expose_tools };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;

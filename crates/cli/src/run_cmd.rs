@@ -55,7 +55,7 @@ pub(crate) fn run(args: RunArgs, no_confine: bool) -> anyhow::Result<u8> {
         ManifestCeilings { allow_any_public_host: args.allow_any_public_host, ..ManifestCeilings::default() };
     builder = builder.egress(egress.clone()).tools(tools.clone()).ceilings(ceilings.clone());
     let sandbox = builder.build()?;
-    crate::confine_cmd::seal(confinement)?;
+    crate::confine_cmd::seal(confinement, false)?;
     let manifest = sandbox.resolve(&given, &cwd)?;
     let request = RunRequest::new(name, code).with_args(args.guest_args.clone()).with_stdin(stdin);
     let outcome = match &args.remote {

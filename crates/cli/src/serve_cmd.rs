@@ -30,8 +30,7 @@ pub(crate) fn serve(
     let shutdown_timeout_ms = config.shutdown_timeout_ms;
     let served = runtime.block_on(async move {
         let state = Arc::new(AppState::new(&config, insecure_no_auth).await.map_err(anyhow::Error::msg)?);
-        let confinement = crate::confine_cmd::seal(confinement)?;
-        eprintln!("wasmagent: {confinement}");
+        let confinement = crate::confine_cmd::seal(confinement, true)?;
         state.set_confinement(confinement);
         if insecure_no_auth {
             tracing::warn!("AUTHENTICATION IS OFF (--dev-insecure-no-auth): anyone who can reach {listen} can run code");
