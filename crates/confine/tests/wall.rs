@@ -106,11 +106,19 @@ mod wall {
             println!("0 passed, 1 failed");
             std::process::exit(1);
         };
-        let secret = outside.path().join("secret.txt");
+        let outside = outside.keep();
+        let secret = outside.join("secret.txt");
         let given = granted.path().join("given.txt");
         let setup = std::fs::write(&secret, "secret").and_then(|()| std::fs::write(&given, "given"));
         tally.check("setup", works(setup));
         let root = rustix::process::geteuid().is_root();
+        // The confined process may not remove `outside` (that is the point): a shell started now, before the wall,
+        // removes it when this process closes the shell's standard input at the end.
+        let cleaner = std::process::Command::new("/bin/sh")
+            .args(["-c", "read _; rm -rf -- \"$0\"", &outside.display().to_string()])
+            .stdin(std::process::Stdio::piped())
+            .spawn();
+        tally.check("setup_cleaner", cleaner.as_ref().map(|_| ()).map_err(|e| e.to_string()));
 
         // Before: everything below is possible, so each refusal after is the wall's.
         tally.check("before_outside_file_is_readable", works(std::fs::read(&secret)));
@@ -122,7 +130,7 @@ mod wall {
 
         let mut plan = Plan::new();
         plan.write(granted.path());
-        plan.make_dirs(outside.path());
+        plan.make_dirs(outside.as_path());
         let started = match begin(&plan) {
             Ok(started) => started,
             Err(e) => {
@@ -177,7 +185,7 @@ mod wall {
             tally.check("etc_passwd_is_refused", refused(std::fs::read("/etc/passwd"), eacces));
             tally.check("a_file_outside_the_plan_is_refused", refused(std::fs::read(&secret), eacces));
             tally.check("listing_etc_is_refused", refused(std::fs::read_dir("/etc"), eacces));
-            let made_dir = outside.path().join("made");
+            let made_dir = outside.as_path().join("made");
             tally.check(
                 "a_make_dirs_grant_allows_directories_and_nothing_else",
                 works(std::fs::create_dir(&made_dir))
@@ -186,7 +194,7 @@ mod wall {
             );
             tally.check(
                 "writing_outside_the_plan_is_refused",
-                refused(std::fs::write(outside.path().join("planted"), "x"), eacces),
+                refused(std::fs::write(outside.as_path().join("planted"), "x"), eacces),
             );
         }
         let eperm = libc_eperm();
@@ -230,6 +238,10 @@ mod wall {
             std::thread::spawn(move || refused(spawn(), eperm)).join().unwrap_or_else(|_| Err("panicked".to_owned())),
         );
 
+        if let Ok(mut cleaner) = cleaner {
+            drop(cleaner.stdin.take());
+            let _ = cleaner.wait();
+        }
         println!("{} passed, {} failed", tally.passed, tally.failed);
         if tally.failed > 0 {
             std::process::exit(1);
