@@ -3,10 +3,21 @@
 //! fresh run. The host-side check that a forked secret leaves no trace in reused memory slots is in
 //! `crates/kernel-js/tests/session_memory.rs` (it looks into linear memory, which no public API exposes).
 
-use crate::common::{manifest, sandbox};
 use crate::still_serves;
 use serde_json::json;
-use wasmagent::{Language, Outcome, RunRequest, SandboxSession};
+use std::path::Path;
+use wasmagent::{CapabilityManifest, EffectiveManifest, Language, Outcome, RunRequest, Sandbox, SandboxSession};
+
+/// A sandbox of this test's own: sessions hold pool slots between calls, and the suite's shared sandbox keeps its
+/// slots for the tests that run many sandboxes at once.
+fn sandbox() -> &'static Sandbox {
+    static SANDBOX: std::sync::OnceLock<Sandbox> = std::sync::OnceLock::new();
+    SANDBOX.get_or_init(|| Sandbox::builder().pool_slots(6).build().unwrap())
+}
+
+fn manifest(toml: &str) -> EffectiveManifest {
+    sandbox().resolve(&CapabilityManifest::from_toml_str(toml).unwrap(), Path::new("/")).unwrap()
+}
 
 fn call(session: &mut SandboxSession, code: &str) -> serde_json::Value {
     let language = session.language();
@@ -52,7 +63,8 @@ fn poison_in_one_session_reaches_no_other_session_and_no_fresh_run() {
          os.path.exists('/scratch/s')]",
     );
     assert_eq!(seen, json!([false, std::f64::consts::PI, false, false]));
-    let fresh = crate::common::run(&clean, Language::Js, "fresh.js", "[typeof secret, ({}).leak]");
+    let fresh =
+        sandbox().run(&clean, &RunRequest::source("fresh.js", Language::Js, "[typeof secret, ({}).leak]")).unwrap();
     assert_eq!(fresh.value, json!(["undefined", null]));
     still_serves(Language::Js);
     still_serves(Language::Python);
