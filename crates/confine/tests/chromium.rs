@@ -46,10 +46,33 @@ fn main() {
         Err(e) => check("chromium_renders_a_page", false, e.to_string()),
     }
     if status.landlock == LandlockState::Enforced {
+        // Chromium inherits the ruleset: as root it would show /etc/shadow's lines (it does unconfined); confined it
+        // shows nothing, while a file in its profile directory, which the plan grants, still shows.
+        let dump = |url: &str| {
+            std::process::Command::new(chromium)
+                .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage"])
+                .arg(format!("--user-data-dir={}", profile.path().display()))
+                .args(["--dump-dom", url])
+                .env("TMPDIR", profile.path())
+                .env("HOME", profile.path())
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        };
+        let granted = profile.path().join("granted.txt");
+        let written = std::fs::write(&granted, "granted:line");
+        let shown = dump(&format!("file://{}", granted.display()));
+        let shadow = dump("file:///etc/shadow");
+        check(
+            "chromium_inherits_the_wall_and_cannot_read_etc_shadow",
+            written.is_ok()
+                && shown.as_ref().is_ok_and(|dom| dom.contains("granted:line"))
+                && shadow.as_ref().is_ok_and(|dom| !dom.contains("root:")),
+            format!("granted file: {shown:?}; /etc/shadow: {shadow:?}"),
+        );
         let refused = std::fs::read("/etc/shadow").map_err(|e| e.raw_os_error());
         check("the_process_still_cannot_read_etc_shadow", refused == Err(Some(13)), format!("{refused:?}"));
     }
-    println!("{} passed, {failed} failed", 3 - failed);
+    println!("{} passed, {failed} failed", 4 - failed);
     if failed > 0 {
         std::process::exit(1);
     }

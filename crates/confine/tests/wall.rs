@@ -123,6 +123,7 @@ mod wall {
         // Before: everything below is possible, so each refusal after is the wall's.
         tally.check("before_outside_file_is_readable", works(std::fs::read(&secret)));
         tally.check("before_a_process_can_be_started", works(spawn()));
+        tally.check("before_another_process_s_proc_entry_is_readable", works(std::fs::read("/proc/1/cmdline")));
         if root {
             tally.check("before_root_reads_etc_shadow", works(std::fs::read("/etc/shadow")));
             tally.check("before_root_opens_a_raw_socket", works(raw_socket()));
@@ -183,6 +184,8 @@ mod wall {
             let eacces = libc_eacces();
             tally.check("etc_shadow_is_refused", refused(std::fs::read("/etc/shadow"), eacces));
             tally.check("etc_passwd_is_refused", refused(std::fs::read("/etc/passwd"), eacces));
+            tally.check("another_process_s_proc_entry_is_refused", refused(std::fs::read("/proc/1/cmdline"), eacces));
+            tally.check("own_proc_entry_is_readable", works(std::fs::read("/proc/self/cmdline")));
             tally.check("a_file_outside_the_plan_is_refused", refused(std::fs::read(&secret), eacces));
             tally.check("listing_etc_is_refused", refused(std::fs::read_dir("/etc"), eacces));
             let made_dir = outside.as_path().join("made");
