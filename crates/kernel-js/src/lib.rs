@@ -124,7 +124,7 @@ impl Kernel for JsKernel {
         };
         script::check_source_size(&self.engine, text)?;
         let (pre, cache) = self.prepared(Metering::for_manifest(manifest))?;
-        let input = request_json(&self.tools, manifest, text, &request.name);
+        let input = request_json(&self.tools, manifest, text, &request.name, None);
         let bridge = Bridge::new(self.tools.clone(), manifest, self.egress.run_session(manifest))
             .for_caller(request.caller.clone());
         let io = GuestIo { name: &request.name, args: &request.args, stdin: &request.stdin };
@@ -135,13 +135,21 @@ impl Kernel for JsKernel {
     }
 }
 
-/// The JSON request `wasmagent_run` reads.
-fn request_json(tools: &ToolRegistry, manifest: &EffectiveManifest, code: &str, name: &str) -> String {
+/// The JSON request `wasmagent_run` reads. `interrupt_after_ms`: when QuickJS interrupts the call itself (a
+/// session's call, which must leave the engine usable), before the host's deadline would trap it.
+fn request_json(
+    tools: &ToolRegistry,
+    manifest: &EffectiveManifest,
+    code: &str,
+    name: &str,
+    interrupt_after_ms: Option<u64>,
+) -> String {
     serde_json::json!({
         "code": code,
         "name": name,
         "tools": tools.granted_names(manifest),
         "memory_limit": manifest.memory_limit_bytes().saturating_sub(ENGINE_RESERVE_BYTES).max(1 << 20),
+        "interrupt_after_ms": interrupt_after_ms,
     })
     .to_string()
 }
@@ -201,6 +209,15 @@ fn outcome_of(result: Option<Result<&[u8], usize>>, manifest: &EffectiveManifest
                 Some(stack) => format!("{message}\n{}", stack.trim_end()),
                 None => message,
             };
+            if kind == "timeout" {
+                // The engine interrupted a session's call at its own deadline, just before the host's.
+                let message = format!(
+                    "the run exceeded cpu_ms ({} ms of wall-clock time); the engine was interrupted cleanly and the \
+                     session goes on",
+                    manifest.cpu_ms()
+                );
+                return (Termination::failed(Outcome::Timeout, ErrorKind::Timeout, message), serde_json::Value::Null);
+            }
             (Termination::failed(Outcome::Error, script::guest_error_kind(&kind), message), serde_json::Value::Null)
         }
         Err(e) => (internal(format!("the JavaScript engine sent a malformed result: {e}")), serde_json::Value::Null),

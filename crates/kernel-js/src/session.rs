@@ -5,8 +5,11 @@
 //! `SyntaxError`, as in any one global scope). There is no module loader, so there are no imports to keep.
 //!
 //! A call that ends with a JavaScript exception (including QuickJS's own, catchable out-of-memory error) leaves the
-//! engine usable. A call that traps (timeout, fuel, memory growth past the limit, output flood, stack overflow)
-//! interrupted QuickJS part-way through its own bookkeeping, so it ends the session: the report says so in
+//! engine usable. So does a call that runs out of time while executing JavaScript: QuickJS's interrupt handler stops
+//! it a little before `cpu_ms` ([`interrupt_after_ms`]) with an uncatchable exception that unwinds the engine
+//! cleanly, and the report says `timeout`. A call that traps (the host's deadline, when the engine could not be
+//! interrupted in time, e.g. inside one long built-in; fuel; memory growth past the limit; an output flood; a stack
+//! overflow) stopped QuickJS part-way through its own bookkeeping, so it ends the session: the report says so in
 //! `session_ended`, and the next call is refused with that reason.
 
 use crate::bridge::Bridge;
@@ -59,6 +62,13 @@ impl JsKernel {
             book: SessionBook::new(scratch_limit),
         })
     }
+}
+
+/// When a session's call is interrupted by QuickJS itself: a tenth of `cpu_ms` (at least 5 ms, at most 200 ms)
+/// before the host's deadline, so the engine unwinds cleanly instead of being trapped part-way.
+fn interrupt_after_ms(manifest: &EffectiveManifest) -> u64 {
+    let cpu_ms = manifest.cpu_ms();
+    cpu_ms.saturating_sub((cpu_ms / 10).clamp(5, 200))
 }
 
 /// A JavaScript session's state held on the host ([`Session::snapshot`]); [`JsKernel::restore_session`] makes
@@ -125,7 +135,7 @@ impl Session for JsSession {
         };
         script::check_source_size(&self.engine, text)?;
         let manifest = &self.manifest;
-        let input = request_json(&self.tools, manifest, text, &request.name);
+        let input = request_json(&self.tools, manifest, text, &request.name, Some(interrupt_after_ms(manifest)));
         let bridge = Bridge::new(self.tools.clone(), manifest, self.egress.run_session(manifest));
         let call =
             self.instance.call(&self.engine, manifest, bridge, |store, instance| enter(store, instance, &input))?;

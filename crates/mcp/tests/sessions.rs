@@ -59,9 +59,9 @@ async fn a_session_name_keeps_state_within_one_connection_only() {
     assert_eq!(wrong.is_error, Some(true));
     assert!(text(&wrong).contains("session \"a\" runs python"), "{}", text(&wrong));
 
-    let looped = execute(&first, json!({"language": "javascript", "code": "for(;;){}", "session": "loop"})).await;
+    let looped = execute(&first, json!({"language": "python", "code": "while True: pass", "session": "loop"})).await;
     assert_eq!(looped.structured_content.unwrap()["outcome"], json!("timeout"));
-    let after = execute(&first, json!({"language": "javascript", "code": "1", "session": "loop"})).await;
+    let after = execute(&first, json!({"language": "python", "code": "1", "session": "loop"})).await;
     assert_eq!(after.is_error, Some(true));
     assert!(text(&after).contains("has ended") && text(&after).contains("timeout"), "{}", text(&after));
 

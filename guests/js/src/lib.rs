@@ -50,6 +50,10 @@ struct Request {
     name: String,
     tools: Vec<String>,
     memory_limit: usize,
+    /// A session's call: how long it may run before QuickJS interrupts it (an uncatchable exception that unwinds
+    /// the engine cleanly, so the session can go on), a little before the host's own deadline would trap.
+    #[serde(default)]
+    interrupt_after_ms: Option<u64>,
 }
 
 struct Engine {
@@ -67,6 +71,8 @@ thread_local! {
     /// fresh instance starts without them; a session's instance keeps them (its manifest does not change) and
     /// installs them once, on its first call, since they are non-configurable once defined.
     static SET_UP: Cell<bool> = const { Cell::new(false) };
+    /// Whether the interrupt handler stopped the current call.
+    static INTERRUPTED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The guest-side glue, evaluated once at initialisation. It captures the built-ins it uses, so nothing a script
@@ -285,7 +291,25 @@ fn run(request: Request) -> String {
         // QuickJS's own stack check does not fire in WebAssembly (it measures the C stack in linear memory, which
         // runaway recursion does not exhaust first): the engine's native WebAssembly stack limit ends the run.
         engine.runtime.set_max_stack_size(0);
-        engine.context.with(|ctx| evaluate(&ctx, engine.hooks.clone(), &request))
+        INTERRUPTED.with(|flag| flag.set(false));
+        match request.interrupt_after_ms {
+            Some(ms) => {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+                engine.runtime.set_interrupt_handler(Some(Box::new(move || {
+                    let over = std::time::Instant::now() >= deadline;
+                    if over {
+                        INTERRUPTED.with(|flag| flag.set(true));
+                    }
+                    over
+                })));
+            }
+            None => engine.runtime.set_interrupt_handler(None),
+        }
+        let outcome = engine.context.with(|ctx| evaluate(&ctx, engine.hooks.clone(), &request));
+        if INTERRUPTED.with(Cell::get) {
+            return error_json("timeout", "interrupted at the call's deadline", None);
+        }
+        outcome
     })
 }
 
