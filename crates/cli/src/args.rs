@@ -32,8 +32,9 @@ pub(crate) enum Command {
     /// An interactive prompt over one session: each entry (JavaScript or Python) runs in the same sandbox, so
     /// variables, functions, imports and files under /scratch stay between entries; also reads piped input.
     ///
-    /// Every manifest limit applies to each entry, memory to the session as a whole. An entry that stops the
-    /// engine (a timeout, a memory or output limit) ends the session, and the prompt says why (exit status 1).
+    /// Every manifest limit applies to each entry, memory to the session as a whole. A JavaScript entry out of time
+    /// is interrupted and the session goes on; an entry that stops the engine (a Python timeout, a memory or output
+    /// limit) ends the session, and the prompt says why (exit status 1).
     Repl(Box<crate::repl_cmd::ReplArgs>),
     /// Work with manifest files.
     #[command(subcommand)]
