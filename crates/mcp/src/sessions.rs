@@ -51,6 +51,16 @@ impl ConnectionSessions {
             ));
         }
         let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        // Sessions past their idle time or age end now, freeing their instances, not only when next called.
+        for entry in names.values_mut() {
+            let expired = match entry {
+                Named::Live(session) => session.try_lock().ok().and_then(|mut s| s.expire().map(str::to_owned)),
+                Named::Ended(_) => None,
+            };
+            if let Some(reason) = expired {
+                *entry = Named::Ended(reason);
+            }
+        }
         match names.get(name) {
             Some(Named::Live(session)) => {
                 let found = session.lock().unwrap_or_else(PoisonError::into_inner).language();

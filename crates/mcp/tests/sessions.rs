@@ -75,3 +75,27 @@ async fn a_session_name_keeps_state_within_one_connection_only() {
     }
     drop(second);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_of_a_connection_end_without_being_called_again() {
+    let limits = wasmagent::SessionLimits { session_idle_ms: 100, ..Default::default() };
+    let sandbox = Arc::new(Sandbox::builder().pool_slots(4).session_limits(limits).build().unwrap());
+    let manifest = sandbox.resolve(&CapabilityManifest::default(), Path::new("/")).unwrap();
+    let server = CodeModeServer::new(sandbox.clone(), manifest, &ToolRegistry::new(), McpOptions::default());
+    let client = connect(&server).await;
+    execute(&client, json!({"language": "javascript", "code": "var idle = 1", "session": "idle"})).await;
+    assert_eq!(sandbox.live_sessions(), 1);
+    // Another session's calls keep coming; the idle one is ended by them once its idle time has passed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        execute(&client, json!({"language": "javascript", "code": "1", "session": "busy"})).await;
+        if sandbox.live_sessions() == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the idle session was never ended");
+        tokio::task::yield_now().await;
+    }
+    let after = execute(&client, json!({"language": "javascript", "code": "idle", "session": "idle"})).await;
+    assert_eq!(after.is_error, Some(true));
+    assert!(text(&after).contains("session_idle_ms (100 ms)"), "{}", text(&after));
+}
