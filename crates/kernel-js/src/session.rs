@@ -136,7 +136,8 @@ impl Session for JsSession {
         script::check_source_size(&self.engine, text)?;
         let manifest = &self.manifest;
         let input = request_json(&self.tools, manifest, text, &request.name, Some(interrupt_after_ms(manifest)));
-        let bridge = Bridge::new(self.tools.clone(), manifest, self.egress.run_session(manifest));
+        let bridge = Bridge::new(self.tools.clone(), manifest, self.egress.run_session(manifest))
+            .for_caller(request.caller.clone());
         let call =
             self.instance.call(&self.engine, manifest, bridge, |store, instance| enter(store, instance, &input))?;
         let mut report = into_report(call.run, self.cache, manifest, request);

@@ -85,7 +85,8 @@ impl Session for PythonSession {
             "session": true,
         })
         .to_string();
-        let bridge = Bridge::new(self.tools.clone(), manifest, self.egress.run_session(manifest));
+        let bridge = Bridge::new(self.tools.clone(), manifest, self.egress.run_session(manifest))
+            .for_caller(request.caller.clone());
         let mut answer = None;
         let call = self.instance.call(&self.engine, manifest, None, bridge, |store, instance| {
             answer = Some(enter(store, instance, &input)?);

@@ -9,14 +9,21 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use wasmagent::{
     CapabilityManifest, EffectiveManifest, Error, KernelError, Language, Outcome, RunReport, RunRequest, Sandbox,
-    SandboxSession, SessionError, SessionLimits,
+    SandboxSession, SessionError, SessionLimits, Tool, ToolRegistry,
 };
 
 fn sandbox() -> &'static Sandbox {
     static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
     // Scratch directories hold at most 64 KiB after a call here, so a test can cross the cap cheaply.
     let limits = SessionLimits { session_scratch_bytes: SCRATCH_LIMIT, ..SessionLimits::default() };
-    SANDBOX.get_or_init(|| Sandbox::builder().pool_slots(24).session_limits(limits).build().unwrap())
+    SANDBOX.get_or_init(|| {
+        let mut tools = ToolRegistry::new();
+        let whoami = Tool::per_run("whoami", "Says whom the run is for.", json!({"type": "object"}), |run, _| {
+            Ok(json!(run.caller()))
+        });
+        tools.register(whoami).unwrap();
+        Sandbox::builder().pool_slots(24).session_limits(limits).tools(tools).build().unwrap()
+    })
 }
 
 const SCRATCH_LIMIT: u64 = 64 * 1024;
@@ -387,4 +394,18 @@ fn webassembly_has_no_sessions_and_a_scratch_mount_clash_is_refused() {
     };
     assert_eq!(field, "mounts");
     assert!(reason.contains("/scratch"), "{reason}");
+}
+
+#[test]
+fn each_call_tells_its_tools_whom_it_is_for() {
+    for (language, code) in
+        [(Language::Js, "tools.whoami({})"), (Language::Python, "from wasmagent import tools\ntools.whoami()")]
+    {
+        let mut s = open(&format!("caller-{language:?}"), language, "extra_capabilities = [\"tool:whoami\"]");
+        for caller in ["agent-7", "agent-8"] {
+            let request = RunRequest::source("c", language, code).with_caller(Some(caller.into()));
+            let report = s.run(&request).unwrap();
+            assert_eq!(report.value, json!(caller), "{language:?}: {report:?}");
+        }
+    }
 }
