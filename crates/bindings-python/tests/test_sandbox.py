@@ -1,7 +1,9 @@
 import asyncio
 import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +20,9 @@ TRAP_MODULE = bytes.fromhex("0061736d0100000001040160000003020100070a01065f73746
 
 
 def test_version_is_the_workspace_version():
-    assert wasmagent.__version__ == "0.1.0"
+    cargo = (Path(__file__).parents[3] / "Cargo.toml").read_text()
+    workspace = re.search(r'\[workspace\.package\][^\[]*?version = "([^"]+)"', cargo).group(1)
+    assert wasmagent.__version__ == workspace
 
 
 def test_python_run_has_typed_report(sandbox):

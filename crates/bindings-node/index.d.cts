@@ -1,4 +1,4 @@
-// Types of the wasmagent package (index.cjs, index.mjs).
+// Types of the wasmagent package: index.cjs (and, through index.d.mts, index.mjs).
 
 /** A capability manifest: snake_case or wasmagent-js camelCase names (`allowedHosts`, `cpuMs`, ...). */
 export interface Manifest {
@@ -178,15 +178,3 @@ export declare function sandboxedCodeTool(options?: {
 }): import('ai').Tool<{ code: string; language?: 'javascript' | 'python' }, CodeToolResult>
 
 export declare const version: string
-
-declare const wasmagent: {
-  Sandbox: typeof Sandbox
-  SandboxError: typeof SandboxError
-  ManifestError: typeof ManifestError
-  RunError: typeof RunError
-  parseManifest: typeof parseManifest
-  sandboxedCodeTool: typeof sandboxedCodeTool
-  describe: typeof describe
-  version: string
-}
-export default wasmagent
