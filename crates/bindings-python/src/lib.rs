@@ -91,6 +91,7 @@ fn run_error(py: Python<'_>, error: wasmagent::Error) -> PyErr {
         wasmagent::Error::Manifest(e) => return manifest_error(py, e),
         wasmagent::Error::Kernel(KernelError::InvalidCode(_)) => ("invalid_code", None),
         wasmagent::Error::Kernel(KernelError::Unsupported { .. }) => ("unsupported", None),
+        wasmagent::Error::Kernel(KernelError::SessionEnded(_)) => ("session_ended", None),
         wasmagent::Error::Record { report, .. } => ("record", serde_json::to_string(report).ok()),
         wasmagent::Error::Kernel(_) => ("unavailable", None),
         _ => ("unavailable", None),
@@ -145,6 +146,44 @@ impl Sandbox {
         Ok(())
     }
 
+    /// Opens a session: one live `language` ("python" or "javascript") sandbox kept between runs, held to
+    /// `manifest` (deny-all when None) and the sandbox's session limits.
+    #[pyo3(signature = (language, manifest=None, base_dir=None))]
+    fn open_session(
+        &self,
+        py: Python<'_>,
+        language: &str,
+        manifest: Option<&Manifest>,
+        base_dir: Option<PathBuf>,
+    ) -> PyResult<Session> {
+        let language = match language {
+            "python" | "py" => Language::Python,
+            "javascript" | "js" => Language::Js,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "language {other:?} has no sessions: use \"python\" or \"javascript\""
+                )));
+            }
+        };
+        let sandbox = self.sandbox(py)?;
+        let opened = py.detach(|| -> Result<wasmagent::SandboxSession, SessionFailure> {
+            let manifest = Self::resolve(&sandbox, manifest, base_dir)?;
+            Ok(sandbox.session(&manifest, language)?)
+        });
+        match opened {
+            Ok(session) => {
+                Ok(Session { id: session.id().to_owned(), language, inner: Mutex::new(Some(session)) })
+            }
+            Err(SessionFailure::Run(e)) => Err(run_error(py, e)),
+            Err(SessionFailure::Session(e)) => {
+                let err = RunError::new_err(e.to_string());
+                let _ = err.value(py).setattr("kind", "session");
+                let _ = err.value(py).setattr("report_json", py.None());
+                Err(err)
+            }
+        }
+    }
+
     /// Names of the tools added so far.
     fn tool_names(&self) -> Vec<String> {
         self.tools.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|t| t.name().to_owned()).collect()
@@ -183,14 +222,9 @@ impl Sandbox {
             Some(bytes) => request.with_stdin(bytes),
             None => request,
         };
-        let manifest = manifest.map(|m| m.inner.clone()).unwrap_or_default();
-        let base = match base_dir {
-            Some(dir) => dir,
-            None => std::env::current_dir().map_err(|e| PyValueError::new_err(format!("current directory: {e}")))?,
-        };
         let sandbox = self.sandbox(py)?;
         let result = py.detach(|| {
-            let manifest = sandbox.resolve(&manifest, &base)?;
+            let manifest = Self::resolve(&sandbox, manifest, base_dir)?;
             sandbox.run(&manifest, &request)
         });
         let report = result.map_err(|e| run_error(py, e))?;
@@ -199,6 +233,21 @@ impl Sandbox {
 }
 
 impl Sandbox {
+    /// Resolves `manifest` from `base_dir` (the current directory when None).
+    fn resolve(
+        sandbox: &wasmagent::Sandbox,
+        manifest: Option<&Manifest>,
+        base_dir: Option<PathBuf>,
+    ) -> Result<wasmagent::EffectiveManifest, wasmagent::Error> {
+        let manifest = manifest.map(|m| m.inner.clone()).unwrap_or_default();
+        let base = match base_dir {
+            Some(dir) => dir,
+            None => std::env::current_dir()
+                .map_err(|e| KernelError::Unavailable(format!("the current directory is unknown: {e}")))?,
+        };
+        sandbox.resolve(&manifest, &base)
+    }
+
     /// The built Rust sandbox, building it (without the GIL) when there is none.
     fn sandbox(&self, py: Python<'_>) -> PyResult<Arc<wasmagent::Sandbox>> {
         if let Some(built) = self.built.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
@@ -222,6 +271,65 @@ impl Sandbox {
         let mut slot = self.built.lock().unwrap_or_else(PoisonError::into_inner);
         // Another thread may have built one meanwhile: keep the first, so all runs share one code cache.
         Ok(slot.get_or_insert(built).clone())
+    }
+}
+
+/// Why a session could not be opened.
+enum SessionFailure {
+    Run(wasmagent::Error),
+    Session(wasmagent::SessionError),
+}
+
+impl From<wasmagent::Error> for SessionFailure {
+    fn from(e: wasmagent::Error) -> Self {
+        SessionFailure::Run(e)
+    }
+}
+
+impl From<wasmagent::SessionError> for SessionFailure {
+    fn from(e: wasmagent::SessionError) -> Self {
+        SessionFailure::Session(e)
+    }
+}
+
+/// A live sandbox kept between runs: definitions and state carry over from one run to the next.
+#[pyclass(frozen, module = "wasmagent._native")]
+struct Session {
+    id: String,
+    language: Language,
+    inner: Mutex<Option<wasmagent::SandboxSession>>,
+}
+
+#[pymethods]
+impl Session {
+    /// The session's id.
+    #[getter]
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Runs `code` in the session; returns the report as JSON text. The GIL is released while the guest runs.
+    #[pyo3(signature = (code, stdin=None))]
+    fn run(&self, py: Python<'_>, code: String, stdin: Option<Vec<u8>>) -> PyResult<String> {
+        let request = match self.language {
+            Language::Python => RunRequest::source("main.py", Language::Python, code),
+            _ => RunRequest::source("main.js", Language::Js, code),
+        };
+        let request = match stdin {
+            Some(bytes) => request.with_stdin(bytes),
+            None => request,
+        };
+        let result = py.detach(|| match self.inner.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+            Some(session) => session.run(&request),
+            None => Err(KernelError::SessionEnded("it was closed".into()).into()),
+        });
+        let report = result.map_err(|e| run_error(py, e))?;
+        serde_json::to_string(&report).map_err(|e| PyValueError::new_err(e.to_string()))
+    }
+
+    /// Ends the session and frees its sandbox; later runs raise `RunError` (kind `session_ended`).
+    fn close(&self) {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).take();
     }
 }
 
@@ -256,6 +364,7 @@ fn describe(py: Python<'_>, error: &PyErr) -> String {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Manifest>()?;
     m.add_class::<Sandbox>()?;
+    m.add_class::<Session>()?;
     m.add("SandboxError", m.py().get_type::<SandboxError>())?;
     m.add("ManifestError", m.py().get_type::<ManifestError>())?;
     m.add("RunError", m.py().get_type::<RunError>())?;

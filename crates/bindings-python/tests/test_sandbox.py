@@ -174,3 +174,19 @@ def test_asyncio_does_not_block_the_loop(sandbox):
 
     report = asyncio.run(main())
     assert report.value is True
+
+
+def test_sessions_keep_state_until_closed(sandbox):
+    with sandbox.session("python", manifest={"cpu_ms": 5000}) as session:
+        session.run("x = 41")
+        report = session.run("x + 1")
+        assert report.value == 42 and report.to_dict()["session_id"] == session.id
+    with pytest.raises(RunError) as caught:
+        session.run("x")
+    assert caught.value.kind == "session_ended" and caught.value.report is None
+    js = sandbox.session("javascript")
+    js.run("globalThis.n = 1")
+    assert asyncio.run(js.run_async("n += 1; n")).value == 2
+    js.close()
+    with pytest.raises(ValueError):
+        sandbox.session("wasm")

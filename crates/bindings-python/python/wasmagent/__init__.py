@@ -32,6 +32,7 @@ __all__ = [
     "RunReport",
     "Sandbox",
     "SandboxError",
+    "Session",
     "ToolCall",
     "Usage",
     "__version__",
@@ -258,6 +259,18 @@ class Sandbox:
         """Runs a WebAssembly module or component (WASI) held to `manifest`."""
         return self._run("wasm", bytes(module), manifest, stdin, args, check, base_dir)
 
+    def session(self, language: str = "python", manifest: ManifestLike = None, base_dir: Optional[str] = None) -> "Session":
+        """Opens a session: one live sandbox whose definitions and state carry over between runs, held to
+        `manifest` (deny-all when None) and the session limits. Use it as a context manager, or `close()` it."""
+        if language not in _LANGUAGES:
+            raise ValueError(f"language {language!r} is not one of 'python', 'javascript'")
+        try:
+            native = self._native.open_session(_LANGUAGES[language], _manifest(manifest), base_dir)
+        except RunError as error:
+            error.report = None
+            raise
+        return Session(native)
+
     async def run_async(self, code: str, language: str = "python", **options: Any) -> RunReport:
         """`run` on a worker thread: the event loop goes on while the guest runs."""
         return await asyncio.to_thread(self.run, code, language, **options)
@@ -277,11 +290,48 @@ class Sandbox:
         base_dir: Optional[str],
     ) -> RunReport:
         data = stdin.encode() if isinstance(stdin, str) else stdin
-        try:
-            text = self._native.run(language, code, _manifest(manifest), data, list(args), base_dir)
-        except RunError as error:
-            raw = getattr(error, "report_json", None)
-            error.report = RunReport.from_dict(json.loads(raw)) if raw else None
-            raise
-        report = RunReport.from_dict(json.loads(text))
-        return _raise_for(report) if check else report
+        parsed = _manifest(manifest)
+        return _native_run(lambda: self._native.run(language, code, parsed, data, list(args), base_dir), check)
+
+
+def _native_run(call: Callable[[], str], check: bool) -> RunReport:
+    try:
+        text = call()
+    except RunError as error:
+        raw = getattr(error, "report_json", None)
+        error.report = RunReport.from_dict(json.loads(raw)) if raw else None
+        raise
+    report = RunReport.from_dict(json.loads(text))
+    return _raise_for(report) if check else report
+
+
+class Session:
+    """A live sandbox kept between runs (`Sandbox.session`). Runs in one session happen one at a time."""
+
+    def __init__(self, native: Any) -> None:
+        self._native = native
+
+    @property
+    def id(self) -> str:
+        """The session's id (reports carry it as `session_id`)."""
+        return str(self._native.id)
+
+    def run(self, code: str, stdin: Union[str, bytes, None] = None, check: bool = True) -> RunReport:
+        """Runs `code` in the session; raises `RunError` as `Sandbox.run` does (kind `session_ended` once the
+        session has ended)."""
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        return _native_run(lambda: self._native.run(code, data), check)
+
+    async def run_async(self, code: str, **options: Any) -> RunReport:
+        """`run` on a worker thread."""
+        return await asyncio.to_thread(self.run, code, **options)
+
+    def close(self) -> None:
+        """Ends the session and frees its sandbox."""
+        self._native.close()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
