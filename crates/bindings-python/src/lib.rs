@@ -171,9 +171,7 @@ impl Sandbox {
             Ok(sandbox.session(&manifest, language)?)
         });
         match opened {
-            Ok(session) => {
-                Ok(Session { id: session.id().to_owned(), language, inner: Mutex::new(Some(session)) })
-            }
+            Ok(session) => Ok(Session { id: session.id().to_owned(), language, inner: Mutex::new(Some(session)) }),
             Err(SessionFailure::Run(e)) => Err(run_error(py, e)),
             Err(SessionFailure::Session(e)) => {
                 let err = RunError::new_err(e.to_string());
