@@ -109,23 +109,64 @@ class Sandbox {
     return this._run('wasm', Buffer.from(module), options)
   }
 
+  /**
+   * Opens a session: one live sandbox whose definitions and state carry over between runs, held to `manifest`
+   * (deny-all when absent) and the session limits. `close()` it when done.
+   */
+  async session(language = 'javascript', { manifest, baseDir } = {}) {
+    const lang = LANGUAGES[language]
+    if (!lang) throw new TypeError(`language ${JSON.stringify(language)} is not javascript or python`)
+    const opened = await this._native.openSession(lang, manifestText(manifest) ?? null, baseDir ?? null)
+    if (typeof opened === 'string') throwFailure(JSON.parse(opened).failure)
+    return new Session(opened)
+  }
+
   async _run(language, code, { manifest, stdin, args, check = true, baseDir } = {}) {
     const input = stdin === undefined || stdin === null ? null : Buffer.from(stdin)
     const text = await this._native.run(language, code, manifestText(manifest) ?? null, input, args ?? null, baseDir ?? null)
-    const answer = JSON.parse(text)
-    if (answer.failure) {
-      const { kind, message, field, report } = answer.failure
-      if (kind === 'manifest') throw new ManifestError(message, field)
-      throw new RunError(message, kind, report)
-    }
-    const report = answer.report
-    if (check && !succeeded(report)) {
-      const kind = report.error ? report.error.kind : report.outcome
-      const message = report.error ? report.error.message : `the guest exited with code ${report.exit_code}`
-      throw new RunError(`${kind}: ${message}`, kind, report)
-    }
-    return report
+    return answered(text, check)
   }
+}
+
+/** A live sandbox kept between runs (`Sandbox.session`). Runs in one session happen one at a time. */
+class Session {
+  constructor(native) {
+    this._native = native
+  }
+
+  /** The session's id (reports carry it as `session_id`). */
+  get id() {
+    return this._native.id
+  }
+
+  /** Runs `code` in the session; rejects as `Sandbox.run` does (kind `session_ended` once the session has ended). */
+  async run(code, { stdin, check = true } = {}) {
+    if (typeof code !== 'string') throw new TypeError('code must be a string')
+    const input = stdin === undefined || stdin === null ? null : Buffer.from(stdin)
+    return answered(await this._native.run(code, input), check)
+  }
+
+  /** Ends the session and frees its sandbox. */
+  close() {
+    this._native.close()
+  }
+}
+
+function throwFailure({ kind, message, field, report }) {
+  if (kind === 'manifest') throw new ManifestError(message, field)
+  throw new RunError(message, kind, report)
+}
+
+function answered(text, check) {
+  const answer = JSON.parse(text)
+  if (answer.failure) throwFailure(answer.failure)
+  const report = answer.report
+  if (check && !succeeded(report)) {
+    const kind = report.error ? report.error.kind : report.outcome
+    const message = report.error ? report.error.message : `the guest exited with code ${report.exit_code}`
+    throw new RunError(`${kind}: ${message}`, kind, report)
+  }
+  return report
 }
 
 const DESCRIPTION =
@@ -172,4 +213,4 @@ function sandboxedCodeTool({ sandbox = new Sandbox(), manifest, description = DE
   })
 }
 
-module.exports = { Sandbox, SandboxError, ManifestError, RunError, parseManifest, sandboxedCodeTool, describe, version: native.version() }
+module.exports = { Sandbox, Session, SandboxError, ManifestError, RunError, parseManifest, sandboxedCodeTool, describe, version: native.version() }

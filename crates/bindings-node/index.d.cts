@@ -140,6 +140,15 @@ export declare class Sandbox {
   readonly toolNames: string[]
   run(code: string, options?: RunOptions & { language?: 'javascript' | 'python' }): Promise<RunReport>
   runWasm(module: Uint8Array, options?: RunOptions): Promise<RunReport>
+  /** Opens a session: one live sandbox whose state carries over between runs. */
+  session(language?: 'javascript' | 'python', options?: { manifest?: Manifest | string; baseDir?: string }): Promise<Session>
+}
+
+/** A live sandbox kept between runs. */
+export declare class Session {
+  readonly id: string
+  run(code: string, options?: { stdin?: string | Uint8Array; check?: boolean }): Promise<RunReport>
+  close(): void
 }
 
 export declare class SandboxError extends Error {}
@@ -150,7 +159,7 @@ export declare class ManifestError extends SandboxError {
 
 export declare class RunError extends SandboxError {
   /** The report's error kind, or `invalid_code`, `unsupported`, `unavailable` when the run could not start. */
-  readonly kind: ErrorKind | 'invalid_code' | 'unsupported' | 'unavailable' | 'record' | Outcome
+  readonly kind: ErrorKind | 'invalid_code' | 'unsupported' | 'unavailable' | 'record' | 'session' | 'session_ended' | Outcome
   readonly report: RunReport | null
 }
 

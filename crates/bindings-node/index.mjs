@@ -1,6 +1,6 @@
 // The ES module entry: the same objects as index.cjs.
 import wasmagent from './index.cjs'
 
-export const { Sandbox, SandboxError, ManifestError, RunError, parseManifest, sandboxedCodeTool, describe, version } =
+export const { Sandbox, Session, SandboxError, ManifestError, RunError, parseManifest, sandboxedCodeTool, describe, version } =
   wasmagent
 export default wasmagent

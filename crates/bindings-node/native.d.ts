@@ -7,6 +7,16 @@ export type ToolHandler = (argsJson: string) => Promise<string>
  * The engine, its kernels and the host tools. The Rust sandbox is built on first use and again after a tool is
  * added (kernels take their tools when built).
  */
+/** A live sandbox kept between runs. */
+export declare class NativeSession {
+  /** The session's id. */
+  get id(): string
+  /** Runs `code` in the session. Resolves to `{"report": ...}` or `{"failure": ...}` as JSON text. */
+  run(code: string, stdin?: Buffer | undefined | null): Promise<string>
+  /** Ends the session and frees its sandbox. */
+  close(): void
+}
+
 export declare class NativeSandbox {
   /**
    * `cacheDir`: where compiled code is kept between processes (none: memory only); `poolSlots`: how many
@@ -18,6 +28,8 @@ export declare class NativeSandbox {
    * as JSON text. A run sees the tool only where its manifest grants `tool:NAME`.
    */
   addTool(name: string, description: string, schemaJson: string, handler: ToolHandler): void
+  /** Opens a session; resolves to it, or to a failure as JSON text. */
+  openSession(language: string, manifest?: string | undefined | null, baseDir?: string | undefined | null): Promise<NativeSession | string>
   /** Names of the tools added so far. */
   toolNames(): Array<string>
   /**

@@ -38,6 +38,7 @@ fn failure(error: &wasmagent::Error) -> Value {
         wasmagent::Error::Manifest(e) => ("manifest", e.field().map(str::to_owned), None),
         wasmagent::Error::Kernel(KernelError::InvalidCode(_)) => ("invalid_code", None, None),
         wasmagent::Error::Kernel(KernelError::Unsupported { .. }) => ("unsupported", None, None),
+        wasmagent::Error::Kernel(KernelError::SessionEnded(_)) => ("session_ended", None, None),
         wasmagent::Error::Record { report, .. } => ("record", None, serde_json::to_value(report).ok()),
         _ => ("unavailable", None, None),
     };
@@ -137,24 +138,129 @@ impl NativeSandbox {
         };
         let tools = self.tools.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let (built, cache_dir, pool_slots) = (self.built.clone(), self.cache_dir.clone(), self.pool_slots);
-        let (deferred, promise) = env.create_deferred::<String, _>()?;
-        let spawned = std::thread::Builder::new().name("wasmagent-run".into()).spawn(move || {
-            let outcome = (|| -> Result<Value, wasmagent::Error> {
-                let sandbox = sandbox(&built, tools, cache_dir, pool_slots)?;
-                let manifest = match manifest {
-                    Some(text) => CapabilityManifest::from_str_any(&text)?,
-                    None => CapabilityManifest::default(),
-                };
-                let manifest = sandbox.resolve(&manifest, &base)?;
-                let report = sandbox.run(&manifest, &request)?;
-                Ok(json!({ "report": report }))
+        settle_on_thread(env, move || {
+            let sandbox = sandbox(&built, tools, cache_dir, pool_slots)?;
+            let manifest = sandbox.resolve(&parse(manifest)?, &base)?;
+            let report = sandbox.run(&manifest, &request)?;
+            Ok(json!({ "report": report }))
+        })
+    }
+
+    /// Opens a session: one live `language` ("javascript" or "python") sandbox kept between runs, held to
+    /// `manifest` (deny-all when absent) and the session limits. Resolves to the session, or rejects with a
+    /// failure as JSON text.
+    #[napi(ts_return_type = "Promise<NativeSession>")]
+    pub fn open_session<'env>(
+        &self,
+        env: &'env Env,
+        language: String,
+        manifest: Option<String>,
+        base_dir: Option<String>,
+    ) -> napi::Result<Object<'env>> {
+        let language = match language.as_str() {
+            "javascript" | "js" => Language::Js,
+            "python" | "py" => Language::Python,
+            other => {
+                return Err(Error::new(
+                    Status::InvalidArg,
+                    format!("language {other:?} has no sessions: use \"javascript\" or \"python\""),
+                ));
+            }
+        };
+        let base = match base_dir {
+            Some(dir) => PathBuf::from(dir),
+            None => std::env::current_dir().map_err(|e| Error::from_reason(format!("current directory: {e}")))?,
+        };
+        let tools = self.tools.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let (built, cache_dir, pool_slots) = (self.built.clone(), self.cache_dir.clone(), self.pool_slots);
+        let (deferred, promise) = env.create_deferred::<Either<NativeSession, String>, _>()?;
+        let spawned = std::thread::Builder::new().name("wasmagent-session".into()).spawn(move || {
+            let opened = (|| -> Result<wasmagent::SandboxSession, Value> {
+                let sandbox = sandbox(&built, tools, cache_dir, pool_slots).map_err(|e| failure(&e))?;
+                let manifest = parse(manifest).and_then(|m| sandbox.resolve(&m, &base)).map_err(|e| failure(&e))?;
+                sandbox.session(&manifest, language).map_err(|e| {
+                    json!({ "failure": { "kind": "session", "message": e.to_string(), "field": null, "report": null } })
+                })
             })();
-            let text = outcome.unwrap_or_else(|e| failure(&e)).to_string();
-            deferred.resolve(move |_| Ok(text));
+            let answer = match opened {
+                Ok(session) => Either::A(NativeSession {
+                    id: session.id().to_owned(),
+                    language,
+                    inner: Arc::new(Mutex::new(Some(session))),
+                }),
+                Err(failure) => Either::B(failure.to_string()),
+            };
+            deferred.resolve(move |_| Ok(answer));
         });
-        spawned.map_err(|e| Error::from_reason(format!("cannot start a run thread: {e}")))?;
+        spawned.map_err(|e| Error::from_reason(format!("cannot start a session thread: {e}")))?;
         Ok(promise)
     }
+}
+
+/// A live sandbox kept between runs: definitions and state carry over from one run to the next. Runs in one
+/// session happen one at a time.
+#[napi]
+pub struct NativeSession {
+    id: String,
+    language: Language,
+    inner: Arc<Mutex<Option<wasmagent::SandboxSession>>>,
+}
+
+#[napi]
+impl NativeSession {
+    /// The session's id.
+    #[napi(getter)]
+    pub fn id(&self) -> String {
+        self.id.clone()
+    }
+
+    /// Runs `code` in the session on a thread of its own. Resolves to `{"report": ...}` or `{"failure": ...}` as
+    /// JSON text.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn run<'env>(&self, env: &'env Env, code: String, stdin: Option<Buffer>) -> napi::Result<Object<'env>> {
+        let name = if self.language == Language::Python { "main.py" } else { "main.js" };
+        let request = RunRequest::source(name, self.language, code);
+        let request = match stdin {
+            Some(bytes) => request.with_stdin(bytes.to_vec()),
+            None => request,
+        };
+        let inner = self.inner.clone();
+        settle_on_thread(env, move || {
+            let report = match inner.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+                Some(session) => session.run(&request)?,
+                None => return Err(KernelError::SessionEnded("it was closed".into()).into()),
+            };
+            Ok(json!({ "report": report }))
+        })
+    }
+
+    /// Ends the session and frees its sandbox; later runs fail with kind `session_ended`.
+    #[napi]
+    pub fn close(&self) {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).take();
+    }
+}
+
+/// Runs `work` on a thread of its own and settles the returned promise with its answer as JSON text.
+fn settle_on_thread<'env>(
+    env: &'env Env,
+    work: impl FnOnce() -> Result<Value, wasmagent::Error> + Send + 'static,
+) -> napi::Result<Object<'env>> {
+    let (deferred, promise) = env.create_deferred::<String, _>()?;
+    let spawned = std::thread::Builder::new().name("wasmagent-run".into()).spawn(move || {
+        let text = work().unwrap_or_else(|e| failure(&e)).to_string();
+        deferred.resolve(move |_| Ok(text));
+    });
+    spawned.map_err(|e| Error::from_reason(format!("cannot start a run thread: {e}")))?;
+    Ok(promise)
+}
+
+/// The manifest a run asked for (JSON or TOML), or deny-all.
+fn parse(manifest: Option<String>) -> Result<CapabilityManifest, wasmagent::Error> {
+    Ok(match manifest {
+        Some(text) => CapabilityManifest::from_str_any(&text)?,
+        None => CapabilityManifest::default(),
+    })
 }
 
 /// The built Rust sandbox, building it when there is none (off the main thread).

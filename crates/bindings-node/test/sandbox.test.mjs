@@ -132,3 +132,18 @@ test('tool registration is checked', () => {
   assert.throws(() => box.tool('bad name', () => 2), /invalid tool name/)
   assert.deepEqual(box.toolNames, ['ok_name'])
 })
+
+test('sessions keep state until closed', async () => {
+  const session = await sandbox.session('javascript', { manifest: { cpuMs: 5000 } })
+  await session.run('globalThis.n = 41')
+  const report = await session.run('n + 1')
+  assert.equal(report.value, 42)
+  assert.equal(report.session_id, session.id)
+  session.close()
+  await assert.rejects(session.run('n'), (e) => e instanceof RunError && e.kind === 'session_ended' && e.report === null)
+  const py = await sandbox.session('python')
+  await py.run('x = 20')
+  assert.equal((await py.run('x * 2')).value, 40)
+  py.close()
+  await assert.rejects(sandbox.session('ruby'), TypeError)
+})

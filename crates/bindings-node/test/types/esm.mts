@@ -13,6 +13,11 @@ try {
   if (e instanceof RunError) console.log(e.kind, e.report?.outcome)
   if (e instanceof ManifestError) console.log(e.field)
 }
+const session = await sandbox.session('python', { manifest: { cpuMs: 100 } })
+const id: string = session.id
+const again: RunReport = await session.run('1', { check: false })
+session.close()
+console.log(id, again.value)
 const tool = sandboxedCodeTool({ sandbox, manifest: { cpuMs: 1000 } })
 console.log(outcome, wall, denied, tool.description, wasmagent.version)
 // @ts-expect-error: language is javascript or python
