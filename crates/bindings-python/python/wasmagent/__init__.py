@@ -137,7 +137,8 @@ class RunReport:
 
     def to_dict(self) -> Dict[str, Any]:
         """The report as the JSON object every wasmagent front end returns."""
-        return json.loads(json.dumps(self._raw))
+        copy: Dict[str, Any] = json.loads(json.dumps(self._raw))
+        return copy
 
     @classmethod
     def from_dict(cls, raw: Dict[str, Any]) -> "RunReport":
