@@ -64,9 +64,9 @@ function succeeded(report) {
 }
 
 class Sandbox {
-  /** @param {{cacheDir?: string, poolSlots?: number}} [options] */
+  /** @param {{cacheDir?: string, poolSlots?: number, maxInFlight?: number}} [options] */
   constructor(options = {}) {
-    this._native = new native.NativeSandbox(options.cacheDir ?? null, options.poolSlots ?? null)
+    this._native = new native.NativeSandbox(options.cacheDir ?? null, options.poolSlots ?? null, options.maxInFlight ?? null)
   }
 
   /**

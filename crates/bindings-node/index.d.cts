@@ -123,8 +123,11 @@ export interface RunOptions {
 export interface SandboxOptions {
   /** Where compiled code is kept between processes (default: memory only). */
   cacheDir?: string
-  /** How many guests may run at once (default 128). */
+  /** How many guests may be instantiated at once (default 128). */
   poolSlots?: number
+  /** How many runs may be in flight at once, each on a thread of its own (default 256); past it a run rejects at
+   * once with RunError kind `unavailable`. */
+  maxInFlight?: number
 }
 
 export interface ToolOptions {

@@ -20,9 +20,10 @@ export declare class NativeSession {
 export declare class NativeSandbox {
   /**
    * `cacheDir`: where compiled code is kept between processes (none: memory only); `poolSlots`: how many
-   * guests may run at once (default 128).
+   * guests may be instantiated at once (default 128); `maxInFlight`: how many runs may be in flight at once
+   * (default 256; past it a run fails at once with kind `unavailable`).
    */
-  constructor(cacheDir?: string | undefined | null, poolSlots?: number | undefined | null)
+  constructor(cacheDir?: string | undefined | null, poolSlots?: number | undefined | null, maxInFlight?: number | undefined | null)
   /**
    * Adds a host tool answered by `handler(argsJson)`, which resolves to `{"ok": value}` or `{"error": message}`
    * as JSON text. A run sees the tool only where its manifest grants `tool:NAME`.

@@ -17,6 +17,7 @@ use napi::{Env, Error, Status};
 use napi_derive::napi;
 use serde_json::{Value, json};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use wasmagent::{CapabilityManifest, KernelError, Language, RunRequest, Tool, ToolRegistry};
 
@@ -45,12 +46,41 @@ fn failure(error: &wasmagent::Error) -> Value {
     json!({ "failure": { "kind": kind, "message": error.to_string(), "field": field, "report": report } })
 }
 
+/// Most runs (and session openings) of one sandbox in flight at once by default, each on a thread of its own.
+const DEFAULT_MAX_IN_FLIGHT: u32 = 256;
+
+/// Counts the run threads of one sandbox (its sessions' included) against their cap.
+struct InFlight {
+    count: AtomicUsize,
+    max: usize,
+}
+
+impl InFlight {
+    /// Takes a place, or says why none is left.
+    fn enter(self: &Arc<Self>) -> Result<InFlightPlace, String> {
+        self.count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1))
+            .map(|_| InFlightPlace(self.clone()))
+            .map_err(|n| format!("{n} runs of this sandbox are in flight; the most is {} (maxInFlight)", self.max))
+    }
+}
+
+/// One run's place; given back when the run's thread ends.
+struct InFlightPlace(Arc<InFlight>);
+
+impl Drop for InFlightPlace {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The engine, its kernels and the host tools. The Rust sandbox is built on first use and again after a tool is
 /// added (kernels take their tools when built).
 #[napi]
 pub struct NativeSandbox {
     cache_dir: Option<PathBuf>,
     pool_slots: u32,
+    in_flight: Arc<InFlight>,
     tools: Mutex<Vec<Tool>>,
     built: Arc<Mutex<Option<Arc<wasmagent::Sandbox>>>>,
 }
@@ -58,12 +88,18 @@ pub struct NativeSandbox {
 #[napi]
 impl NativeSandbox {
     /// `cacheDir`: where compiled code is kept between processes (none: memory only); `poolSlots`: how many
-    /// guests may run at once (default 128).
+    /// guests may be instantiated at once (default 128); `maxInFlight`: how many runs may be in flight at once
+    /// (default 256; past it a run fails at once with kind `unavailable`).
     #[napi(constructor)]
-    pub fn new(cache_dir: Option<String>, pool_slots: Option<u32>) -> Self {
+    pub fn new(cache_dir: Option<String>, pool_slots: Option<u32>, max_in_flight: Option<u32>) -> Self {
+        let max = max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
         NativeSandbox {
             cache_dir: cache_dir.map(PathBuf::from),
             pool_slots: pool_slots.unwrap_or(128),
+            in_flight: Arc::new(InFlight {
+                count: AtomicUsize::new(0),
+                max: usize::try_from(max).unwrap_or(usize::MAX),
+            }),
             tools: Mutex::new(Vec::new()),
             built: Arc::new(Mutex::new(None)),
         }
@@ -138,7 +174,7 @@ impl NativeSandbox {
         };
         let tools = self.tools.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let (built, cache_dir, pool_slots) = (self.built.clone(), self.cache_dir.clone(), self.pool_slots);
-        settle_on_thread(env, move || {
+        settle_on_thread(env, &self.in_flight, move || {
             let sandbox = sandbox(&built, tools, cache_dir, pool_slots)?;
             let manifest = sandbox.resolve(&parse(manifest)?, &base)?;
             let report = sandbox.run(&manifest, &request)?;
@@ -174,7 +210,18 @@ impl NativeSandbox {
         let tools = self.tools.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let (built, cache_dir, pool_slots) = (self.built.clone(), self.cache_dir.clone(), self.pool_slots);
         let (deferred, promise) = env.create_deferred::<Either<NativeSession, String>, _>()?;
+        let in_flight = self.in_flight.clone();
+        let place = match in_flight.enter() {
+            Ok(place) => place,
+            Err(message) => {
+                let failure =
+                    json!({ "failure": { "kind": "unavailable", "message": message, "field": null, "report": null } });
+                deferred.resolve(settled(Either::B(failure.to_string())));
+                return Ok(promise);
+            }
+        };
         let spawned = std::thread::Builder::new().name("wasmagent-session".into()).spawn(move || {
+            let _place = place;
             let opened = (|| -> Result<wasmagent::SandboxSession, Value> {
                 let sandbox = sandbox(&built, tools, cache_dir, pool_slots).map_err(|e| failure(&e))?;
                 let manifest = parse(manifest).and_then(|m| sandbox.resolve(&m, &base)).map_err(|e| failure(&e))?;
@@ -186,11 +233,12 @@ impl NativeSandbox {
                 Ok(session) => Either::A(NativeSession {
                     id: session.id().to_owned(),
                     language,
+                    in_flight: in_flight.clone(),
                     inner: Arc::new(Mutex::new(Some(session))),
                 }),
                 Err(failure) => Either::B(failure.to_string()),
             };
-            deferred.resolve(move |_| Ok(answer));
+            deferred.resolve(settled(answer));
         });
         spawned.map_err(|e| Error::from_reason(format!("cannot start a session thread: {e}")))?;
         Ok(promise)
@@ -203,6 +251,7 @@ impl NativeSandbox {
 pub struct NativeSession {
     id: String,
     language: Language,
+    in_flight: Arc<InFlight>,
     inner: Arc<Mutex<Option<wasmagent::SandboxSession>>>,
 }
 
@@ -225,7 +274,7 @@ impl NativeSession {
             None => request,
         };
         let inner = self.inner.clone();
-        settle_on_thread(env, move || {
+        settle_on_thread(env, &self.in_flight, move || {
             let report = match inner.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
                 Some(session) => session.run(&request)?,
                 None => return Err(KernelError::SessionEnded("it was closed".into()).into()),
@@ -241,18 +290,34 @@ impl NativeSession {
     }
 }
 
-/// Runs `work` on a thread of its own and settles the returned promise with its answer as JSON text.
+/// Runs `work` on a thread of its own (when the sandbox has a place left in flight) and settles the returned promise with its answer as JSON text.
 fn settle_on_thread<'env>(
     env: &'env Env,
+    in_flight: &Arc<InFlight>,
     work: impl FnOnce() -> Result<Value, wasmagent::Error> + Send + 'static,
 ) -> napi::Result<Object<'env>> {
     let (deferred, promise) = env.create_deferred::<String, _>()?;
+    let place = match in_flight.enter() {
+        Ok(place) => place,
+        Err(message) => {
+            let failure =
+                json!({ "failure": { "kind": "unavailable", "message": message, "field": null, "report": null } });
+            deferred.resolve(settled(failure.to_string()));
+            return Ok(promise);
+        }
+    };
     let spawned = std::thread::Builder::new().name("wasmagent-run".into()).spawn(move || {
+        let _place = place;
         let text = work().unwrap_or_else(|e| failure(&e)).to_string();
-        deferred.resolve(move |_| Ok(text));
+        deferred.resolve(settled(text));
     });
     spawned.map_err(|e| Error::from_reason(format!("cannot start a run thread: {e}")))?;
     Ok(promise)
+}
+
+/// What settles a deferred promise with `value` (one closure type for every place that settles it).
+fn settled<T>(value: T) -> impl FnOnce(Env) -> napi::Result<T> {
+    move |_| Ok(value)
 }
 
 /// The manifest a run asked for (JSON or TOML), or deny-all.

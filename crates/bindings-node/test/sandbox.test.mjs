@@ -147,3 +147,25 @@ test('sessions keep state until closed', async () => {
   py.close()
   await assert.rejects(sandbox.session('ruby'), TypeError)
 })
+
+test('runs past maxInFlight are refused at once, saying why', async () => {
+  let release
+  const released = new Promise((resolve) => {
+    release = resolve
+  })
+  let entered
+  const inTool = new Promise((resolve) => {
+    entered = resolve
+  })
+  const box = new Sandbox({ maxInFlight: 1 }).tool('hold', async () => {
+    entered()
+    await released
+    return 'held'
+  })
+  const first = box.run('tools.hold({})', { manifest: { extraCapabilities: ['tool:hold'], cpuMs: 20000 } })
+  await inTool
+  await assert.rejects(box.run('1'), (e) => e instanceof RunError && e.kind === 'unavailable' && /the most is 1/.test(e.message))
+  release()
+  assert.equal((await first).value, 'held')
+  assert.equal((await box.run('2')).value, 2)
+})
