@@ -29,6 +29,10 @@ pub struct ServerConfig {
     /// Longest the server waits for a request body once the headers are in, in milliseconds (default 10 000):
     /// a client that stalls mid-body gets 408 and its connection closed.
     pub request_body_timeout_ms: u64,
+    /// Longest the server waits for a request's line and headers, and for the next request on an idle kept-alive
+    /// connection, in milliseconds (default 10 000): past it the connection is closed, so slow or idle clients
+    /// cannot hold connections open.
+    pub request_header_timeout_ms: u64,
     /// Longest a shutdown (Ctrl-C, SIGTERM) waits for in-flight requests, async runs and webhook deliveries, in
     /// milliseconds (default 30 000); whatever is still running then is abandoned and the process exits.
     pub shutdown_timeout_ms: u64,
@@ -175,6 +179,7 @@ impl Default for ServerConfig {
             max_stored_runs: 10_000,
             max_stored_run_bytes: 256 * 1024 * 1024,
             request_body_timeout_ms: 10_000,
+            request_header_timeout_ms: 10_000,
             shutdown_timeout_ms: 30_000,
             pool_slots: 128,
             auth: AuthConfig::default(),
@@ -361,10 +366,14 @@ impl ServerConfig {
             return Err("cors_allowed_origins may not contain `*`: list the origins".into());
         }
         cors_origins(&self.cors_allowed_origins)?;
-        if self.max_stored_run_bytes == 0 || self.request_body_timeout_ms == 0 || self.shutdown_timeout_ms == 0 {
-            return Err(
-                "max_stored_run_bytes, request_body_timeout_ms and shutdown_timeout_ms must be at least 1".into()
-            );
+        if self.max_stored_run_bytes == 0
+            || self.request_body_timeout_ms == 0
+            || self.request_header_timeout_ms == 0
+            || self.shutdown_timeout_ms == 0
+        {
+            return Err("max_stored_run_bytes, request_body_timeout_ms, request_header_timeout_ms and \
+                 shutdown_timeout_ms must be at least 1"
+                .into());
         }
         if self.audit.log.is_some() != self.audit.key_file.is_some() {
             return Err("audit.log and audit.key_file go together: records are always signed".into());

@@ -18,6 +18,7 @@ pub mod console;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod listen;
 mod mcp;
 mod metrics;
 mod policy;
@@ -123,6 +124,8 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 /// Whatever is still running then is abandoned: this returns, and the caller exits (runs still on the blocking
 /// pool end with the process, and async runs not yet finished are lost, as documented). A cluster node
 /// (`[cluster]`) first stops taking runs and hands back or fails the runs it still holds (`cluster::Workers::stop`).
+/// A connection whose request headers (or, kept alive, whose next request) do not arrive within
+/// `request_header_timeout_ms` is closed.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
@@ -134,20 +137,17 @@ pub async fn serve(
     // In a cluster, this node takes queued runs and webhook deliveries from Redis until shutdown.
     let workers = cluster::Workers::start(&state);
     let (signalled, on_signal) = tokio::sync::oneshot::channel::<tokio::time::Instant>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = listen::serve_http1(listener, app, state.request_header_timeout, async move {
         shutdown.await;
         let _ = signalled.send(tokio::time::Instant::now());
     });
-    let mut server = std::pin::pin!(server.into_future());
+    let mut server = std::pin::pin!(server);
     let deadline = tokio::select! {
-        served = &mut server => {
-            served?;
-            tokio::time::Instant::now() + state.shutdown_timeout
-        }
+        () = &mut server => tokio::time::Instant::now() + state.shutdown_timeout,
         Ok(at) = on_signal => {
             let deadline = at + state.shutdown_timeout;
             match tokio::time::timeout_at(deadline, &mut server).await {
-                Ok(served) => served?,
+                Ok(()) => {}
                 Err(_) => tracing::warn!(
                     timeout_ms = state.shutdown_timeout.as_millis() as u64,
                     "shutdown: requests still in flight after shutdown_timeout_ms are abandoned"

@@ -459,6 +459,43 @@ async fn a_client_that_stalls_mid_body_gets_408_and_a_closed_connection_within_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stalls_in_its_headers_or_idles_kept_alive_is_disconnected_within_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start_with(|c| c.request_header_timeout_ms = 500).await;
+    let window = |elapsed: Duration| elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(3);
+    // Half a request line, then half the headers: each connection is closed about when the timeout ends.
+    for partial in ["POST /v1/ru", "POST /v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Ty"] {
+        let (answer, elapsed, closed) = stalled_upload(&server.base, partial, b"", Duration::from_secs(10)).await;
+        assert!(closed, "{partial:?}: still open after {elapsed:?}");
+        assert!(window(elapsed), "{partial:?}: closed after {elapsed:?}");
+        assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{partial:?}: {answer:?}");
+    }
+    // A whole request is answered, and the connection, kept alive but idle, is closed within the timeout too.
+    let mut stream = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://")).await.unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut answered_at = None;
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => {
+                answer.extend_from_slice(&buf[..n]);
+                answered_at.get_or_insert_with(Instant::now);
+            }
+            Err(_) => break false,
+        }
+    };
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("\"status\":\"ok\""), "{answer:?}");
+    let idle = answered_at.map(|at| at.elapsed()).unwrap_or_default();
+    assert!(closed && window(idle), "the idle kept-alive connection was closed: {closed}, after {idle:?}");
+    // Ordinary clients are unaffected.
+    let health = reqwest::get(format!("{}/healthz", server.base)).await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_without_valid_credentials_is_refused_before_its_body_is_read() {
     let server = start_with(|c| c.request_body_timeout_ms = 30_000).await;
     for authorization in [None, Some("not-a-key")] {
