@@ -6,11 +6,18 @@
 //! defined here, and when the result is a permission-class errno the attempt is recorded as a [`Denial`] with the
 //! guest path and the reason in manifest terms. Paths outside every mount reach the host through the empty
 //! read-only "catch-all" root preopen, so those attempts are seen too. The same import module carries the guard
-//! that stops `poll_oneoff` from sleeping past `cpu_ms` ([`crate::clock`]).
+//! that stops `poll_oneoff` from sleeping past `cpu_ms` ([`crate::clock`]), and the check, before each `path_open`,
+//! that refuses FIFOs, sockets and devices ([`crate::special_files`]): for it the audit keeps the host's own handle
+//! to each directory descriptor, opened as the guest's was, moved with it by `fd_renumber` and closed with it.
 
 use crate::clock::{HasRunClock, guard_poll_oneoff};
 use crate::host::guest_bytes;
+use crate::instrument::BEFORE_CALL;
+use crate::special_files::{self, SpecialFile};
 use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
 use wasmagent_engine::MAX_OPEN_HANDLES;
 use wasmagent_kernel::Denial;
 use wasmagent_kernel::bounds::REPORT_TEXT_BYTES;
@@ -22,6 +29,7 @@ pub(crate) const AUDIT_MODULE: &str = "wasmagent:fs-audit";
 
 // WASI preview1 errno values.
 const ERRNO_ACCES: i32 = 2;
+const ERRNO_NAMETOOLONG: i32 = 37;
 const ERRNO_PERM: i32 = 63;
 const ERRNO_ROFS: i32 = 69;
 const ERRNO_NOTCAPABLE: i32 = 76;
@@ -31,6 +39,11 @@ const OFLAGS_CREAT: i32 = 1;
 const OFLAGS_TRUNC: i32 = 8;
 const RIGHT_FD_WRITE: i64 = 1 << 6;
 const FDFLAGS_APPEND: i32 = 1;
+const LOOKUPFLAGS_SYMLINK_FOLLOW: i32 = 1;
+
+/// Longest path `path_open` is asked to resolve (the host's `PATH_MAX`); a longer one fails with `ENAMETOOLONG`
+/// before the host copies it, as the host's own `openat2` would fail it.
+const MAX_OPEN_PATH: usize = 4096;
 
 /// Most bytes of a guest path the audit keeps (and a report shows); longer paths are cut and marked with their
 /// length, so neither a long path nor a chain of opens (`./././…`, each joined to its parent) grows what is held.
@@ -131,6 +144,18 @@ fn truncate(text: &mut String, max: usize) -> bool {
     true
 }
 
+/// The host's own handle to what a preview1 descriptor names, to see what a path names before the guest opens it.
+#[derive(Debug, Clone)]
+pub(crate) enum HostDir {
+    /// A directory, opened by the host as the guest's descriptor was.
+    Open(Arc<File>),
+    /// Not a directory: opens from it fail.
+    NotADirectory,
+    /// Not known (the host could not open it, or preview2, which has the descriptor table instead): preview1 opens
+    /// from it are refused.
+    Unknown,
+}
+
 /// What the host knows about one guest directory descriptor.
 #[derive(Debug, Clone)]
 pub(crate) struct DirInfo {
@@ -140,16 +165,25 @@ pub(crate) struct DirInfo {
     pub(crate) mount: Option<(String, Access)>,
     /// How many directory levels below its mount's root it lies, resolved lexically.
     pub(crate) depth: usize,
+    /// The host's handle to it.
+    pub(crate) host: HostDir,
 }
 
 impl DirInfo {
-    /// A preopened directory: the root of `mount`, or of the catch-all root when `None`.
-    pub(crate) fn preopen(guest_path: &str, mount: Option<Access>) -> Self {
+    /// A preopened directory: the root of `mount`, or of the catch-all root when `None`, at `host` on the host.
+    pub(crate) fn preopen(guest_path: &str, mount: Option<Access>, host: HostDir) -> Self {
         DirInfo {
             guest_path: GuestPath::new(guest_path),
             mount: mount.map(|access| (guest_path.to_owned(), access)),
             depth: 0,
+            host,
         }
+    }
+
+    /// A preopened directory whose host handle is opened from `host_path`.
+    pub(crate) fn open_preopen(guest_path: &str, mount: Option<Access>, host_path: &Path) -> std::io::Result<Self> {
+        let host = HostDir::Open(Arc::new(File::open(host_path)?));
+        Ok(DirInfo::preopen(guest_path, mount, host))
     }
 }
 
@@ -188,16 +222,77 @@ impl FsAudit {
         }
     }
 
-    /// `relative`, opened from directory `dir`, is now `handle`.
-    pub(crate) fn opened(&mut self, dir: u32, handle: u32, relative: &GuestPath) {
+    /// `relative`, opened from directory `dir`, is now `handle`, which the host knows as `host`.
+    pub(crate) fn opened(&mut self, dir: u32, handle: u32, relative: &GuestPath, host: HostDir) {
         if let Some(base) = self.dirs.get(&dir) {
             let info = DirInfo {
                 guest_path: base.guest_path.join(relative),
                 mount: base.mount.clone(),
                 depth: depth_after(base.depth, relative.shown()),
+                host,
             };
             self.know(handle, info);
         }
+    }
+
+    /// The host's handle to what `path`, just opened by the guest from preview1 descriptor `dir`, names.
+    fn host_after_open(&self, dir: u32, path: &Path, follow_symlinks: bool) -> HostDir {
+        match self.dirs.get(&dir).map(|info| &info.host) {
+            Some(HostDir::Open(base)) => match special_files::directory(base, path, follow_symlinks) {
+                Ok(Some(opened)) => HostDir::Open(Arc::new(opened)),
+                Ok(None) => HostDir::NotADirectory,
+                Err(()) => HostDir::Unknown,
+            },
+            _ => HostDir::Unknown,
+        }
+    }
+
+    /// Whether a preview1 open of `path` from descriptor `dir` must be refused before it is made, recording why:
+    /// the path is a FIFO, socket or device, or the host does not know what `dir` is.
+    fn refuse_open(&mut self, dir: u32, path: &Path, follow_symlinks: bool, relative: &GuestPath) -> bool {
+        let reason = match self.dirs.get(&dir).map(|info| &info.host) {
+            // Not a descriptor the audit knows: no mount nor root, so the open fails as a bad descriptor.
+            None | Some(HostDir::NotADirectory) => return false,
+            Some(HostDir::Open(base)) => match special_files::special_file(base, path, follow_symlinks) {
+                None => return false,
+                Some(kind) => kind.reason(),
+            },
+            Some(HostDir::Unknown) => "the host could not see what the directory it is opened from is, so it cannot \
+                                      check that the path is a regular file or a directory"
+                .to_owned(),
+        };
+        self.refused(dir, relative, reason);
+        true
+    }
+
+    /// Preview1 descriptor `fd` was closed.
+    pub(crate) fn closed(&mut self, fd: u32) {
+        self.dirs.remove(&fd);
+    }
+
+    /// Preview1 descriptor `from` is now `to` (`fd_renumber`).
+    pub(crate) fn renumbered(&mut self, from: u32, to: u32) {
+        match self.dirs.remove(&from) {
+            Some(info) => {
+                self.dirs.insert(to, info);
+            }
+            None => {
+                self.dirs.remove(&to);
+            }
+        }
+    }
+
+    /// An open of `relative` from directory `dir` was refused by the host itself: it names a `kind` file.
+    pub(crate) fn refused_special(&mut self, dir: u32, relative: &GuestPath, kind: SpecialFile) {
+        self.refused(dir, relative, kind.reason());
+    }
+
+    fn refused(&mut self, dir: u32, relative: &GuestPath, reason: String) {
+        let target = match self.dirs.get(&dir) {
+            Some(info) => info.guest_path.join(relative).render(),
+            None => relative.render(),
+        };
+        self.record(Denial { capability: "fs".into(), target, reason });
     }
 
     fn know(&mut self, handle: u32, info: DirInfo) {
@@ -233,7 +328,10 @@ impl FsAudit {
                 format!("the path resolves outside mount {mount} (through a symlink or an absolute link)")
             }
         };
-        let denial = Denial { capability: capability.into(), target, reason };
+        self.record(Denial { capability: capability.into(), target, reason });
+    }
+
+    fn record(&mut self, denial: Denial) {
         if self.denials.contains(&denial) {
             return;
         }
@@ -286,28 +384,62 @@ pub(crate) fn add_audit_functions<T: HasFsAudit + Send + 'static>(linker: &mut L
         |mut caller: Caller<'_, T>,
          errno: i32,
          fd: i32,
-         _dirflags: i32,
+         dirflags: i32,
          path: i32,
          path_len: i32,
          oflags: i32,
          rights_base: i64,
          _rights_inheriting: i64,
          fdflags: i32,
-         opened: i32| {
+         opened: i32|
+         -> i32 {
             let writes = oflags & (OFLAGS_CREAT | OFLAGS_TRUNC) != 0
                 || rights_base & RIGHT_FD_WRITE != 0
                 || fdflags & FDFLAGS_APPEND != 0;
             let want = if writes { Want::Write } else { Want::Read };
+            let follow_symlinks = dirflags & LOOKUPFLAGS_SYMLINK_FOLLOW != 0;
             let relative = read_string(&mut caller, path, path_len);
+            if errno == BEFORE_CALL {
+                if path_len as u32 as usize > MAX_OPEN_PATH {
+                    return ERRNO_NAMETOOLONG;
+                }
+                // An unreadable path fails the call itself (EFAULT), before anything is opened.
+                let Some(whole) = read_path(&mut caller, path, path_len) else {
+                    return 0;
+                };
+                let refused = caller.data_mut().fs_audit().refuse_open(fd as u32, &whole, follow_symlinks, &relative);
+                return if refused { ERRNO_ACCES } else { 0 };
+            }
             if errno == 0 {
                 if let Some(new_fd) = read_i32(&mut caller, opened) {
-                    caller.data_mut().fs_audit().opened(fd as u32, new_fd as u32, &relative);
+                    let whole = read_path(&mut caller, path, path_len);
+                    let audit = caller.data_mut().fs_audit();
+                    let host = match whole {
+                        Some(whole) => audit.host_after_open(fd as u32, &whole, follow_symlinks),
+                        None => HostDir::Unknown,
+                    };
+                    audit.opened(fd as u32, new_fd as u32, &relative, host);
                 }
             } else {
                 record(&mut caller, errno, want, fd, &relative);
             }
+            0
         },
     )?;
+
+    // A closed descriptor's entry (and the host's handle with it) goes at once, so the host holds no more
+    // handles than the guest.
+    linker.func_wrap(AUDIT_MODULE, "fd_close", |mut caller: Caller<'_, T>, errno: i32, fd: i32| {
+        if errno == 0 {
+            caller.data_mut().fs_audit().closed(fd as u32);
+        }
+    })?;
+
+    linker.func_wrap(AUDIT_MODULE, "fd_renumber", |mut caller: Caller<'_, T>, errno: i32, from: i32, to: i32| {
+        if errno == 0 {
+            caller.data_mut().fs_audit().renumbered(from as u32, to as u32);
+        }
+    })?;
 
     macro_rules! audited {
         ($name:literal, $want:expr, ($($arg:ident: $ty:ty),*), |$caller:ident| $target:expr) => {
@@ -393,6 +525,20 @@ fn read_string<T>(caller: &mut Caller<'_, T>, ptr: i32, len: i32) -> GuestPath {
     guest_bytes(mem.data(&*caller), ptr, len as u32 as usize).map_or_else(unreadable, GuestPath::from_bytes)
 }
 
+/// A whole guest path of at most [`MAX_OPEN_PATH`] bytes, as the host resolves it.
+fn read_path<T>(caller: &mut Caller<'_, T>, ptr: i32, len: i32) -> Option<std::path::PathBuf> {
+    let mem = memory(caller)?;
+    let bytes = guest_bytes(mem.data(&*caller), ptr, len as u32 as usize)?;
+    if bytes.len() > MAX_OPEN_PATH {
+        return None;
+    }
+    #[cfg(unix)]
+    let path = std::path::PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(bytes));
+    #[cfg(not(unix))]
+    let path = std::path::PathBuf::from(std::str::from_utf8(bytes).ok()?);
+    Some(path)
+}
+
 fn read_i32<T>(caller: &mut Caller<'_, T>, ptr: i32) -> Option<i32> {
     let mem = memory(caller)?;
     let bytes = guest_bytes(mem.data(&*caller), ptr, 4)?;
@@ -449,7 +595,10 @@ mod tests {
     }
 
     fn data_mount() -> FsAudit {
-        FsAudit::new(vec![DirInfo::preopen("/data", Some(Access::ReadOnly)), DirInfo::preopen("/", None)])
+        FsAudit::new(vec![
+            DirInfo::preopen("/data", Some(Access::ReadOnly), HostDir::Unknown),
+            DirInfo::preopen("/", None, HostDir::Unknown),
+        ])
     }
 
     #[test]
@@ -499,7 +648,7 @@ mod tests {
         let mut audit = data_mount();
         let (mut from, mut to) = (3, 5);
         for _ in 0..10_000 {
-            audit.opened(from, to, &path("./."));
+            audit.opened(from, to, &path("./."), HostDir::Unknown);
             (from, to) = (to, if to == 5 { 6 } else { 5 });
         }
         let deepest = &audit.dirs[&from].guest_path;
@@ -523,7 +672,7 @@ mod tests {
     fn long_refused_paths_and_many_handles_hold_bounded_memory() {
         let mut audit = data_mount();
         for i in 0..(2 * MAX_OPEN_HANDLES as u32 + 500) {
-            audit.opened(3, 10 + i, &path(&format!("{i}/{}", "d".repeat(4096))));
+            audit.opened(3, 10 + i, &path(&format!("{i}/{}", "d".repeat(4096))), HostDir::Unknown);
         }
         assert_eq!(audit.dirs.len(), MAX_KNOWN_DIRS);
         for i in 0..150u8 {
@@ -538,5 +687,52 @@ mod tests {
             "{}",
             audit.held_path_bytes()
         );
+    }
+
+    /// Preview1 opens are checked against the host's handle to the very directory the guest opens from: one it
+    /// opened below a mount, and one it moved with `fd_renumber` onto another's number.
+    #[cfg(unix)]
+    #[test]
+    fn fifos_are_refused_below_opened_directories_and_after_a_renumber() {
+        let root = tempfile::tempdir().unwrap();
+        for dir in ["a", "b"] {
+            std::fs::create_dir(root.path().join(dir)).unwrap();
+        }
+        std::fs::write(root.path().join("b/x"), "regular").unwrap();
+        let status = std::process::Command::new("mkfifo").arg(root.path().join("a/x")).status().unwrap();
+        assert!(status.success());
+        let mut audit = FsAudit::new(vec![
+            DirInfo::open_preopen("/data", Some(Access::ReadOnly), root.path()).unwrap(),
+            DirInfo::preopen("/", None, HostDir::Unknown),
+        ]);
+        let x = Path::new("x");
+        for (fd, name) in [(10, "a"), (11, "b")] {
+            let host = audit.host_after_open(3, Path::new(name), true);
+            assert!(matches!(host, HostDir::Open(_)), "{name}: {host:?}");
+            audit.opened(3, fd, &path(name), host);
+        }
+        assert!(audit.refuse_open(10, x, true, &path("x")), "a/x is a FIFO");
+        assert!(!audit.refuse_open(11, x, true, &path("x")), "b/x is a regular file");
+        assert!(!audit.refuse_open(3, Path::new("b/x"), true, &path("b/x")));
+        assert!(audit.refuse_open(3, Path::new("a/x"), true, &path("a/x")));
+        // Descriptor 10 (a/) renumbered onto 11: an open from 11 now opens a/x.
+        audit.renumbered(10, 11);
+        assert!(audit.refuse_open(11, x, true, &path("x")), "the handle moved with the descriptor");
+        assert!(!audit.refuse_open(10, x, true, &path("x")), "10 is closed: the open fails as a bad descriptor");
+        audit.closed(11);
+        assert!(!audit.refuse_open(11, x, true, &path("x")), "closed, and its handle with it");
+        assert!(!audit.dirs.contains_key(&11));
+        // A file's descriptor is no directory; one the host could not open is refused rather than unchecked.
+        let file = audit.host_after_open(3, Path::new("b/x"), true);
+        assert!(matches!(file, HostDir::NotADirectory), "{file:?}");
+        audit.opened(3, 12, &path("gone"), HostDir::Unknown);
+        assert!(audit.refuse_open(12, x, true, &path("x")));
+        let denials = audit.into_denials();
+        // The three refusals of /data/a/x are one denial.
+        assert_eq!(denials.len(), 2, "{denials:#?}");
+        assert_eq!((denials[0].capability.as_str(), denials[0].target.as_str()), ("fs", "/data/a/x"));
+        assert!(denials[0].reason.contains("FIFO"), "{denials:#?}");
+        assert_eq!(denials[1].target, "/data/gone/x");
+        assert!(denials[1].reason.contains("could not see"), "{denials:#?}");
     }
 }

@@ -6,7 +6,8 @@
 //! `get-directories` is wrapped too, to learn which resource handle stands for which mount. Paths are kept cut at
 //! the report's bound ([`GuestPath`]), however long the guest's.
 
-use crate::fs_audit::{FsAudit, GuestPath, Want};
+use crate::fs_audit::{FsAudit, GuestPath, HostDir, Want};
+use crate::special_files::special_file;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::filesystem::WasiFilesystemView;
@@ -79,11 +80,21 @@ pub(crate) fn add_audit_wrappers<T: AuditedFilesystem>(linker: &mut Linker<T>) -
                 Want::Read
             };
             let shown = GuestPath::new(&path);
+            // Only regular files and directories may be opened: a FIFO, socket or device could block this thread.
+            let host_dir = match store.data_mut().filesystem().table.get(&fd) {
+                Ok(wasmtime_wasi::filesystem::Descriptor::Dir(d)) => Some(d.dir.clone()),
+                _ => None,
+            };
+            let follow_symlinks = path_flags.contains(PathFlags::SYMLINK_FOLLOW);
+            if let Some(kind) = host_dir.and_then(|d| special_file(&d, std::path::Path::new(&path), follow_symlinks)) {
+                store.data_mut().audit().refused_special(dir, &shown, kind);
+                return Ok((Err(ErrorCode::Access),));
+            }
             let result =
                 HostDescriptor::open_at(&mut store.data_mut().filesystem(), fd, path_flags, path, oflags, flags);
             if let Ok(opened) = &result {
                 let handle = opened.rep();
-                store.data_mut().audit().opened(dir, handle, &shown);
+                store.data_mut().audit().opened(dir, handle, &shown, HostDir::Unknown);
             }
             settle(&mut store, result, dir, want, &shown)
         },

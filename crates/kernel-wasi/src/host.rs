@@ -216,20 +216,29 @@ impl WasiEnvironment {
             builder
                 .preopened_dir(&mount.host, &mount.guest, perms)
                 .map_err(|e| KernelError::Unavailable(format!("cannot open mount {}: {e:#}", mount.host.display())))?;
-            preopens.push(DirInfo::preopen(&mount.guest, Some(mount.access)));
+            preopens.push(
+                DirInfo::open_preopen(&mount.guest, Some(mount.access), &mount.host).map_err(|e| {
+                    KernelError::Unavailable(format!("cannot open mount {}: {e:#}", mount.host.display()))
+                })?,
+            );
         }
         if let Some(scratch) = scratch {
             let guest = crate::session::SCRATCH_GUEST_PATH;
             builder
                 .preopened_dir(scratch, guest, FsPerms::ReadWrite)
                 .map_err(|e| KernelError::Unavailable(format!("cannot open the session's scratch directory: {e:#}")))?;
-            preopens.push(DirInfo::preopen(guest, Some(Access::ReadWrite)));
+            preopens.push(DirInfo::open_preopen(guest, Some(Access::ReadWrite), scratch).map_err(|e| {
+                KernelError::Unavailable(format!("cannot open the session's scratch directory: {e:#}"))
+            })?);
         }
         if !manifest.mounts().iter().any(|m| m.guest == "/") {
             builder
                 .preopened_dir(root.path(), "/", FsPerms::ReadOnly)
                 .map_err(|e| KernelError::Unavailable(format!("cannot open the empty root: {e:#}")))?;
-            preopens.push(DirInfo::preopen("/", None));
+            preopens.push(
+                DirInfo::open_preopen("/", None, root.path())
+                    .map_err(|e| KernelError::Unavailable(format!("cannot open the empty root: {e:#}")))?,
+            );
         }
 
         // Sockets stay off (the default; see crate::sockets_audit), and behind that no address is ever allowed.

@@ -1,12 +1,14 @@
-//! Rewrites a preview1 module so every path-taking WASI call also reports its result to the host, and every
-//! `poll_oneoff` first asks the host whether it may sleep that long.
+//! Rewrites a preview1 module so every path-taking WASI call also reports its result to the host, every
+//! `poll_oneoff` first asks the host whether it may sleep that long, and every `path_open` first asks the host
+//! whether the path may be opened at all (a FIFO, socket or device in a mount may not: [`crate::special_files`]).
 //!
 //! For each imported function such as `wasi_snapshot_preview1::path_open`, a small wrapper function is appended to
 //! the module: it calls the real import with the same arguments, then calls
 //! `wasmagent:fs-audit::path_open(errno, arguments...)`, then returns the errno. Every reference to the import
 //! (calls, `ref.func`, element segments, exports) is redirected to the wrapper. Nothing else changes; the names
-//! section keeps its names. Enforcement does not depend on this rewrite: it only makes refusals observable, because
-//! an audit function called from guest code can read guest memory to name the path.
+//! section keeps its names. Mounts do not depend on this rewrite (wasmtime-wasi enforces them): it makes refusals
+//! observable, because an audit function called from guest code can read guest memory to name the path. The two
+//! checks made before a call (sleeps, special files) do depend on it, so every preview1 module is run rewritten.
 //!
 //! A module that imports `wasmagent:fs-audit` itself is refused, so guest code cannot forge audit records.
 
@@ -16,7 +18,7 @@ use wasm_encoder::{CodeSection, Function, FunctionSection, ImportSection, Instru
 use wasmparser::{Parser, Payload, TypeRef};
 
 /// Tag of this rewrite in the compiled-code cache; change it whenever the rewrite changes.
-pub(crate) const CACHE_TAG: &str = "fs-audit-2";
+pub(crate) const CACHE_TAG: &str = "fs-audit-3";
 
 /// The rewrite as an engine [`ModuleTransform`](wasmagent_engine::ModuleTransform), for every kernel that runs a
 /// preview1 module through [`crate::host`].
@@ -40,10 +42,20 @@ const AUDITED: &[(&str, &[ValType])] = &[
     ("path_rename", &[I32, I32, I32, I32, I32, I32]),
     ("path_link", &[I32, I32, I32, I32, I32, I32, I32]),
     ("path_symlink", &[I32, I32, I32, I32, I32]),
+    ("fd_renumber", &[I32, I32]),
+    ("fd_close", &[I32]),
 ];
 
 /// The functions whose wrapper calls the host before the real call, with the same arguments and no errno.
 const GUARDED_BEFORE: &[&str] = &["poll_oneoff"];
+
+/// The functions whose audit import is also asked before the real call, with [`BEFORE_CALL`] for the errno: it
+/// returns 0 to let the call go ahead, or the errno the call then fails with (without being made). After the call
+/// it is called as for any audited function, and what it returns then is ignored.
+const CHECKED_BEFORE: &[&str] = &["path_open"];
+
+/// The errno argument of an audit import asked before the call ([`CHECKED_BEFORE`]); no WASI errno is negative.
+pub(crate) const BEFORE_CALL: i32 = -1;
 
 struct Audited {
     name: &'static str,
@@ -64,6 +76,9 @@ struct Rewriter {
 impl Audited {
     fn guarded_before(&self) -> bool {
         GUARDED_BEFORE.contains(&self.name)
+    }
+    fn checked_before(&self) -> bool {
+        CHECKED_BEFORE.contains(&self.name)
     }
 }
 
@@ -100,7 +115,8 @@ impl Reencode for Rewriter {
         for audited in &self.audited {
             let errno = (!audited.guarded_before()).then_some(I32);
             let params: Vec<ValType> = errno.into_iter().chain(audited.params.iter().copied()).collect();
-            types.ty().function(params, []);
+            let results: &[ValType] = if audited.checked_before() { &[I32] } else { &[] };
+            types.ty().function(params, results.iter().copied());
         }
         Ok(())
     }
@@ -153,6 +169,17 @@ impl Reencode for Rewriter {
                 pass_arguments(&mut body);
                 body.instruction(&import);
             } else {
+                if audited.checked_before() {
+                    // errno = audit(BEFORE_CALL, arguments); if errno != 0 { return errno }
+                    body.instruction(&Instruction::I32Const(BEFORE_CALL));
+                    pass_arguments(&mut body);
+                    body.instruction(&audit);
+                    body.instruction(&Instruction::LocalTee(errno));
+                    body.instruction(&Instruction::If(wasm_encoder::BlockType::Empty));
+                    body.instruction(&Instruction::LocalGet(errno));
+                    body.instruction(&Instruction::Return);
+                    body.instruction(&Instruction::End);
+                }
                 // errno = import(arguments); audit(errno, arguments); return errno
                 pass_arguments(&mut body);
                 body.instruction(&import);
@@ -160,6 +187,9 @@ impl Reencode for Rewriter {
                 body.instruction(&Instruction::LocalGet(errno));
                 pass_arguments(&mut body);
                 body.instruction(&audit);
+                if audited.checked_before() {
+                    body.instruction(&Instruction::Drop);
+                }
                 body.instruction(&Instruction::LocalGet(errno));
             }
             body.instruction(&Instruction::End);
@@ -275,6 +305,70 @@ mod tests {
         // _start now calls the wrapper (index 3: one import, one audit import, one defined function), and the
         // wrapper calls the original import (index 0) and then the audit import (index 1).
         assert!(text.contains("call 3") || text.contains("call $mk"), "{text}");
+    }
+
+    #[test]
+    fn path_open_asks_the_host_first_and_is_not_made_when_refused() {
+        let module = wat(r#"(module
+                (import "wasi_snapshot_preview1" "path_open"
+                    (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+                (memory (export "memory") 1)
+                (func (export "open") (result i32)
+                    (call $open (i32.const 3) (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 0)
+                        (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 16))))"#);
+        let rewritten = instrument(&module).unwrap().unwrap();
+        let engine = wasmtime::Engine::default();
+        let module = wasmtime::Module::new(&engine, &rewritten).unwrap();
+        // The store holds what the host answers before the call, and the calls seen (audit errno, or "real").
+        let mut linker = wasmtime::Linker::<(i32, Vec<String>)>::new(&engine);
+        linker
+            .func_wrap(
+                "wasi_snapshot_preview1",
+                "path_open",
+                |mut caller: wasmtime::Caller<'_, (i32, Vec<String>)>,
+                 _: i32,
+                 _: i32,
+                 _: i32,
+                 _: i32,
+                 _: i32,
+                 _: i64,
+                 _: i64,
+                 _: i32,
+                 _: i32|
+                 -> i32 {
+                    caller.data_mut().1.push("real".into());
+                    44
+                },
+            )
+            .unwrap();
+        linker
+            .func_wrap(
+                AUDIT_MODULE,
+                "path_open",
+                |mut caller: wasmtime::Caller<'_, (i32, Vec<String>)>,
+                 errno: i32,
+                 _: i32,
+                 _: i32,
+                 _: i32,
+                 _: i32,
+                 _: i32,
+                 _: i64,
+                 _: i64,
+                 _: i32,
+                 _: i32|
+                 -> i32 {
+                    caller.data_mut().1.push(format!("audit {errno}"));
+                    if errno == BEFORE_CALL { caller.data().0 } else { 99 }
+                },
+            )
+            .unwrap();
+        for (answer, result, calls) in [(2, 2, vec!["audit -1"]), (0, 44, vec!["audit -1", "real", "audit 44"])] {
+            let mut store = wasmtime::Store::new(&engine, (answer, Vec::new()));
+            let instance = linker.instantiate(&mut store, &module).unwrap();
+            let open = instance.get_typed_func::<(), i32>(&mut store, "open").unwrap();
+            assert_eq!(open.call(&mut store, ()).unwrap(), result, "the host answered {answer}");
+            assert_eq!(store.data().1, calls, "the host answered {answer}");
+        }
     }
 
     #[test]

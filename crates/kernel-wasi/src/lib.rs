@@ -27,6 +27,7 @@ mod runner;
 pub mod script;
 pub mod session;
 mod sockets_audit;
+mod special_files;
 
 use std::sync::{Arc, Mutex};
 use wasmagent_egress::Egress;

@@ -228,6 +228,31 @@ fn fs_works_inside_the_mounts_only_and_refusals_are_reported() {
     }
 }
 
+/// Enforces: js.allowed_read_paths
+#[test]
+fn reading_a_fifo_in_a_mount_is_refused_at_once_instead_of_blocking_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    let status = std::process::Command::new("mkfifo").arg(dir.path().join("data/pipe")).status().unwrap();
+    assert!(status.success());
+    let m = manifest(&format!("cpu_ms = 2000\nallowed_read_paths = [\"{}/data:/data\"]", dir.path().display()));
+    // Nothing ever writes to the FIFO: if the open waited for a writer, the run would never end, so it runs on a
+    // thread of its own and the test fails instead of hanging.
+    let (sent, received) = std::sync::mpsc::channel();
+    let started = std::time::Instant::now();
+    std::thread::spawn(move || {
+        let code = "try { fs.readFile('/data/pipe'); 'read' } catch (e) { 'denied' }";
+        let _ = sent.send(js(&m, code));
+    });
+    let report = received.recv_timeout(std::time::Duration::from_secs(20)).expect("the run did not end within 20 s");
+    let elapsed = started.elapsed();
+    assert!(elapsed < std::time::Duration::from_millis(1500), "the run took {elapsed:?}");
+    assert_eq!((report.outcome, report.value.clone()), (Outcome::Ok, json!("denied")), "{report:?}");
+    let denial = report.denials.iter().find(|d| d.target == "/data/pipe").expect("a denial for /data/pipe");
+    assert_eq!(denial.capability, "fs");
+    assert!(denial.reason.contains("FIFO"), "{denial:?}");
+}
+
 /// Enforces: js.extra_capabilities
 #[test]
 fn granted_tools_are_called_synchronously_and_recorded() {

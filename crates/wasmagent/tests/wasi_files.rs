@@ -162,3 +162,41 @@ fn a_mount_without_a_guest_path_appears_at_its_host_path() {
     let report = sandbox.run(&manifest, &request).unwrap();
     assert!(report.stdout.starts_with("OK cat"), "{report:?}");
 }
+
+/// Makes a FIFO (named pipe) at `path` with mkfifo(1).
+fn mkfifo(path: &str) {
+    let status = std::process::Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success(), "mkfifo {path}: {status}");
+}
+
+/// Enforces: wasi.allowed_read_paths, wasi.allowed_write_paths
+#[test]
+fn a_fifo_in_a_mount_is_refused_at_once_instead_of_blocking_the_host() {
+    let fx = std::sync::Arc::new(Fixture::new());
+    mkfifo(&fx.path("data/pipe"));
+    mkfifo(&fx.path("work/pipe"));
+    for guest in [PROBE_MODULE, PROBE_COMPONENT] {
+        // No process ever opens the other end: opening either FIFO would wait forever, whatever cpu_ms says, so the
+        // run goes on a thread of its own and the test fails (rather than hangs) if it does not end.
+        let (sent, received) = std::sync::mpsc::channel();
+        let started = std::time::Instant::now();
+        let fixture = fx.clone();
+        std::thread::spawn(move || {
+            let actions = ["cat:/data/pipe", "write:/work/pipe:x", "cat:/data/ok.txt"];
+            let _ = sent.send(fixture.run(guest, "cpu_ms = 2000", &actions));
+        });
+        let report = received
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("{guest}: the run did not end within 20 s (cpu_ms is 2 s)"));
+        let elapsed = started.elapsed();
+        assert!(elapsed < std::time::Duration::from_millis(1500), "{guest}: the run took {elapsed:?}: {report:?}");
+        assert_eq!(report.outcome, Outcome::Ok, "{report:?}");
+        assert!(line(&report, "cat /data/pipe").starts_with("ERR"), "{report:?}");
+        assert!(line(&report, "write /work/pipe").starts_with("ERR"), "{report:?}");
+        assert_eq!(line(&report, "cat /data/ok.txt"), "OK cat /data/ok.txt allowed", "regular files still open");
+        for target in ["/data/pipe", "/work/pipe"] {
+            let d = denial_for(&report, "fs", target);
+            assert!(d.reason.contains("FIFO") && d.reason.contains("regular files and directories"), "{d:?}");
+        }
+    }
+}
