@@ -68,13 +68,13 @@ pub struct RunStatus {
     paths(crate::runs::create_run, crate::runs::get_run, crate::runs::dead_letters,
           crate::console::check_manifest, crate::console::render_markdown, crate::agent_runs::create,
           crate::agent_runs::status, crate::agent_runs::events, crate::agent_runs::approve,
-          crate::sessions::create, crate::sessions::run, crate::sessions::fork, crate::sessions::status,
+          crate::sessions::create, crate::sessions::run, crate::sessions::fork, crate::sessions::snapshot, crate::sessions::drop_snapshot, crate::sessions::status,
           crate::sessions::close),
     components(schemas(RunRequestBody, AsyncAccepted, RunStatus, ErrorBody, RunReport, CapabilityManifest,
                        crate::console::ManifestCheck, crate::console::RenderedMarkdown,
                        crate::agent_runs::AgentRunRequestBody, crate::agent_runs::AgentRunStatus,
                        crate::agent_runs::ApprovalAnswer, crate::sessions::SessionRequestBody,
-                       crate::sessions::SessionRunBody)),
+                       crate::sessions::SessionRunBody, crate::snapshots::SnapshotInfo)),
     modifiers(&BearerAuth),
 )]
 struct ApiDoc;

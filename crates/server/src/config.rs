@@ -65,6 +65,9 @@ pub struct ServerConfig {
     /// bytes, live sessions per subject and in all. Each live session holds a pool slot, so at most `pool_slots`
     /// minus `max_concurrent_runs` sessions are kept, whatever `max_sessions` says (and at least one).
     pub sessions: wasmagent::SessionLimits,
+    /// `[snapshots]`: session snapshots the server holds (`POST /v1/sessions/{id}/snapshot`): per subject, bytes in
+    /// all, and how long each is kept.
+    pub snapshots: crate::snapshots::SnapshotConfig,
 }
 
 /// `[agent]`: agent runs over HTTP, behind scope `agents:run`. With no `models` every agent run is refused (403).
@@ -194,6 +197,7 @@ impl Default for ServerConfig {
             agent: AgentRunsConfig::default(),
             cluster: wasmagent_cluster::ClusterConfig::default(),
             sessions: wasmagent::SessionLimits::default(),
+            snapshots: crate::snapshots::SnapshotConfig::default(),
         }
     }
 }
@@ -366,6 +370,7 @@ impl ServerConfig {
             return Err("cors_allowed_origins may not contain `*`: list the origins".into());
         }
         cors_origins(&self.cors_allowed_origins)?;
+        self.snapshots.validate()?;
         if self.max_stored_run_bytes == 0
             || self.request_body_timeout_ms == 0
             || self.request_header_timeout_ms == 0

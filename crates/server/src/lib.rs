@@ -25,6 +25,7 @@ mod policy;
 pub mod ratelimit;
 mod runs;
 mod sessions;
+mod snapshots;
 mod state;
 pub mod webhook;
 
@@ -34,13 +35,14 @@ pub use auth::{AuthError, Authenticator, Principal, SCOPE_ADMIN, SCOPE_AGENTS, S
 pub use config::{AgentModelConfig, AgentRunsConfig, AuditConfig, McpConfig, ServerConfig};
 pub use error::ErrorBody;
 pub use sessions::{SessionRequestBody, SessionRunBody};
+pub use snapshots::{SnapshotConfig, SnapshotInfo};
 pub use state::AppState;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -69,6 +71,8 @@ pub fn router(state: Arc<AppState>, cors_allowed_origins: &[String]) -> Result<R
         .route("/v1/sessions/{id}", get(sessions::status).delete(sessions::close))
         .route("/v1/sessions/{id}/runs", post(sessions::run))
         .route("/v1/sessions/{id}/fork", post(sessions::fork))
+        .route("/v1/sessions/{id}/snapshot", post(sessions::snapshot))
+        .route("/v1/snapshots/{id}", delete(sessions::drop_snapshot))
         .route("/v1/agent-runs", post(agent_runs::create))
         .route("/v1/agent-runs/{id}", get(agent_runs::status))
         .route("/v1/agent-runs/{id}/events", get(agent_runs::events))
@@ -116,7 +120,10 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.encode())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.encode(state.sandbox.live_sessions(), state.snapshots.bytes()),
+    )
 }
 
 /// Serves `state` on `listener` until `shutdown` completes, then stops accepting connections and lets in-flight

@@ -1,5 +1,5 @@
 //! Prometheus metrics: runs by kernel and outcome, run latency, denials by capability, rate-limit rejections and
-//! runs in flight.
+//! runs in flight, live sessions and the bytes their snapshots hold.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -39,6 +39,8 @@ pub(crate) struct Metrics {
     rejected: Family<ReasonLabel, Counter>,
     in_flight: Gauge,
     session_calls: Family<KernelLabel, Counter>,
+    live_sessions: Gauge,
+    snapshot_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -52,13 +54,17 @@ impl Default for Metrics {
         let rejected = Family::<ReasonLabel, Counter>::default();
         let in_flight = Gauge::default();
         let session_calls = Family::<KernelLabel, Counter>::default();
+        let live_sessions = Gauge::default();
+        let snapshot_bytes = Gauge::default();
         registry.register("runs", "Runs finished, by kernel and outcome", runs.clone());
         registry.register("run_duration_seconds", "Wall-clock time of runs, by kernel", latency.clone());
         registry.register("denials", "Accesses refused to guests, by capability", denials.clone());
         registry.register("rejected_requests", "Requests refused before running, by reason", rejected.clone());
         registry.register("runs_in_flight", "Runs executing now", in_flight.clone());
         registry.register("session_calls", "Runs that were calls of a session, by kernel", session_calls.clone());
-        Metrics { registry, runs, latency, denials, rejected, in_flight, session_calls }
+        registry.register("live_sessions", "Sessions alive now in this process", live_sessions.clone());
+        registry.register("snapshot_bytes", "Bytes of engine memory held in session snapshots", snapshot_bytes.clone());
+        Metrics { registry, runs, latency, denials, rejected, in_flight, session_calls, live_sessions, snapshot_bytes }
     }
 }
 
@@ -88,8 +94,10 @@ impl Metrics {
         InFlight(self.in_flight.clone())
     }
 
-    /// The text exposition format.
-    pub(crate) fn encode(&self) -> String {
+    /// The text exposition format, with the session gauges set to `live_sessions` and `snapshot_bytes`.
+    pub(crate) fn encode(&self, live_sessions: usize, snapshot_bytes: u64) -> String {
+        self.live_sessions.set(i64::try_from(live_sessions).unwrap_or(i64::MAX));
+        self.snapshot_bytes.set(i64::try_from(snapshot_bytes).unwrap_or(i64::MAX));
         let mut text = String::new();
         if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
             text.clear();

@@ -3,7 +3,9 @@
 //!
 //! `POST /v1/sessions` `{language, manifest?}` opens one (the manifest narrows the server's maximum, as for runs);
 //! `POST /v1/sessions/{id}/runs` `{code, name?}` runs code in it and answers with the run report;
-//! `POST /v1/sessions/{id}/fork` copies it into a new session; `GET` says what it is; `DELETE` closes it. The
+//! `POST /v1/sessions/{id}/fork` copies it into a new session; `POST /v1/sessions/{id}/snapshot` keeps a copy on
+//! the server that `POST /v1/sessions` `{restore}` opens as a new session ([`crate::snapshots`]); `GET` says what
+//! it is; `DELETE` closes it. The
 //! live-session caps refuse a new session with 429 (the subject's cap) or 503 (the server's). A session that ended
 //! (a trapped call, a session limit) is dropped at once, freeing its instance; its id then answers 410 with the
 //! reason for a while (the last [`MAX_ENDED`] ended sessions are remembered).
@@ -33,11 +35,14 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionRequestBody {
-    /// `js` or `python`.
-    pub language: String,
-    /// The session's manifest; it may only narrow the server's maximum.
+    /// `js` or `python`; may be left out with `restore` (the snapshot's language).
+    pub language: Option<String>,
+    /// The session's manifest; it may only narrow the server's maximum. Not with `restore`: a restored session
+    /// runs under the manifest of the session its snapshot was taken from.
     #[schema(value_type = Option<Object>)]
     pub manifest: Option<wasmagent::CapabilityManifest>,
+    /// A snapshot id (`POST /v1/sessions/{id}/snapshot`): the new session starts with a copy of its state.
+    pub restore: Option<String>,
 }
 
 /// The body of `POST /v1/sessions/{id}/runs`.
@@ -172,7 +177,21 @@ fn join_error(join: tokio::task::JoinError) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the session call failed inside the server")
 }
 
-/// Opens a session.
+/// How a new session starts: empty under a manifest, or from a snapshot.
+enum Start {
+    Fresh(Box<wasmagent::EffectiveManifest>, Language),
+    Restore(Arc<wasmagent::SessionSnapshot>),
+}
+
+fn language_name(language: Language) -> &'static str {
+    match language {
+        Language::Js => "js",
+        Language::Python => "python",
+        Language::Wasm => "wasm",
+    }
+}
+
+/// Opens a session, empty or from a snapshot (`restore`).
 #[utoipa::path(post, path = "/v1/sessions", request_body = SessionRequestBody,
     responses((status = 201, description = "The new session", body = Object),
         (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
@@ -189,19 +208,47 @@ pub(crate) async fn create(
     let body = read_body(&state, &headers, body).await.map_err(|e| e.with_headers(rate_headers(&window)))?;
     let request: SessionRequestBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid(format!("the request body is not a valid session request: {e}")))?;
-    let language = match request.language.as_str() {
-        "js" | "javascript" => Language::Js,
-        "python" => Language::Python,
-        other => return Err(ApiError::invalid(format!("sessions run js or python, not {other:?}"))),
+    let language = match request.language.as_deref() {
+        Some("js" | "javascript") => Some(Language::Js),
+        Some("python") => Some(Language::Python),
+        Some(other) => return Err(ApiError::invalid(format!("sessions run js or python, not {other:?}"))),
+        None => None,
     };
-    let manifest =
-        request_manifest(state.sandbox.ceilings(), &state.max_manifest, request.manifest.unwrap_or_default())?;
+    let start = match (request.restore, language) {
+        (Some(snapshot_id), language) => {
+            if request.manifest.is_some() {
+                return Err(ApiError::invalid(
+                    "a restored session runs under its snapshot's manifest: leave `manifest` out with `restore`",
+                ));
+            }
+            let snapshot = state.snapshots.get(&state.snapshot_config, &snapshot_id, &principal.subject)?;
+            if let Some(language) = language
+                && language != snapshot.language()
+            {
+                return Err(ApiError::invalid(format!(
+                    "snapshot {snapshot_id} is of a {} session, not {}",
+                    language_name(snapshot.language()),
+                    language_name(language)
+                )));
+            }
+            Start::Restore(snapshot)
+        }
+        (None, Some(language)) => {
+            let manifest =
+                request_manifest(state.sandbox.ceilings(), &state.max_manifest, request.manifest.unwrap_or_default())?;
+            Start::Fresh(Box::new(manifest), language)
+        }
+        (None, None) => return Err(ApiError::invalid("a session needs a `language` (js or python) or a `restore`")),
+    };
     Sessions::start_sweeping(&state);
     state.sessions.sweep();
     let sandbox = state.sandbox.clone();
     let subject = principal.subject.clone();
     let opened = tokio::task::spawn_blocking(move || {
-        let opened = sandbox.session_for(&subject, &manifest, language);
+        let opened = match start {
+            Start::Fresh(manifest, language) => sandbox.session_for(&subject, &manifest, language),
+            Start::Restore(snapshot) => sandbox.restore_for(&subject, &snapshot),
+        };
         drop(slot);
         opened
     })
@@ -321,6 +368,61 @@ pub(crate) async fn fork(
     let mut response = (StatusCode::CREATED, Json(info)).into_response();
     response.headers_mut().extend(rate_headers(&window));
     Ok(response)
+}
+
+/// Keeps a copy of a session's state on the server, for `POST /v1/sessions` `{restore}` (JavaScript only).
+#[utoipa::path(post, path = "/v1/sessions/{id}/snapshot", params(("id" = String, Path, description = "session id")),
+    responses((status = 201, description = "The snapshot", body = crate::snapshots::SnapshotInfo),
+        (status = 401, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody), (status = 410, body = crate::error::ErrorBody),
+        (status = 422, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody),
+        (status = 503, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn snapshot(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let principal = state.authorize(&headers, SCOPE_WRITE)?;
+    let session = match state.sessions.get(&id, &principal.subject) {
+        Ok(session) => session,
+        Err(local) => return Err(crate::cluster::session_elsewhere(&state, &id, &principal.subject, local).await),
+    };
+    let (slot, window) = admit(&state, &principal).await?;
+    let taken = tokio::task::spawn_blocking(move || {
+        let Ok(mut session) = session.try_lock() else {
+            return Err(ApiError::new(StatusCode::CONFLICT, "session_busy", "a call of this session is still running"));
+        };
+        let language = session.language();
+        let taken = session.snapshot();
+        drop(slot);
+        taken.map(|snapshot| (language, snapshot)).map_err(|e| match e {
+            SessionError::Kernel(KernelError::SessionEnded(reason)) => gone(&id, &reason),
+            other => session_error(other),
+        })
+    })
+    .await
+    .map_err(join_error)??;
+    let (language, snapshot) = taken;
+    let info = state.snapshots.keep(&state.snapshot_config, &principal.subject, language_name(language), snapshot)?;
+    let mut response = (StatusCode::CREATED, Json(info)).into_response();
+    response.headers_mut().extend(rate_headers(&window));
+    Ok(response)
+}
+
+/// Drops a snapshot.
+#[utoipa::path(delete, path = "/v1/snapshots/{id}", params(("id" = String, Path, description = "snapshot id")),
+    responses((status = 204), (status = 401, body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn drop_snapshot(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let principal = state.authorize(&headers, SCOPE_WRITE)?;
+    state.snapshots.remove(&id, &principal.subject)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// What a session is: its calls, age, idle time, and why it ended.

@@ -53,6 +53,10 @@ pub struct AppState {
     pub(crate) confinement: std::sync::OnceLock<wasmagent_confine::Status>,
     /// Live sessions (`/v1/sessions`), each visible only to its owner.
     pub(crate) sessions: crate::sessions::Sessions,
+    /// Session snapshots (`POST /v1/sessions/{id}/snapshot`), each visible only to its owner.
+    pub(crate) snapshots: crate::snapshots::Snapshots,
+    /// What the server may hold of snapshots (`[snapshots]`).
+    pub(crate) snapshot_config: crate::snapshots::SnapshotConfig,
 }
 
 /// The operator's session limits, with `max_sessions` kept to the pool slots runs leave free (at least one).
@@ -175,6 +179,8 @@ impl AppState {
             agents,
             cluster,
             sessions: Default::default(),
+            snapshots: Default::default(),
+            snapshot_config: config.snapshots,
             confinement: std::sync::OnceLock::new(),
         })
     }

@@ -1,6 +1,6 @@
 //! `/v1/sessions` end to end on loopback: state kept between calls, fork, ownership (404 for every other subject),
 //! the live-session caps (429 for a subject's, 503 for the server's), and a session that ended answering 410 with
-//! why.
+//! why; snapshots kept on the server and restored as new sessions, bounded per subject and by bytes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use wasmagent::{CapabilityManifest, SessionLimits};
 use wasmagent_server::config::ApiKeyConfig;
-use wasmagent_server::{AppState, ServerConfig};
+use wasmagent_server::{AppState, ServerConfig, SnapshotConfig};
 
 const ALICE: &str = "wa_test_alice_key";
 const MALLORY: &str = "wa_test_mallory_key";
@@ -28,13 +28,17 @@ impl Drop for Server {
 }
 
 async fn start(limits: SessionLimits) -> Server {
+    start_with(limits, SnapshotConfig::default()).await
+}
+
+async fn start_with(limits: SessionLimits, snapshots: SnapshotConfig) -> Server {
     let key = |subject: &str, key: &str| ApiKeyConfig {
         subject: subject.into(),
         sha256: hex::encode(Sha256::digest(key.as_bytes())),
         scopes: vec!["runs:write".into(), "runs:read".into()],
     };
     let mut config =
-        ServerConfig { pool_slots: 10, max_concurrent_runs: 2, sessions: limits, ..ServerConfig::default() };
+        ServerConfig { pool_slots: 10, max_concurrent_runs: 2, sessions: limits, snapshots, ..ServerConfig::default() };
     config.max_manifest = CapabilityManifest::from_toml_str("cpu_ms = 2000").unwrap();
     config.auth.api_keys = vec![key("alice", ALICE), key("mallory", MALLORY)];
     let state = Arc::new(AppState::new(&config, false).await.unwrap());
@@ -150,4 +154,70 @@ async fn the_live_session_caps_answer_429_and_503() {
     assert!(refused["message"].as_str().unwrap().contains("max_sessions 3"), "{refused}");
     let (status, refused) = open(&server, MALLORY, "wasm").await;
     assert_eq!(status, 400, "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_restores_as_a_new_session_seen_only_by_its_owner_and_bounded() {
+    let snapshots = SnapshotConfig { max_per_subject: 2, ..SnapshotConfig::default() };
+    let server = start_with(SessionLimits::default(), snapshots).await;
+    let (_, opened) = open(&server, ALICE, "js").await;
+    let id = opened["id"].as_str().unwrap().to_owned();
+    assert_eq!(run(&server, ALICE, &id, "var x = 41; 1").await.0, 200);
+    let (status, taken) = send(&server, "POST", &format!("/v1/sessions/{id}/snapshot"), ALICE, None).await;
+    assert_eq!(status, 201, "{taken}");
+    let snap = taken["id"].as_str().unwrap().to_owned();
+    assert!(snap.starts_with("snap-") && taken["taken_from"] == json!(id) && taken["language"] == "js", "{taken}");
+    assert!(taken["memory_bytes"].as_u64().unwrap() > 0, "{taken}");
+    assert_eq!(run(&server, ALICE, &id, "x = 1; x").await.1["value"], json!(1));
+
+    let (status, restored) = send(&server, "POST", "/v1/sessions", ALICE, Some(json!({"restore": snap}))).await;
+    assert_eq!(status, 201, "{restored}");
+    let copy = restored["id"].as_str().unwrap().to_owned();
+    assert_ne!(copy, id);
+    assert_eq!(run(&server, ALICE, &copy, "x + 1").await.1["value"], json!(42), "the snapshot's state, not now's");
+    assert_eq!(run(&server, ALICE, &copy, "x = 7").await.0, 200);
+    assert_eq!(run(&server, ALICE, &id, "x").await.1["value"], json!(1), "the restored session reached its source");
+    let metrics = reqwest::get(format!("{}/metrics", server.base)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("wasmagent_live_sessions 2"), "{metrics}");
+    assert!(!metrics.contains("wasmagent_snapshot_bytes 0"), "{metrics}");
+
+    // Another subject can neither restore nor delete it, and learns nothing from trying.
+    let (status, answer) = send(&server, "POST", "/v1/sessions", MALLORY, Some(json!({"restore": snap}))).await;
+    assert_eq!((status, answer["error"].as_str()), (404, Some("not_found")), "{answer}");
+    assert_eq!(send(&server, "DELETE", &format!("/v1/snapshots/{snap}"), MALLORY, None).await.0, 404);
+    let (status, answer) = send(&server, "POST", &format!("/v1/sessions/{id}/snapshot"), MALLORY, None).await;
+    assert_eq!(status, 404, "{answer}");
+
+    // A restore takes the snapshot's manifest and language.
+    let body = json!({"restore": snap, "manifest": {"cpu_ms": 100}});
+    assert_eq!(send(&server, "POST", "/v1/sessions", ALICE, Some(body)).await.0, 400);
+    let (status, answer) =
+        send(&server, "POST", "/v1/sessions", ALICE, Some(json!({"restore": snap, "language": "python"}))).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("js session, not python"), "{answer}");
+
+    // The subject's cap, then room again after a delete; a deleted snapshot is gone.
+    assert_eq!(send(&server, "POST", &format!("/v1/sessions/{id}/snapshot"), ALICE, None).await.0, 201);
+    let (status, refused) = send(&server, "POST", &format!("/v1/sessions/{id}/snapshot"), ALICE, None).await;
+    assert_eq!((status, refused["error"].as_str()), (429, Some("too_many_snapshots")), "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("max_per_subject allows (2)"), "{refused}");
+    assert_eq!(send(&server, "DELETE", &format!("/v1/snapshots/{snap}"), ALICE, None).await.0, 204);
+    assert_eq!(send(&server, "POST", "/v1/sessions", ALICE, Some(json!({"restore": snap}))).await.0, 404);
+    assert_eq!(send(&server, "POST", &format!("/v1/sessions/{id}/snapshot"), ALICE, None).await.0, 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_past_the_servers_bytes_are_refused_and_python_cannot_be_snapshotted() {
+    let snapshots = SnapshotConfig { max_bytes: 1024, ..SnapshotConfig::default() };
+    let server = start_with(SessionLimits::default(), snapshots).await;
+    let (_, opened) = open(&server, ALICE, "js").await;
+    let id = opened["id"].as_str().unwrap().to_owned();
+    let (status, refused) = send(&server, "POST", &format!("/v1/sessions/{id}/snapshot"), ALICE, None).await;
+    assert_eq!(status, 503, "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("max_bytes (1024)"), "{refused}");
+    let (_, opened) = open(&server, ALICE, "python").await;
+    let id = opened["id"].as_str().unwrap().to_owned();
+    let (status, refused) = send(&server, "POST", &format!("/v1/sessions/{id}/snapshot"), ALICE, None).await;
+    assert_eq!((status, refused["error"].as_str()), (422, Some("fork_unsupported")), "{refused}");
+    assert_eq!(send(&server, "POST", "/v1/sessions", ALICE, Some(json!({}))).await.0, 400);
 }

@@ -124,6 +124,11 @@ impl SessionSnapshot {
         &self.taken_from
     }
 
+    /// The language of the session it was taken from.
+    pub fn language(&self) -> Language {
+        self.language
+    }
+
     /// Bytes of engine memory the snapshot holds.
     pub fn memory_bytes(&self) -> usize {
         self.state.downcast_ref::<wasmagent_kernel_js::JsSnapshot>().map_or(0, |s| s.memory_bytes())
