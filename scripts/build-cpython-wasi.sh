@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Builds CPython for wasm32-wasi (WASI preview 1) from pinned, digest-checked sources: a static, non-PIC core module
+# (`python.wasm`, no component wrapper) plus the pure-Python standard library it reads at start-up.
+# This is issue 24's first milestone (Python engine v2); the current engine (guests/dist/python.wasm,
+# componentize-py) is not touched.
+#
+#   WASI_LIBC_GIT=/path/to/wasi-libc/.git scripts/build-cpython-wasi.sh
+#
+# Output (never committed; its digests are quoted in README): target/cpython-wasi/dist/
+#   python.wasm          the interpreter, debug info stripped
+#   lib/python3.13/      the standard library (no tests, no Tk/IDLE/ensurepip) with its bytecode, plus the WASI
+#                        sysconfig data
+#   provenance.json      input and output digests, toolchain versions, configure arguments
+#
+# Inputs, pinned here and checked before use:
+#   - CPython 3.13.5: upstream's release tarball as Debian 13 (trixie) ships it (`python3.13_3.13.5.orig.tar.xz`),
+#     fetched with `apt-get source` from a private sources list (the system's apt configuration is not changed);
+#     apt checks it against the signed Sources index, and this script checks its SHA-256 again. (CPython 3.14's
+#     sources are listed in Debian testing/unstable, but only stable releases' source files are reachable here;
+#     PEP 816 ties both 3.13 and 3.14 to WASI SDK 24, so the recipe is the same — bump the four PY_* lines.)
+#   - wasi-libc at tag wasi-sdk-24 (commit below), read from a git directory given in WASI_LIBC_GIT (a clone or
+#     mirror of the public wasi-libc repository); the tag must resolve to the pinned commit.
+#   - Debian 12 packages clang-19, lld-19 (wasm-ld), llvm-19 (llvm-ar, llvm-ranlib, llvm-strip) and
+#     libclang-rt-19-dev-wasm32 (compiler-rt builtins for wasm32), installed by this script if missing.
+#
+# Steps: build wasi-libc's sysroot; build a native CPython of the same version (`--with-build-python` needs one to
+# freeze modules); configure CPython with Tools/wasm/config.site-wasm32-wasi exactly as Tools/wasm/wasi.py does
+# (host wasm32-unknown-wasi, static, no shared libpython, no -fPIC); make; strip; stage the stdlib; write digests.
+# Long compiles run under `nice -n 10` with JOBS (default 2) make jobs. Intermediate build trees are removed at the
+# end unless KEEP_BUILD=1. Rerunning starts from scratch.
+set -euo pipefail
+
+PY_VERSION=3.13.5
+PY_DEBIAN_PACKAGE=python3.13
+PY_ORIG=python3.13_3.13.5.orig.tar.xz
+PY_ORIG_SHA256=93e583f243454e6e9e4588ca2c2662206ad961659863277afcdb96801647d640
+WASI_LIBC_TAG=wasi-sdk-24
+WASI_LIBC_COMMIT=b9ef79d7dbd47c6c5bafdae760823467c2f60b70
+DEBIAN_SOURCES_SUITE=trixie
+LLVM=19
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+W=${CPYTHON_WASI_DIR:-$ROOT/target/cpython-wasi}
+JOBS=${JOBS:-2}
+NICE=(nice -n ${NICE_LEVEL:-10})
+: "${WASI_LIBC_GIT:?set WASI_LIBC_GIT to a git directory of the wasi-libc repository that has tag $WASI_LIBC_TAG}"
+
+say() { printf '\n== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
+
+say "toolchain (Debian packages)"
+need=()
+for pkg in clang-$LLVM lld-$LLVM llvm-$LLVM libclang-rt-$LLVM-dev-wasm32; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if ((${#need[@]})); then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+CLANG=clang-$LLVM
+LLVM_BIN=/usr/lib/llvm-$LLVM/bin
+test -x "$LLVM_BIN/wasm-ld" || { echo "wasm-ld missing from $LLVM_BIN (lld-$LLVM)" >&2; exit 1; }
+test -f "$("$CLANG" --target=wasm32-wasi --print-libgcc-file-name)" || {
+    echo "compiler-rt builtins for wasm32 missing (libclang-rt-$LLVM-dev-wasm32)" >&2
+    exit 1
+}
+
+rm -rf "$W"
+mkdir -p "$W/src" "$W/dist"
+
+say "CPython $PY_VERSION source ($PY_ORIG, Debian $DEBIAN_SOURCES_SUITE)"
+apt_dir="$W/apt"
+mkdir -p "$apt_dir/lists/partial"
+echo "deb-src http://deb.debian.org/debian $DEBIAN_SOURCES_SUITE main" >"$apt_dir/sources.list"
+apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+    -o "Dir::State::Lists=$apt_dir/lists")
+apt-get "${apt_opts[@]}" update -qq
+(cd "$W/src" && apt-get "${apt_opts[@]}" source --download-only -qq "$PY_DEBIAN_PACKAGE")
+echo "$PY_ORIG_SHA256  $W/src/$PY_ORIG" | sha256sum -c -
+tar -xf "$W/src/$PY_ORIG" -C "$W/src"
+SRC="$W/src/Python-$PY_VERSION"
+test -f "$SRC/Tools/wasm/config.site-wasm32-wasi"
+
+say "wasi-libc $WASI_LIBC_TAG"
+got=$(git --git-dir="$WASI_LIBC_GIT" rev-parse "$WASI_LIBC_TAG^{commit}")
+if [[ "$got" != "$WASI_LIBC_COMMIT" ]]; then
+    echo "wasi-libc tag $WASI_LIBC_TAG is $got in $WASI_LIBC_GIT, pinned $WASI_LIBC_COMMIT: refusing" >&2
+    exit 1
+fi
+mkdir -p "$W/wasi-libc"
+git --git-dir="$WASI_LIBC_GIT" archive "$WASI_LIBC_COMMIT" | tar -x -C "$W/wasi-libc"
+"${NICE[@]}" make -C "$W/wasi-libc" -j"$JOBS" CC="$CLANG" AR="$LLVM_BIN/llvm-ar" NM="$LLVM_BIN/llvm-nm" \
+    THREAD_MODEL=single >"$W/wasi-libc.log" 2>&1 || { tail -20 "$W/wasi-libc.log"; exit 1; }
+SYSROOT="$W/wasi-libc/sysroot"
+
+say "native build Python (for freezing modules)"
+mkdir -p "$W/build-native"
+(cd "$W/build-native" &&
+    "${NICE[@]}" "$SRC/configure" -q --disable-test-modules CFLAGS="-O1 -g0" >"$W/native.log" 2>&1 &&
+    "${NICE[@]}" make -j"$JOBS" python sharedmods >>"$W/native.log" 2>&1) || { tail -20 "$W/native.log"; exit 1; }
+BUILD_PYTHON="$W/build-native/python"
+"$BUILD_PYTHON" -c "import sys; assert sys.version.startswith('$PY_VERSION'), sys.version"
+
+say "configure for wasm32-wasi"
+mkdir -p "$W/build-wasi"
+# The configure path must be relative (Tools/wasm/wasi.py says so: the interpreter finds a checkout's stdlib by it).
+configure_args=(--host=wasm32-unknown-wasi --build="$("$SRC/config.guess")" --with-build-python="$BUILD_PYTHON"
+    --disable-test-modules)
+(cd "$W/build-wasi" &&
+    CONFIG_SITE="$SRC/Tools/wasm/config.site-wasm32-wasi" \
+    CC="$CLANG --target=wasm32-wasi --sysroot=$SYSROOT" \
+    CPP="$CLANG --target=wasm32-wasi --sysroot=$SYSROOT -E" \
+    AR="$LLVM_BIN/llvm-ar" RANLIB="$LLVM_BIN/llvm-ranlib" \
+    PKG_CONFIG_PATH="" PKG_CONFIG_LIBDIR="$SYSROOT/lib/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$SYSROOT" \
+    PATH="$LLVM_BIN:$PATH" \
+    "${NICE[@]}" "$(realpath --relative-to="$W/build-wasi" "$SRC/configure")" "${configure_args[@]}" \
+    >"$W/configure-wasi.log" 2>&1) || { tail -30 "$W/configure-wasi.log"; exit 1; }
+
+say "make (wasm32-wasi, $JOBS jobs)"
+(cd "$W/build-wasi" && PATH="$LLVM_BIN:$PATH" "${NICE[@]}" make -j"$JOBS" all >"$W/make-wasi.log" 2>&1) ||
+    { tail -30 "$W/make-wasi.log"; exit 1; }
+
+say "stage dist/"
+"$LLVM_BIN/llvm-strip" --strip-debug -o "$W/dist/python.wasm" "$W/build-wasi/python.wasm"
+LIB="$W/dist/lib/python${PY_VERSION%.*}"
+mkdir -p "$LIB"
+(cd "$SRC/Lib" && tar -c --exclude=__pycache__ --exclude=./test --exclude=./idlelib --exclude=./tkinter \
+    --exclude=./turtledemo --exclude=./ensurepip --exclude='./*/tests' . | tar -x -C "$LIB")
+cp "$W"/build-wasi/build/lib.wasi-wasm32-*/_sysconfigdata_*.py "$LIB/"
+# Bytecode compiled ahead (same interpreter version, so the same magic number): a read-only stdlib mount would
+# otherwise be recompiled at every import. Hash-based and unchecked, so the files do not depend on timestamps.
+"${NICE[@]}" "$BUILD_PYTHON" -m compileall -q --invalidation-mode unchecked-hash "$LIB" >/dev/null
+
+wasm_sha=$(sha256sum "$W/dist/python.wasm" | cut -d' ' -f1)
+lib_sha=$(cd "$W/dist/lib" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+"$BUILD_PYTHON" - "$W/dist/provenance.json" <<EOF
+import json, sys
+json.dump({
+    "cpython": {"version": "$PY_VERSION", "source": "Debian $DEBIAN_SOURCES_SUITE source package $PY_DEBIAN_PACKAGE",
+                "file": "$PY_ORIG", "sha256": "$PY_ORIG_SHA256"},
+    "wasi_libc": {"tag": "$WASI_LIBC_TAG", "commit": "$WASI_LIBC_COMMIT"},
+    "toolchain": """$("$CLANG" --version | head -1)""",
+    "configure": "${configure_args[*]}".replace("$W", "target/cpython-wasi"),
+    "config_site": "Tools/wasm/config.site-wasm32-wasi",
+    "python_wasm": {"bytes": $(stat -c %s "$W/dist/python.wasm"), "sha256": "$wasm_sha"},
+    "stdlib": {"files": $(find "$W/dist/lib" -type f | wc -l),
+               "sha256_of_sorted_file_digests": "$lib_sha"},
+}, open(sys.argv[1], "w"), indent=2)
+EOF
+cat "$W/dist/provenance.json"
+
+if [[ "${KEEP_BUILD:-0}" != 1 ]]; then
+    say "removing intermediate build trees (KEEP_BUILD=1 keeps them)"
+    rm -rf "$W/build-native" "$W/build-wasi" "$W/wasi-libc/build" "$W/src/Python-$PY_VERSION" "$W/apt"
+fi
+say "done: $W/dist/python.wasm"
