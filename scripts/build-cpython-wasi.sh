@@ -8,6 +8,8 @@
 #
 # Output (never committed; its digests are quoted in README): target/cpython-wasi/dist/
 #   python.wasm          the interpreter, debug info stripped
+#   python-bridge.wasm   the same interpreter embedded by guests/python-v2/bridge.c (a WASI reactor exporting
+#                        `wizer-initialize`, `code_buffer` and `run`), for `cargo xtask python-v2-snapshot DIST`
 #   lib/python3.13/      the standard library (no tests, no Tk/IDLE/ensurepip) with its bytecode, plus the WASI
 #                        sysconfig data
 #   provenance.json      input and output digests, toolchain versions, configure arguments
@@ -30,6 +32,8 @@
 # Long compiles run under `nice -n 10` with JOBS (default 2) make jobs. Intermediate build trees are removed at the
 # end unless KEEP_BUILD=1. Rerunning starts from scratch.
 set -euo pipefail
+# One compound command, read whole before it runs: editing this file during a build cannot change the build.
+{
 
 PY_VERSION=3.13.5
 PY_DEBIAN_PACKAGE=python3.13
@@ -125,8 +129,20 @@ say "make (wasm32-wasi, $JOBS jobs)"
 (cd "$W/build-wasi" && PATH="$LLVM_BIN:$PATH" "${NICE[@]}" make -j"$JOBS" all >"$W/make-wasi.log" 2>&1) ||
     { tail -30 "$W/make-wasi.log"; exit 1; }
 
+say "link the embedding (guests/python-v2/bridge.c) as a WASI reactor"
+# The same archives and flags as python.wasm's own link, with the bridge in place of Programs/python.o.
+B="$W/build-wasi"
+"${NICE[@]}" "$CLANG" --target=wasm32-wasi --sysroot="$SYSROOT" -O3 $([[ "${PLAIN:-0}" != 1 ]] && echo -flto=full) \
+    -I"$B" -I"$SRC/Include" -c "$ROOT/guests/python-v2/bridge.c" -o "$B/bridge.o"
+"${NICE[@]}" "$CLANG" --target=wasm32-wasi --sysroot="$SYSROOT" -mexec-model=reactor -O3 \
+    $([[ "${PLAIN:-0}" != 1 ]] && echo -flto=full) -z stack-size=8388608 -Wl,--stack-first -Wl,--initial-memory=20971520 \
+    -o "$B/python-bridge.wasm" "$B/bridge.o" "$B/libpython${PY_VERSION%.*}.a" -ldl -lwasi-emulated-signal \
+    -lwasi-emulated-getpid -lwasi-emulated-process-clocks -lm "$B/Modules/_decimal/libmpdec/libmpdec.a" \
+    "$B/Modules/_hacl/libHacl_Hash_SHA2.a" "$B/Modules/expat/libexpat.a"
+
 say "stage dist/"
 "$LLVM_BIN/llvm-strip" --strip-debug -o "$W/dist/python.wasm" "$W/build-wasi/python.wasm"
+"$LLVM_BIN/llvm-strip" --strip-debug -o "$W/dist/python-bridge.wasm" "$B/python-bridge.wasm"
 LIB="$W/dist/lib/python${PY_VERSION%.*}"
 mkdir -p "$LIB"
 (cd "$SRC/Lib" && tar -c --exclude=__pycache__ --exclude=./test --exclude=./idlelib --exclude=./tkinter \
@@ -148,6 +164,9 @@ json.dump({
     "configure": "${configure_args[*]}".replace("$W", "target/cpython-wasi"),
     "config_site": "Tools/wasm/config.site-wasm32-wasi",
     "python_wasm": {"bytes": $(stat -c %s "$W/dist/python.wasm"), "sha256": "$wasm_sha"},
+    "python_bridge_wasm": {"bytes": $(stat -c %s "$W/dist/python-bridge.wasm"),
+                           "sha256": "$(sha256sum "$W/dist/python-bridge.wasm" | cut -d' ' -f1)"},
+    "optimisations": "$([[ "${PLAIN:-0}" != 1 ]] && echo "pymalloc, full LTO" || echo "none (PLAIN=1)")",
     "stdlib": {"files": $(find "$W/dist/lib" -type f | wc -l),
                "sha256_of_sorted_file_digests": "$lib_sha"},
 }, open(sys.argv[1], "w"), indent=2)
@@ -159,3 +178,5 @@ if [[ "${KEEP_BUILD:-0}" != 1 ]]; then
     rm -rf "$W/build-native" "$W/build-wasi" "$W/wasi-libc/build" "$W/src/Python-$PY_VERSION" "$W/apt"
 fi
 say "done: $W/dist/python.wasm"
+exit
+}

@@ -23,6 +23,7 @@ use source_digest::source_digest;
 
 mod matrix;
 mod owasp;
+mod python_v2;
 mod source_digest;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -43,8 +44,10 @@ fn main() -> anyhow::Result<()> {
         ["matrix", "--check"] => matrix::matrix(&root, true),
         ["owasp"] => owasp::owasp(&root, false),
         ["owasp", "--check"] => owasp::owasp(&root, true),
+        ["python-v2-snapshot", dist] => python_v2::snapshot(Path::new(dist)),
         _ => bail!(
-            "usage: cargo xtask guests [--check [--rebuild]] | cargo xtask matrix [--check] | cargo xtask owasp [--check]"
+            "usage: cargo xtask guests [--check [--rebuild]] | cargo xtask matrix [--check] | cargo xtask owasp [--check] \
+             | cargo xtask python-v2-snapshot DIST"
         ),
     }
 }

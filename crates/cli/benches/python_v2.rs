@@ -9,7 +9,9 @@
 //! runs of `1+1` and of the CPU-bound script (fib(25) plus summing 1e6 numbers), then the median and spread of the
 //! per-round ratios v2 / current (also for the CPU-bound time less the same round's `1+1`, the script's own
 //! cost). Also printed: v2's first compile, a fresh v2 instance without running `_start`
-//! (the floor a snapshot approaches) and a check that v2 computes `sum(range(10**6))` correctly.
+//! (the floor a snapshot approaches) and a check that v2 computes `sum(range(10**6))` correctly. With the
+//! pre-initialised snapshot in the build (`cargo xtask python-v2-snapshot DIST`), a second set of alternating rounds
+//! runs `1+1` and the CPU-bound script in fresh instances of it (the interpreter already started).
 //! `CPYTHON_WASI_DIST` points at the build's `dist/` (default `target/cpython-wasi/dist`); `BENCH_ROUNDS` sets the
 //! round count (default 7). Without a build, it says how to make one and exits.
 
@@ -25,9 +27,11 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 const CPU_BOUND_PY: &str = "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\ns = 0\nfor i in range(1000000):\n    s += i\nfib(25) + s";
 
-/// A compiled v2 interpreter, ready to be instantiated fresh for every run.
+/// A compiled v2 interpreter, ready to be instantiated fresh for every run; with its pre-initialised snapshot when
+/// `python-v2.wasm` is in the build (`cargo xtask python-v2-snapshot DIST`).
 struct V2 {
     pre: InstancePre<WasiP1Ctx>,
+    snapshot: Option<InstancePre<WasiP1Ctx>>,
     engine: Engine,
     dist: PathBuf,
 }
@@ -46,7 +50,26 @@ impl V2 {
         let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |ctx| ctx).unwrap();
         let pre = linker.instantiate_pre(&module).unwrap();
-        (Self { pre, engine, dist: dist.to_path_buf() }, compile)
+        let snapshot_file = dist.join("python-v2.wasm");
+        let snapshot = snapshot_file
+            .is_file()
+            .then(|| linker.instantiate_pre(&Module::from_file(&engine, &snapshot_file).unwrap()).unwrap());
+        (Self { pre, snapshot, engine, dist: dist.to_path_buf() }, compile)
+    }
+
+    /// A fresh instance of the snapshot runs `code` (the interpreter already started); returns what it printed.
+    fn run_snapshot(&self, snapshot: &InstancePre<WasiP1Ctx>, code: &str) -> String {
+        let stdout = MemoryOutputPipe::new(1 << 20);
+        let mut store = self.store(code, stdout.clone());
+        let instance = snapshot.instantiate(&mut store).unwrap();
+        let buffer = instance.get_typed_func::<u32, u32>(&mut store, "code_buffer").unwrap();
+        let run = instance.get_typed_func::<(u32, u32), u32>(&mut store, "run").unwrap();
+        let len = u32::try_from(code.len()).unwrap();
+        let at = buffer.call(&mut store, len).unwrap();
+        let memory = instance.get_memory(&mut store, "memory").unwrap();
+        memory.write(&mut store, at as usize, code.as_bytes()).unwrap();
+        assert_eq!(run.call(&mut store, (at, len)).unwrap(), 0, "the snapshot's run raised");
+        String::from_utf8(stdout.contents().to_vec()).unwrap()
     }
 
     fn store(&self, code: &str, stdout: MemoryOutputPipe) -> Store<WasiP1Ctx> {
@@ -169,6 +192,30 @@ fn main() {
     println!("v2:      fresh instance, instantiation only (no _start)   {:>8.3} ms", ms(median(v2_inst)));
     println!("current: fib(25) + sum(1e6), fresh sandbox                {:>8.1} ms", ms(median(cur_cpu)));
     println!("v2:      fib(25) + sum(1e6), fresh instance               {:>8.1} ms", ms(median(v2_cpu)));
+    if let Some(snapshot) = &v2.snapshot {
+        let printed = v2.run_snapshot(snapshot, &format!("{CPU_BOUND_PY}\nprint(fib(25) + s)"));
+        assert_eq!(printed.trim(), "499999575025", "the v2 snapshot computed the wrong CPU-bound result");
+        timed(3, || drop(v2.run_snapshot(snapshot, "1+1")));
+        let (mut one_ratios, mut cpu_ratios, mut snap_one, mut snap_cpu) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let a = timed(20, &mut current_one);
+            let b = timed(20, || drop(v2.run_snapshot(snapshot, "1+1")));
+            let c = timed(3, &mut current_cpu);
+            let d = timed(3, || drop(v2.run_snapshot(snapshot, &cpu_v2)));
+            one_ratios.push(b.as_secs_f64() / a.as_secs_f64());
+            cpu_ratios.push(d.as_secs_f64() / c.as_secs_f64());
+            snap_one.push(b);
+            snap_cpu.push(d);
+        }
+        println!(
+            "v2 snapshot: `1+1`, fresh instance of the pre-initialised interpreter {:>8.3} ms",
+            ms(median(snap_one))
+        );
+        println!("v2 snapshot: fib(25) + sum(1e6), fresh instance                  {:>8.1} ms", ms(median(snap_cpu)));
+        ratio_summary("snapshot `1+1` v2 / current", &mut one_ratios);
+        ratio_summary("snapshot CPU-bound v2 / current", &mut cpu_ratios);
+    }
     ratio_summary("fresh `1+1` v2 / current", &mut start_ratios);
     ratio_summary("CPU-bound v2 / current (start-up included)", &mut cpu_ratios);
     ratio_summary("CPU-bound less `1+1`, v2 / current", &mut compute_ratios);
