@@ -38,6 +38,9 @@ const FIELDS: &[&str] = &[
     "session_scratch_bytes",
     "max_sessions_per_subject",
     "max_sessions",
+    // Not a manifest field: every request a page opened by the browser tools makes, held to `allowed_hosts`, the
+    // address floor and the operator's exceptions (README, "Browser tools").
+    "browser",
 ];
 
 /// Why no session limit applies to WebAssembly tools.
@@ -58,6 +61,7 @@ const NOT_APPLICABLE: &[(&str, &str, &str)] = &[
     ("wasi", "session_scratch_bytes", NO_SESSIONS),
     ("wasi", "max_sessions_per_subject", NO_SESSIONS),
     ("wasi", "max_sessions", NO_SESSIONS),
+    ("wasi", "browser", "WebAssembly tools get no host-tool imports, so they cannot call the browser tools"),
     ("js", "trusted_keys", "scripts carry no signature; only WebAssembly code is verified"),
     ("python", "trusted_keys", "scripts carry no signature; only WebAssembly code is verified"),
 ];
@@ -118,7 +122,9 @@ pub(crate) fn matrix(root: &Path, check: bool) -> anyhow::Result<()> {
          prove it (a `/// Enforces:` or `/// Refuses:` line above the test). CI regenerates this file and fails if it differs, \
          and runs every test named here. `report_bounds` is not a manifest field: it is the fixed bound on what one run's \
          records and report can make the host hold (SECURITY.md, \"Bounds of one run\"). The `session_*` and \
-         `max_sessions*` rows are the operator's session limits (README, \"Sessions\").\n\n",
+         `max_sessions*` rows are the operator's session limits (README, \"Sessions\"). The `browser` row is the traffic of \
+         pages opened by the browser tools, held to the run's `allowed_hosts`, the address floor and the operator's \
+         exceptions (README, \"Browser tools\").\n\n",
     );
     for kernel in KERNELS {
         out.push_str(&format!("## `{kernel}` kernel\n\n| field | status | proven by |\n| --- | --- | --- |\n"));

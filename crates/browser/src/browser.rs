@@ -83,10 +83,14 @@ impl Chromium {
 
     async fn launch(config: &BrowserConfig, env: &ProxyEnv) -> Result<Chromium, String> {
         let executable = config.executable()?;
-        let profile = tempfile::Builder::new()
-            .prefix("wasmagent-chromium-")
-            .tempdir()
-            .map_err(|e| format!("cannot create the browser's profile directory: {e}"))?;
+        let mut profile = tempfile::Builder::new();
+        profile.prefix("wasmagent-chromium-");
+        let profile = match &config.profile_dir {
+            Some(dir) => profile.tempdir_in(dir),
+            None => profile.tempdir(),
+        }
+        .map_err(|e| format!("cannot create the browser's profile directory: {e}"))?;
+        let home = profile.path().to_string_lossy().into_owned();
         let refuse_all = Proxy::start(Arc::new(RunPolicy::refuse_all(env.clone())))
             .await
             .map_err(|e| format!("cannot start the browser's proxy: {e}"))?;
@@ -98,6 +102,9 @@ impl Chromium {
             .no_sandbox()
             .respect_https_errors()
             .user_data_dir(profile.path())
+            // Nothing of the user's: Chromium's home and temporary files are its fresh profile too.
+            .env("HOME", home.clone())
+            .env("TMPDIR", home)
             .launch_timeout(LAUNCH_TIMEOUT)
             // chromiumoxide holds a page's next navigation until the previous one loads or this passes: no longer
             // than a navigation may take, so a page that never finishes loading does not hold up the next one.

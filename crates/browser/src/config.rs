@@ -43,6 +43,11 @@ pub struct BrowserConfig {
     pub screenshot_max_bytes: u64,
     /// Most text one `extract` may return, and the most JSON one `evaluate` may, in bytes. Default 256 KiB.
     pub extract_max_bytes: u64,
+    /// Where each Chromium's fresh profile directory is made (its `--user-data-dir`, `HOME` and `TMPDIR`); default
+    /// the system's temporary directory. Set by the front end (the host's confinement lets Chromium write only
+    /// there), never by tools.toml.
+    #[serde(skip)]
+    pub profile_dir: Option<PathBuf>,
 }
 
 impl Default for BrowserConfig {
@@ -53,6 +58,7 @@ impl Default for BrowserConfig {
             navigation_timeout_ms: NAVIGATION_TIMEOUT_MS,
             screenshot_max_bytes: SCREENSHOT_MAX_BYTES,
             extract_max_bytes: EXTRACT_MAX_BYTES,
+            profile_dir: None,
         }
     }
 }
@@ -84,7 +90,8 @@ impl BrowserConfig {
     }
 
     /// The binary to start: `chromium` as given when it has a directory part, else the first match on `PATH`.
-    pub(crate) fn executable(&self) -> Result<PathBuf, String> {
+    /// The Chromium binary this configuration names: the path as given, or the first match on `PATH`.
+    pub fn executable(&self) -> Result<PathBuf, String> {
         if self.chromium.components().count() > 1 {
             return Ok(self.chromium.clone());
         }

@@ -79,6 +79,10 @@ pub(crate) enum Command {
         /// Development only: accept every request without credentials, as subject `anonymous`.
         #[arg(long = "dev-insecure-no-auth")]
         dev_insecure_no_auth: bool,
+        /// Enable the browser tools with this Chromium (default `chromium` on PATH); `[browser]` in the
+        /// configuration's tools file sets the limits, and enables them too.
+        #[arg(long, value_name = "CHROMIUM", num_args = 0..=1, default_missing_value = "chromium")]
+        browser: Option<PathBuf>,
     },
     /// Serve code mode over MCP on standard input and output: the tools `execute_code` (JavaScript or Python in a
     /// fresh sandbox) and `search_docs`. Logs go to standard error; standard output is the protocol.
@@ -120,6 +124,11 @@ pub(crate) struct McpArgs {
     /// Also publish every granted tool as a direct MCP tool (code mode stays available).
     #[arg(long = "expose-tools")]
     pub(crate) expose_tools: bool,
+    /// Enable the browser tools (`browser.navigate`, `extract`, `evaluate`, `click`, `type`, `wait_for`,
+    /// `screenshot`, `close`; granted like any tool) with this Chromium (default `chromium` on PATH); `[browser]` in
+    /// the tools file sets the limits, and enables them too.
+    #[arg(long, value_name = "CHROMIUM", num_args = 0..=1, default_missing_value = "chromium")]
+    pub(crate) browser: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) operator: OperatorArgs,
 }
@@ -394,6 +403,11 @@ pub(crate) struct RunArgs {
     /// Tools file (TOML) declaring the host tools the code may call (each only where the manifest grants it).
     #[arg(long, value_name = "PATH")]
     pub(crate) tools: Option<PathBuf>,
+    /// Enable the browser tools (`browser.navigate`, `extract`, `evaluate`, `click`, `type`, `wait_for`,
+    /// `screenshot`, `close`; granted like any tool) with this Chromium (default `chromium` on PATH); `[browser]` in
+    /// the tools file sets the limits, and enables them too.
+    #[arg(long, value_name = "CHROMIUM", num_args = 0..=1, default_missing_value = "chromium")]
+    pub(crate) browser: Option<PathBuf>,
 
     /// Write each artifact the run displayed to a new file in this directory (created if missing), named from its
     /// position and kind: `001-html.html`, `002-table.json`, `003-image.png`. Existing files are never replaced.

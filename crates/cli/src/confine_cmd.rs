@@ -27,6 +27,9 @@ pub(crate) struct Needs<'a> {
     pub(crate) audit_log: Option<&'a Path>,
     /// Directories written after the run (`--artifacts`), created now.
     pub(crate) write_dirs: Vec<&'a Path>,
+    /// The browser tools' Chromium and profile directory (`--browser`): Chromium is started after the seal and
+    /// inherits the ruleset, so the plan lets it run (and leaves seccomp off, which would refuse its `execve`).
+    pub(crate) browser: Option<(PathBuf, PathBuf)>,
 }
 
 /// Starts the confinement of a command, or warns that it is off. Must run before the command starts a thread.
@@ -104,6 +107,9 @@ fn plan(needs: &Needs<'_>) -> anyhow::Result<Plan> {
     }
     if let Some(path) = needs.tools {
         tools(&mut plan, path)?;
+    }
+    if let Some((chromium, profiles)) = &needs.browser {
+        plan.chromium(chromium, profiles);
     }
     Ok(plan)
 }

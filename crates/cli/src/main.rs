@@ -9,6 +9,7 @@
 mod agent_cmd;
 mod args;
 mod artifacts;
+mod browser_cmd;
 mod confine_cmd;
 mod manifest_cmd;
 mod mcp_cmd;
@@ -29,7 +30,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WASMAGENT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // chromiumoxide warns about every DevTools event its typed protocol does not know (new Chromium
+                // releases add some): noise to a user, kept for WASMAGENT_LOG.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,chromiumoxide=error")),
         )
         .init();
     // Built once per process; clap keeps it for the life of the program.
@@ -48,8 +51,8 @@ fn main() -> ExitCode {
         args::Command::Sign { module, key, out } => signing_cmd::sign(&module, &key, out.as_deref()),
         args::Command::Verify { module, pubkey } => signing_cmd::verify(&module, &pubkey),
         args::Command::Audit(args::AuditCommand::Verify { file, pubkey }) => signing_cmd::audit_verify(&file, &pubkey),
-        args::Command::Serve { listen, config, dev_insecure_no_auth } => {
-            serve_cmd::serve(&listen, config.as_deref(), dev_insecure_no_auth, no_confine)
+        args::Command::Serve { listen, config, dev_insecure_no_auth, browser } => {
+            serve_cmd::serve(&listen, config.as_deref(), dev_insecure_no_auth, no_confine, browser.as_deref())
         }
         args::Command::Mcp(mcp) => mcp_cmd::mcp(&mcp, no_confine),
         args::Command::Agent(agent) => agent_cmd::agent(&agent),

@@ -19,16 +19,21 @@ pub(crate) fn mcp(args: &McpArgs, no_confine: bool) -> anyhow::Result<u8> {
         None => CapabilityManifest::default(),
     };
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let browser = crate::browser_cmd::config(args.browser.as_deref(), args.tools.as_deref())?;
     let needs = crate::confine_cmd::Needs {
         manifest: Some((&manifest, &cwd)),
         tools: args.tools.as_deref(),
         read_files: args.operator.egress_config.as_deref().into_iter().collect(),
+        browser: browser.as_ref().map(crate::browser_cmd::confinement_paths).transpose()?,
         ..Default::default()
     };
     let confinement = crate::confine_cmd::begin(no_confine, &needs)?;
     let egress = egress_config(&args.operator)?;
     let toolbox = args.tools.as_deref().map(|path| load_tools(path, &egress)).transpose()?;
-    let tools = toolbox.as_ref().map_or_else(ToolRegistry::new, |t| t.registry().clone());
+    let mut tools = toolbox.as_ref().map_or_else(ToolRegistry::new, |t| t.registry().clone());
+    if let Some(browser) = browser {
+        crate::browser_cmd::register(browser, &egress, &mut tools)?;
+    }
     let sandbox = tool_sandbox(tools.clone(), egress)?;
     crate::confine_cmd::seal(confinement, true)?;
     let manifest = sandbox.resolve(&manifest, &cwd)?;

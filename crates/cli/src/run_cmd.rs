@@ -22,12 +22,14 @@ pub(crate) fn run(args: RunArgs, no_confine: bool) -> anyhow::Result<u8> {
         None => Vec::new(),
     };
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let browser = crate::browser_cmd::config(args.browser.as_deref(), args.tools.as_deref())?;
     let needs = crate::confine_cmd::Needs {
         manifest: Some((&given, &cwd)),
         tools: args.tools.as_deref(),
         read_files: [&args.record_key, &args.egress_config].into_iter().flatten().map(|p| p.as_path()).collect(),
         audit_log: args.record.as_deref().filter(|_| args.record_key.is_some()),
         write_dirs: args.artifacts.as_deref().into_iter().collect(),
+        browser: browser.as_ref().map(crate::browser_cmd::confinement_paths).transpose()?,
     };
     let confinement = crate::confine_cmd::begin(no_confine, &needs)?;
 
@@ -50,7 +52,10 @@ pub(crate) fn run(args: RunArgs, no_confine: bool) -> anyhow::Result<u8> {
     }
     let egress = EgressConfig::load(args.egress_config.as_deref(), &args.allow_private)?;
     let toolbox = args.tools.as_deref().map(|path| crate::mcp_cmd::load_tools(path, &egress)).transpose()?;
-    let tools = toolbox.as_ref().map_or_else(ToolRegistry::new, |t| t.registry().clone());
+    let mut tools = toolbox.as_ref().map_or_else(ToolRegistry::new, |t| t.registry().clone());
+    if let Some(browser) = browser {
+        crate::browser_cmd::register(browser, &egress, &mut tools)?;
+    }
     let ceilings =
         ManifestCeilings { allow_any_public_host: args.allow_any_public_host, ..ManifestCeilings::default() };
     builder = builder.egress(egress.clone()).tools(tools.clone()).ceilings(ceilings.clone());

@@ -13,16 +13,19 @@ pub(crate) fn serve(
     config: Option<&Path>,
     insecure_no_auth: bool,
     no_confine: bool,
+    browser: Option<&Path>,
 ) -> anyhow::Result<u8> {
-    let config = match config {
+    let mut config = match config {
         Some(path) => ServerConfig::from_path(path)?,
         None => ServerConfig::default(),
     };
+    config.browser = crate::browser_cmd::config(browser, config.tools.as_deref())?;
     let needs = crate::confine_cmd::Needs {
         manifest: Some((&config.max_manifest, Path::new("/"))),
         tools: config.tools.as_deref(),
         read_files: config_files(&config),
         audit_log: config.audit.log.as_deref(),
+        browser: config.browser.as_ref().map(crate::browser_cmd::confinement_paths).transpose()?,
         ..Default::default()
     };
     let confinement = crate::confine_cmd::begin(no_confine, &needs)?;

@@ -68,6 +68,10 @@ pub struct ServerConfig {
     /// `[snapshots]`: session snapshots the server holds (`POST /v1/sessions/{id}/snapshot`): per subject, bytes in
     /// all, and how long each is kept.
     pub snapshots: crate::snapshots::SnapshotConfig,
+    /// The browser tools (`wasmagent serve --browser`, or `[browser]` in the tools file), set by the front end:
+    /// `None` leaves them out.
+    #[serde(skip)]
+    pub browser: Option<wasmagent_browser::BrowserConfig>,
 }
 
 /// `[agent]`: agent runs over HTTP, behind scope `agents:run`. With no `models` every agent run is refused (403).
@@ -198,6 +202,7 @@ impl Default for ServerConfig {
             cluster: wasmagent_cluster::ClusterConfig::default(),
             sessions: wasmagent::SessionLimits::default(),
             snapshots: crate::snapshots::SnapshotConfig::default(),
+            browser: None,
         }
     }
 }

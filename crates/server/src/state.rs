@@ -83,7 +83,17 @@ impl AppState {
             }
             None => None,
         };
-        let tools = toolbox.as_ref().map_or_else(ToolRegistry::new, |t| t.registry().clone());
+        let mut tools = toolbox.as_ref().map_or_else(ToolRegistry::new, |t| t.registry().clone());
+        if let Some(browser) = &config.browser {
+            wasmagent_browser::BrowserTools::new(
+                browser.clone(),
+                egress.clone(),
+                Arc::new(wasmagent_egress::SystemResolver),
+            )
+            .map_err(|e| format!("browser: {e}"))?
+            .register(&mut tools)
+            .map_err(|e| format!("browser: {e}"))?;
+        }
         let max_cache_bytes = wasmagent::default_max_cache_bytes().map_err(|e| e.to_string())?;
         let sandbox_builder = |tools: &ToolRegistry| {
             Sandbox::builder()

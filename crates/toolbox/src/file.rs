@@ -26,6 +26,11 @@ pub struct ToolsFile {
     /// Upstream MCP servers whose tools are re-exported under a namespace.
     #[serde(default)]
     pub mcp: Vec<UpstreamSpec>,
+    /// `[browser]`: the browser tools' settings (`wasmagent-browser`'s `BrowserConfig`: `chromium`,
+    /// `pages_per_run`, `navigation_timeout_ms`, `screenshot_max_bytes`, `extract_max_bytes`). Present, it enables
+    /// them for the front ends that load this file, as `--browser` does; the front end checks it.
+    #[serde(default)]
+    pub browser: Option<toml::Table>,
     /// Directory relative paths in the file are resolved against.
     #[serde(skip)]
     pub base: PathBuf,
