@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use wasmagent_kernel::bounds::{REPORT_TEXT_BYTES, cut};
+use wasmagent_tools::ToolImage;
 
 /// Longest the browser may take to start.
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(20);
@@ -164,6 +165,9 @@ pub(crate) struct RunBrowser {
     context: Mutex<Option<Context>>,
     /// Serialises the run's operations: one page, one thing at a time.
     pub(crate) busy: tokio::sync::Mutex<()>,
+    /// The run's screenshots, for its report's artifacts, and the bytes they may weigh in all (the run's
+    /// `max_artifact_bytes`): a screenshot past it is still returned to the guest but not kept.
+    screenshots: Mutex<(Vec<ToolImage>, u64)>,
 }
 
 /// An open browser context: the run's proxy, its pages, and the task that closes popups past the limit.
@@ -187,14 +191,32 @@ impl Context {
 }
 
 impl RunBrowser {
-    pub(crate) fn new(policy: Arc<RunPolicy>, deadline: Instant) -> Self {
+    pub(crate) fn new(policy: Arc<RunPolicy>, deadline: Instant, max_artifact_bytes: u64) -> Self {
         RunBrowser {
             policy,
             deadline,
             ended: AtomicBool::new(false),
             context: Mutex::new(None),
             busy: tokio::sync::Mutex::new(()),
+            screenshots: Mutex::new((Vec::new(), max_artifact_bytes)),
         }
+    }
+
+    /// Keeps `png` as an artifact of the run if it fits what is left of `max_artifact_bytes`; whether it was kept.
+    fn keep_screenshot(&self, png: &[u8], title: String) -> bool {
+        let mut kept = self.screenshots.lock().unwrap_or_else(PoisonError::into_inner);
+        let size = png.len() as u64;
+        if size > kept.1 {
+            return false;
+        }
+        kept.1 -= size;
+        kept.0.push(ToolImage { mime: "image/png".into(), title: Some(title), bytes: png.to_vec() });
+        true
+    }
+
+    /// The screenshots kept for the run's report.
+    pub(crate) fn take_screenshots(&self) -> Vec<ToolImage> {
+        std::mem::take(&mut self.screenshots.lock().unwrap_or_else(PoisonError::into_inner).0)
     }
 
     fn context(&self) -> std::sync::MutexGuard<'_, Option<Context>> {
@@ -490,12 +512,15 @@ impl RunBrowser {
                 ));
             }
             let (width, height) = png_size(&png).ok_or("the browser's screenshot is not a PNG")?;
+            let title = page.url().await.ok().flatten().unwrap_or_default();
+            let artifact = self.keep_screenshot(&png, format!("screenshot of {}", cut_title(&title)));
             Ok(json!({
                 "mime": "image/png",
                 "base64": base64::engine::general_purpose::STANDARD.encode(&png),
                 "width": width,
                 "height": height,
                 "bytes": png.len(),
+                "artifact": artifact,
             }))
         };
         self.within(&page, limit, done).await
@@ -592,4 +617,13 @@ fn png_size(png: &[u8]) -> Option<(u32, u32)> {
     }
     let word = |at: usize| png.get(at..at + 4).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes);
     Some((word(16)?, word(20)?))
+}
+
+/// A page URL short enough for an artifact's title.
+fn cut_title(url: &str) -> &str {
+    let mut end = url.len().min(200);
+    while !url.is_char_boundary(end) {
+        end -= 1;
+    }
+    &url[..end]
 }

@@ -291,7 +291,7 @@ impl Inner {
             return Ok(browser.clone());
         }
         let policy = Arc::new(RunPolicy::new(self.browsers.env.clone(), run.manifest(), run.deadline()));
-        let browser = Arc::new(RunBrowser::new(policy, run.deadline()));
+        let browser = Arc::new(RunBrowser::new(policy, run.deadline(), run.manifest().max_artifact_bytes()));
         let (inner, id, ending) = (Arc::downgrade(self), run.id(), browser.clone());
         if !run.on_end(move || end_run(&inner, id, &ending)) {
             return Err("the run has ended".into());
@@ -311,5 +311,7 @@ fn end_run(inner: &Weak<Inner>, id: u64, browser: &RunBrowser) -> RunRecords {
             browser.end();
         }
     }
-    browser.policy.take_records()
+    let mut records = browser.policy.take_records();
+    records.images = browser.take_screenshots();
+    records
 }

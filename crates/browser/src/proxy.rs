@@ -193,7 +193,7 @@ impl RunPolicy {
         let mut state = self.lock();
         let (http_requests, unlisted_http_requests) = std::mem::take(&mut state.exchanges).into_parts();
         let (denials, unlisted_denials) = std::mem::take(&mut state.denials).into_parts();
-        RunRecords { http_requests, unlisted_http_requests, denials, unlisted_denials }
+        RunRecords { http_requests, unlisted_http_requests, denials, unlisted_denials, images: Vec::new() }
     }
 
     /// When a connection opened now must be closed: `http_timeout_ms` later, or at the run's deadline.

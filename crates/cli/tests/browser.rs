@@ -95,6 +95,10 @@ impl Setup {
 
 const GRANTED: &str = "allowed_hosts = [\"127.0.0.1\"]\nextra_capabilities = [\"tool:browser.*\"]\ncpu_ms = 30000\n";
 
+fn decode_base64(text: &str) -> Vec<u8> {
+    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text).unwrap()
+}
+
 fn requested(report: &Value) -> Vec<String> {
     report["http_requests"].as_array().unwrap().iter().map(|r| r["url"].as_str().unwrap().to_owned()).collect()
 }
@@ -109,12 +113,27 @@ fn javascript_code_drives_the_browser_and_the_pages_traffic_is_held_to_the_polic
     let code = format!(
         "const page = tools.browser.navigate({{url: {:?}}}); \
          tools.browser.wait_for({{selector: '#price'}}); \
-         JSON.stringify([page.status, page.title, tools.browser.extract({{selectors: {{price: '#price'}}}}).price])",
+         const shot = tools.browser.screenshot({{}}); \
+         JSON.stringify([page.status, page.title, tools.browser.extract({{selectors: {{price: '#price'}}}}).price, \
+         shot.width, shot.height, shot.artifact])",
         setup.url()
     );
     let report = setup.run(&["--browser"], &code);
     assert_eq!(report["outcome"], "ok", "{report}");
-    assert_eq!(report["value"], "[200,\"Local page\",\"42 EUR\"]", "{report}");
+    let value: Value = serde_json::from_str(report["value"].as_str().unwrap()).unwrap();
+    assert_eq!(value.as_array().unwrap()[..3], [Value::from(200), "Local page".into(), "42 EUR".into()], "{report}");
+    assert_eq!(value[5], true, "{report}");
+    // The screenshot is an artifact of the report: a PNG of the page's size.
+    let artifacts = report["artifacts"].as_array().unwrap();
+    assert_eq!(artifacts.len(), 1, "{report}");
+    assert_eq!((&artifacts[0]["kind"], &artifacts[0]["mime"]), (&"image".into(), &"image/png".into()));
+    assert!(artifacts[0]["title"].as_str().unwrap().contains(&setup.url()), "{}", artifacts[0]["title"]);
+    let png = decode_base64(artifacts[0]["base64"].as_str().unwrap());
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let (width, height) =
+        (u32::from_be_bytes(png[16..20].try_into().unwrap()), u32::from_be_bytes(png[20..24].try_into().unwrap()));
+    assert_eq!((Value::from(width), Value::from(height)), (value[3].clone(), value[4].clone()), "{report}");
+    assert!(width > 100 && height > 100, "{width}x{height}");
     assert!(requested(&report).contains(&setup.url()), "{report}");
     let denials = report["denials"].as_array().unwrap();
     assert!(

@@ -140,6 +140,7 @@ impl<E> ModuleRun<E> {
         let mut http_requests = egress.exchanges;
         // Requests per-run tools (the browser) made for the run are the run's requests too.
         http_requests.extend(tools.http_requests);
+        let images = tools.images;
         denials.extend(egress.denials);
         let mut report = ReportParts {
             kernel,
@@ -165,8 +166,17 @@ impl<E> ModuleRun<E> {
             code_digest,
         }
         .into_report();
-        if let Some(artifacts) = artifacts {
-            artifacts.finish(&mut report);
+        match artifacts {
+            Some(mut artifacts) => {
+                // Images tools made for the run (browser screenshots) are its artifacts too, within the same limits.
+                for image in images {
+                    if let Ok(Some(admitted)) = artifacts.admit("image", &image.mime, image.bytes.len()) {
+                        let _ = artifacts.add(admitted, image.title.as_deref(), image.bytes);
+                    }
+                }
+                artifacts.finish(&mut report);
+            }
+            None => drop(images),
         }
         report
     }

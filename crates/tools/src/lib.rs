@@ -20,7 +20,7 @@ mod run;
 mod session;
 mod worker;
 
-pub use run::{RunContext, RunRecords};
+pub use run::{RunContext, RunRecords, ToolImage};
 
 pub use session::{
     MAX_TOOL_ARGS_BYTES, MAX_TOOL_ERROR_BYTES, MAX_TOOL_NAME_BYTES, MAX_TOOL_RESULT_BYTES, ToolRecords, ToolSession,

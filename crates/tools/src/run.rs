@@ -20,6 +20,20 @@ pub struct RunRecords {
     pub denials: Vec<Denial>,
     /// Refusals counted but not listed.
     pub unlisted_denials: u64,
+    /// Images the tool made for the run (a browser screenshot), for its report's artifacts; the kernel holds them to
+    /// the run's `max_artifact_bytes` and artifact count like the guest's own `display` calls.
+    pub images: Vec<ToolImage>,
+}
+
+/// An image a tool made for its run's report.
+#[derive(Debug, Clone)]
+pub struct ToolImage {
+    /// Its media type (`image/png`).
+    pub mime: String,
+    /// Its title.
+    pub title: Option<String>,
+    /// The encoded image.
+    pub bytes: Vec<u8>,
 }
 
 type EndHook = Box<dyn FnOnce() -> RunRecords + Send>;

@@ -60,6 +60,8 @@ pub struct ToolRecords {
     pub http_requests: Vec<HttpExchange>,
     /// Such requests counted but not listed.
     pub unlisted_http_requests: u64,
+    /// Images per-run tools made for the run ([`crate::RunRecords::images`]), for its artifacts.
+    pub images: Vec<crate::ToolImage>,
 }
 
 impl ToolSession {
@@ -218,6 +220,7 @@ impl ToolSession {
     /// Ends the run first: per-run tool state is released and what those tools report joins the records.
     pub fn into_records(mut self) -> ToolRecords {
         let (mut http_requests, mut unlisted_http_requests, mut tools_unlisted_denials) = (Vec::new(), 0, 0);
+        let mut images = Vec::new();
         for records in self.run.0.end() {
             for denial in records.denials {
                 self.denials.push(denial);
@@ -225,6 +228,7 @@ impl ToolSession {
             tools_unlisted_denials += records.unlisted_denials;
             http_requests.extend(records.http_requests);
             unlisted_http_requests += records.unlisted_http_requests;
+            images.extend(records.images);
         }
         let (calls, unlisted_calls) = std::mem::take(&mut self.calls).into_parts();
         let (denials, unlisted_denials) = std::mem::take(&mut self.denials).into_parts();
@@ -237,6 +241,7 @@ impl ToolSession {
             unlisted_denials,
             http_requests,
             unlisted_http_requests,
+            images,
         }
     }
 }
