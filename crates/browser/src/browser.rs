@@ -72,6 +72,10 @@ pub(crate) type OpResult = Result<Value, String>;
 /// The warm Chromium process.
 pub(crate) struct Chromium {
     browser: Browser,
+    /// The browser process (a pidfd, so it can never name another process), killed at once when the tools stop:
+    /// its renderers and helpers end with it. Dropping `browser` kills it too, but only once every holder has let
+    /// go, which a process exiting right after may not wait for.
+    process: Option<std::os::fd::OwnedFd>,
     handler: JoinHandle<()>,
     _profile: tempfile::TempDir,
     _refuse_all: Proxy,
@@ -112,8 +116,13 @@ impl Chromium {
             .request_timeout(config.navigation_timeout())
             .args(args)
             .build()?;
-        let (browser, mut events) =
+        let (mut browser, mut events) =
             Browser::launch(launch).await.map_err(|e| format!("cannot start the browser: {e}"))?;
+        let process = browser
+            .get_mut_child()
+            .and_then(|child| child.as_mut_inner().id())
+            .and_then(|id| rustix::process::Pid::from_raw(i32::try_from(id).ok()?))
+            .and_then(|pid| rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok());
         let handler = tokio::spawn(async move {
             while let Some(event) = events.next().await {
                 if event.is_err() {
@@ -122,7 +131,7 @@ impl Chromium {
                 }
             }
         });
-        Ok(Chromium { browser, handler, _profile: profile, _refuse_all: refuse_all })
+        Ok(Chromium { browser, process, handler, _profile: profile, _refuse_all: refuse_all })
     }
 }
 
@@ -140,8 +149,12 @@ impl Browsers {
 
     /// Drops the browser process (killing it); must be called within the browser's runtime.
     pub(crate) fn stop(&self) {
-        if let Ok(mut process) = self.process.try_lock() {
-            process.take();
+        if let Ok(mut process) = self.process.try_lock()
+            && let Some(chromium) = process.take()
+            && let Some(process) = &chromium.process
+        {
+            // It may have exited already: then there is nothing to kill.
+            let _ = rustix::process::pidfd_send_signal(process, rustix::process::Signal::KILL);
         }
     }
 

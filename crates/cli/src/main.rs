@@ -30,9 +30,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WASMAGENT_LOG")
-                // chromiumoxide warns about every DevTools event its typed protocol does not know (new Chromium
-                // releases add some): noise to a user, kept for WASMAGENT_LOG.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,chromiumoxide=error")),
+                // chromiumoxide logs every DevTools event its typed protocol does not know (new Chromium releases
+                // add some) and the connection's end when the browser is stopped: noise to a user (the browser
+                // tools report their own failures), kept for WASMAGENT_LOG.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,chromiumoxide=off")),
         )
         .init();
     // Built once per process; clap keeps it for the life of the program.

@@ -277,8 +277,11 @@ fn the_http_server_offers_the_browser_tools_to_runs() {
     .unwrap();
     let mut response = String::new();
     std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    // SIGTERM, as an operator stops it: the server shuts down and takes Chromium with it (SIGKILL would leave the
+    // browser behind, as SECURITY.md says).
+    let stopped = Command::new("kill").arg(child.id().to_string()).status().unwrap();
+    assert!(stopped.success());
+    assert!(child.wait().unwrap().success(), "serve did not exit cleanly on SIGTERM");
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{response}");
     let report: Value = serde_json::from_str(body).unwrap();
