@@ -221,7 +221,6 @@ impl NativeSandbox {
             }
         };
         let spawned = std::thread::Builder::new().name("wasmagent-session".into()).spawn(move || {
-            let _place = place;
             let opened = (|| -> Result<wasmagent::SandboxSession, Value> {
                 let sandbox = sandbox(&built, tools, cache_dir, pool_slots).map_err(|e| failure(&e))?;
                 let manifest = parse(manifest).and_then(|m| sandbox.resolve(&m, &base)).map_err(|e| failure(&e))?;
@@ -238,6 +237,7 @@ impl NativeSandbox {
                 }),
                 Err(failure) => Either::B(failure.to_string()),
             };
+            drop(place);
             deferred.resolve(settled(answer));
         });
         spawned.map_err(|e| Error::from_reason(format!("cannot start a session thread: {e}")))?;
@@ -307,8 +307,9 @@ fn settle_on_thread<'env>(
         }
     };
     let spawned = std::thread::Builder::new().name("wasmagent-run".into()).spawn(move || {
-        let _place = place;
         let text = work().unwrap_or_else(|e| failure(&e)).to_string();
+        // The place is given back before the promise settles, so code awaiting the run can start another at once.
+        drop(place);
         deferred.resolve(settled(text));
     });
     spawned.map_err(|e| Error::from_reason(format!("cannot start a run thread: {e}")))?;
