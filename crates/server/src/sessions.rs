@@ -10,8 +10,9 @@
 //! (a trapped call, a session limit) is dropped at once, freeing its instance; its id then answers 410 with the
 //! reason for a while (the last [`MAX_ENDED`] ended sessions are remembered).
 
-use crate::auth::{SCOPE_READ, SCOPE_WRITE};
+use crate::auth::{Principal, SCOPE_READ, SCOPE_WRITE};
 use crate::error::ApiError;
+use crate::ratelimit::WindowState;
 use crate::runs::{admit, rate_headers, read_body, request_manifest, server_slot};
 use crate::state::AppState;
 use axum::Json;
@@ -331,6 +332,36 @@ pub(crate) async fn run(
     Ok(response)
 }
 
+/// Runs `operation` on the caller's session `id` on a blocking thread, under a run slot (which it gives back when
+/// the operation ends): 404 or 421 when the session is not here, 409 while a call of it runs, 410 with the reason
+/// when it has ended. Also returns the caller's rate window, for the response's headers.
+async fn with_session<T: Send + 'static>(
+    state: &Arc<AppState>,
+    principal: &Principal,
+    id: String,
+    operation: impl FnOnce(&mut SandboxSession) -> Result<T, SessionError> + Send + 'static,
+) -> Result<(T, WindowState), ApiError> {
+    let session = match state.sessions.get(&id, &principal.subject) {
+        Ok(session) => session,
+        Err(local) => return Err(crate::cluster::session_elsewhere(state, &id, &principal.subject, local).await),
+    };
+    let (slot, window) = admit(state, principal).await?;
+    let done = tokio::task::spawn_blocking(move || {
+        let Ok(mut session) = session.try_lock() else {
+            return Err(ApiError::new(StatusCode::CONFLICT, "session_busy", "a call of this session is still running"));
+        };
+        let done = operation(&mut session);
+        drop(slot);
+        done.map_err(|e| match e {
+            SessionError::Kernel(KernelError::SessionEnded(reason)) => gone(&id, &reason),
+            other => session_error(other),
+        })
+    })
+    .await
+    .map_err(join_error)??;
+    Ok((done, window))
+}
+
 /// Forks a session: a new session holding a copy of its state (JavaScript only).
 #[utoipa::path(post, path = "/v1/sessions/{id}/fork", params(("id" = String, Path, description = "session id")),
     responses((status = 201, description = "The new session", body = Object),
@@ -345,24 +376,7 @@ pub(crate) async fn fork(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let principal = state.authorize(&headers, SCOPE_WRITE)?;
-    let session = match state.sessions.get(&id, &principal.subject) {
-        Ok(session) => session,
-        Err(local) => return Err(crate::cluster::session_elsewhere(&state, &id, &principal.subject, local).await),
-    };
-    let (slot, window) = admit(&state, &principal).await?;
-    let forked = tokio::task::spawn_blocking(move || {
-        let Ok(mut session) = session.try_lock() else {
-            return Err(ApiError::new(StatusCode::CONFLICT, "session_busy", "a call of this session is still running"));
-        };
-        let forked = session.fork();
-        drop(slot);
-        forked.map_err(|e| match e {
-            SessionError::Kernel(KernelError::SessionEnded(reason)) => gone(&id, &reason),
-            other => session_error(other),
-        })
-    })
-    .await
-    .map_err(join_error)??;
+    let (forked, window) = with_session(&state, &principal, id, SandboxSession::fork).await?;
     let info = state.sessions.insert(&principal.subject, forked);
     crate::cluster::session_opened(&state, &principal.subject, &info).await;
     let mut response = (StatusCode::CREATED, Json(info)).into_response();
@@ -384,26 +398,8 @@ pub(crate) async fn snapshot(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let principal = state.authorize(&headers, SCOPE_WRITE)?;
-    let session = match state.sessions.get(&id, &principal.subject) {
-        Ok(session) => session,
-        Err(local) => return Err(crate::cluster::session_elsewhere(&state, &id, &principal.subject, local).await),
-    };
-    let (slot, window) = admit(&state, &principal).await?;
-    let taken = tokio::task::spawn_blocking(move || {
-        let Ok(mut session) = session.try_lock() else {
-            return Err(ApiError::new(StatusCode::CONFLICT, "session_busy", "a call of this session is still running"));
-        };
-        let language = session.language();
-        let taken = session.snapshot();
-        drop(slot);
-        taken.map(|snapshot| (language, snapshot)).map_err(|e| match e {
-            SessionError::Kernel(KernelError::SessionEnded(reason)) => gone(&id, &reason),
-            other => session_error(other),
-        })
-    })
-    .await
-    .map_err(join_error)??;
-    let (language, snapshot) = taken;
+    let ((language, snapshot), window) =
+        with_session(&state, &principal, id, |session| Ok((session.language(), session.snapshot()?))).await?;
     let info = state.snapshots.keep(&state.snapshot_config, &principal.subject, language_name(language), snapshot)?;
     let mut response = (StatusCode::CREATED, Json(info)).into_response();
     response.headers_mut().extend(rate_headers(&window));
