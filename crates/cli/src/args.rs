@@ -129,6 +129,18 @@ pub(crate) struct McpArgs {
     /// the tools file sets the limits, and enables them too.
     #[arg(long, value_name = "CHROMIUM", num_args = 0..=1, default_missing_value = "chromium")]
     pub(crate) browser: Option<PathBuf>,
+    /// The most a person may approve: offer the `request_capability` tool, through which the agent asks the
+    /// client's user (MCP elicitation) for an access it was refused; approved grants widen the manifest of that
+    /// connection only, never beyond this manifest. Without it, nothing can be approved.
+    #[arg(long = "max-manifest", value_name = "PATH")]
+    pub(crate) max_manifest: Option<PathBuf>,
+    /// Append a signed record of every run and every capability request (who was asked, what it grants, what they
+    /// decided) to this audit log (JSON Lines). Needs --record-key.
+    #[arg(long, value_name = "FILE", requires = "record_key")]
+    pub(crate) record: Option<PathBuf>,
+    /// Secret key that signs audit records.
+    #[arg(long = "record-key", value_name = "KEY", requires = "record")]
+    pub(crate) record_key: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) operator: OperatorArgs,
 }

@@ -4,11 +4,13 @@ use crate::args::{McpArgs, OperatorArgs};
 use anyhow::Context;
 use std::path::Path;
 use std::sync::Arc;
+use wasmagent::signing::keys::SecretKey;
+use wasmagent::signing::record::AuditLog;
 use wasmagent::{
     CapabilityManifest, EgressConfig, ManifestCeilings, Sandbox, SandboxBuilder, ToolRegistry, default_cache_dir,
     default_max_cache_bytes,
 };
-use wasmagent_mcp::McpOptions;
+use wasmagent_mcp::{CodeModeServer, Escalation, McpOptions};
 use wasmagent_toolbox::{Toolbox, ToolboxOptions};
 
 /// Serves code mode over MCP on standard input and output until the client disconnects. Nothing but the protocol
@@ -18,12 +20,19 @@ pub(crate) fn mcp(args: &McpArgs, no_confine: bool) -> anyhow::Result<u8> {
         Some(path) => CapabilityManifest::from_path(path)?,
         None => CapabilityManifest::default(),
     };
+    let maximum = args.max_manifest.as_deref().map(CapabilityManifest::from_path).transpose()?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let browser = crate::browser_cmd::config(args.browser.as_deref(), args.tools.as_deref())?;
     let needs = crate::confine_cmd::Needs {
-        manifest: Some((&manifest, &cwd)),
+        // The most any run may reach: the maximum manifest, when approvals may widen the manifest up to it.
+        manifest: Some((maximum.as_ref().unwrap_or(&manifest), &cwd)),
         tools: args.tools.as_deref(),
-        read_files: args.operator.egress_config.as_deref().into_iter().collect(),
+        read_files: [&args.record_key, &args.operator.egress_config]
+            .into_iter()
+            .flatten()
+            .map(|p| p.as_path())
+            .collect(),
+        audit_log: args.record.as_deref().filter(|_| args.record_key.is_some()),
         browser: browser.as_ref().map(crate::browser_cmd::confinement_paths).transpose()?,
         ..Default::default()
     };
@@ -34,24 +43,36 @@ pub(crate) fn mcp(args: &McpArgs, no_confine: bool) -> anyhow::Result<u8> {
     if let Some(browser) = browser {
         crate::browser_cmd::register(browser, &egress, &mut tools)?;
     }
-    let sandbox = tool_sandbox(tools.clone(), egress)?;
+    let audit_log = match (&args.record, &args.record_key) {
+        (Some(record), Some(key)) => Some(Arc::new(AuditLog::new(record, SecretKey::from_file(key)?))),
+        _ => None,
+    };
+    let mut builder = tool_sandbox_builder(tools.clone(), egress.clone())?;
+    if let Some(log) = &audit_log {
+        builder = builder.shared_audit_log(log.clone());
+    }
+    let sandbox = builder.build()?;
     crate::confine_cmd::seal(confinement, true)?;
-    let manifest = sandbox.resolve(&manifest, &cwd)?;
+    let effective = sandbox.resolve(&manifest, &cwd)?;
     let options = McpOptions { expose_tools: args.expose_tools };
+    let mut server = CodeModeServer::new(Arc::new(sandbox), effective.clone(), &tools, options);
+    if let Some(maximum) = maximum {
+        let maximum = maximum.resolve(&cwd, &ManifestCeilings::default()).context("--max-manifest")?;
+        let mut escalation = Escalation::new(manifest, &effective, maximum, egress, cwd)
+            .map_err(|e| anyhow::anyhow!("--max-manifest: {e}"))?;
+        if let Some(log) = audit_log {
+            escalation = escalation.audit_log(log);
+        }
+        server = server.with_escalation(Arc::new(escalation));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    runtime.block_on(wasmagent_mcp::serve_stdio(Arc::new(sandbox), manifest, &tools, options))?;
+    runtime.block_on(wasmagent_mcp::serve_server_stdio(server))?;
     drop(toolbox);
     Ok(0)
 }
 
-/// The operator's egress configuration from `--egress-config` and `--allow-private`.
-/// The sandbox of a long-lived front end (`mcp`, `agent`): the user's compiled-code cache within its cap, a note
-/// on standard error when an engine is compiled, `tools` and the operator's egress configuration.
-pub(crate) fn tool_sandbox(tools: ToolRegistry, egress: EgressConfig) -> anyhow::Result<Sandbox> {
-    Ok(tool_sandbox_builder(tools, egress)?.build()?)
-}
-
-/// [`tool_sandbox`]'s settings, for a front end that adds to them.
+/// The settings of a long-lived front end's sandbox (`mcp`, `agent`): the user's compiled-code cache within its
+/// cap, a note on standard error when an engine is compiled, `tools` and the operator's egress configuration.
 pub(crate) fn tool_sandbox_builder(tools: ToolRegistry, egress: EgressConfig) -> anyhow::Result<SandboxBuilder> {
     Ok(Sandbox::builder()
         .cache_dir(default_cache_dir())
@@ -63,6 +84,7 @@ pub(crate) fn tool_sandbox_builder(tools: ToolRegistry, egress: EgressConfig) ->
         .egress(egress))
 }
 
+/// The operator's egress configuration from `--egress-config` and `--allow-private`.
 pub(crate) fn egress_config(operator: &OperatorArgs) -> anyhow::Result<EgressConfig> {
     Ok(EgressConfig::load(operator.egress_config.as_deref(), &operator.allow_private)?)
 }

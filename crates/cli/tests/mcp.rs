@@ -288,3 +288,85 @@ impl Drop for Served {
         let _ = self.child.wait();
     }
 }
+
+/// `request_capability` with the official SDK's elicitation: approvals for the session and once widen only what
+/// they name, a declined one changes nothing, a request above `--max-manifest` or on the floor is refused without
+/// asking, a client without elicitation is refused, and every decision is a signed record in the audit log.
+///
+/// Enforces: python.allowed_read_paths
+#[test]
+fn request_capability_asks_the_person_and_widens_only_that_connection_within_the_maximum() {
+    let python = sdk_python();
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    let data_file = root.join("data/in.txt");
+    std::fs::write(&data_file, "42\n").unwrap();
+    let manifest = root.join("manifest.toml");
+    std::fs::write(&manifest, "cpu_ms = 20000\n").unwrap();
+    let maximum = root.join("max.toml");
+    std::fs::write(&maximum, format!("cpu_ms = 20000\nallowed_read_paths = [{:?}]\n", root.join("data"))).unwrap();
+    let (key, audit_log) = (root.join("audit.key"), root.join("audit.jsonl"));
+    let bin = env!("CARGO_BIN_EXE_wasmagent");
+    assert!(Command::new(bin).args(["keygen", "--out", key.to_str().unwrap()]).status().unwrap().success());
+    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_escalation_client.py");
+    let out = Command::new(&python)
+        .arg(&client)
+        .args([bin.as_ref(), manifest.as_os_str(), maximum.as_os_str(), audit_log.as_os_str(), key.as_os_str()])
+        .arg(&data_file)
+        .env("WASMAGENT_CACHE_DIR", root.join("cache"))
+        .output()
+        .unwrap();
+    let summary = summary_of(&out);
+    let text = |v: &Value| v["text"].as_str().unwrap_or_default().to_owned();
+
+    let session = &summary["session"];
+    assert_eq!(session["tools"], json!(["execute_code", "request_capability", "search_docs"]));
+    assert_eq!(session["before"]["is_error"], true, "{session}");
+    let hint = text(&session["before"]);
+    assert!(hint.contains("denied fs.read") && hint.contains("request_capability"), "{hint}");
+    assert_eq!(session["request"]["is_error"], false, "{session}");
+    assert!(text(&session["request"]).contains("approved for this connection"), "{session}");
+    let asked = session["asked"][0]["message"].as_str().unwrap();
+    assert!(asked.contains(&format!("adds read access to {}", root.join("data").display())), "{asked}");
+    assert!(asked.contains("sum the numbers"), "the person sees the agent's reason: {asked}");
+    assert_eq!(session["after"]["structured"]["value"], "42", "{session}");
+    assert_eq!(session["again"]["structured"]["value"], "42", "a session grant lasts: {session}");
+
+    let once = &summary["once"];
+    assert_eq!(once["after"]["structured"]["value"], "42", "{once}");
+    assert_eq!(once["again"]["is_error"], true, "a grant for once is used up by one run: {once}");
+    assert_eq!(once["again"]["structured"]["denials"][0]["capability"], "fs.read", "{once}");
+
+    let declined = &summary["declined"];
+    assert_eq!(declined["request"]["is_error"], true, "{declined}");
+    assert!(text(&declined["request"]).contains("declined"), "{declined}");
+    assert_eq!(declined["after"]["structured"]["denials"][0]["capability"], "fs.read", "{declined}");
+
+    let beyond = &summary["beyond"];
+    assert_eq!(beyond["asked"], 0, "nobody is asked about what cannot be granted: {beyond}");
+    let above = text(&beyond["above_maximum"]);
+    assert!(above.contains("above the operator's maximum manifest") && above.contains("/etc"), "{above}");
+    let floor = text(&beyond["floor"]);
+    assert!(floor.contains("nothing to approve") && floor.contains("169.254.169.254"), "{floor}");
+    assert!(text(&beyond["malformed"]).contains("fs.read, fs.write, net.http, tool"), "{beyond}");
+    let refused = text(&summary["no_elicitation"]["request"]);
+    assert!(refused.contains("does not support elicitation"), "{refused}");
+
+    let pubkey = format!("{}.pub", key.display());
+    let verify = Command::new(bin).args(["audit", "verify", audit_log.to_str().unwrap(), "--pubkey", &pubkey]).output();
+    let verify = verify.unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    let approvals: Vec<Value> = std::fs::read_to_string(&audit_log)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|record| record["schema"] == "wasmagent.approval/v1")
+        .collect();
+    let decisions: Vec<(&str, &str)> =
+        approvals.iter().map(|r| (r["decision"].as_str().unwrap(), r["scope"].as_str().unwrap())).collect();
+    assert_eq!(decisions, [("approved", "session"), ("approved", "once"), ("declined", ""), ("refused", "")]);
+    let by_client = |r: &Value| r["subject"].as_str().unwrap().starts_with("mcp-connection-");
+    assert!(approvals.iter().all(|r| by_client(r) && r["subject"].as_str().unwrap().contains("(MCP client ")));
+    assert_eq!(approvals[0]["capability"], format!("fs.read {}", data_file.display()));
+}

@@ -8,6 +8,9 @@
 //!   name's live sandbox, kept for the client connection. Every way a run can end (timeout,
 //!   memory limit, exception, syntax error, refused code) is a normal tool result with `isError` set, never a
 //!   protocol error; the full `wasmagent.run/v1` report is the structured content.
+//! - `request_capability` {`capability`, `reason`}, offered only when the embedder sets an [`Escalation`]: asks the
+//!   client's user, through MCP elicitation, to approve one refused access for the next run or the connection,
+//!   within the operator's maximum manifest.
 //! - `search_docs` {`query`, `limit`} ranks the host tools (BM25 over names, descriptions and parameters) and gives
 //!   each hit's call signature inside `execute_code` in both languages.
 //!
@@ -18,12 +21,14 @@
 mod admission;
 mod bm25;
 mod catalog;
+mod escalation;
 mod http;
 mod server;
 mod sessions;
 mod signature;
 
 pub use admission::{Admission, AdmitFuture, RunAdmission, RunPermit};
+pub use escalation::Escalation;
 pub use http::{HttpOptions, http_service};
 pub use server::{CodeModeServer, is_run_tool};
 
@@ -71,7 +76,13 @@ pub async fn serve_stdio(
     tools: &ToolRegistry,
     options: McpOptions,
 ) -> Result<(), McpError> {
-    serve(CodeModeServer::new(sandbox, manifest, tools, options), rmcp::transport::stdio()).await
+    serve_server_stdio(CodeModeServer::new(sandbox, manifest, tools, options)).await
+}
+
+/// Serves `server` (built and configured by the embedder) over standard input and output until the client closes
+/// the connection.
+pub async fn serve_server_stdio(server: CodeModeServer) -> Result<(), McpError> {
+    serve(server, rmcp::transport::stdio()).await
 }
 
 /// Serves `server` on any rmcp transport (a pipe, an in-memory duplex) until the peer closes it.

@@ -4,6 +4,7 @@ use crate::MAX_CODE_BYTES;
 use crate::McpOptions;
 use crate::admission::{Admission, RunPermit};
 use crate::catalog::{self, Catalog};
+use crate::escalation::{self, Asking, ConnectionGrants, Escalation};
 use rmcp::handler::server::router::tool::{ToolRoute, ToolRouter};
 use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::handler::server::wrapper::Parameters;
@@ -21,6 +22,8 @@ use wasmagent::{
     EffectiveManifest, Error, Language, Outcome, RunReport, RunRequest, Sandbox, ToolRegistry, ToolSession,
 };
 
+/// The escalation tool's name, offered only with [`CodeModeServer::with_escalation`].
+const REQUEST_CAPABILITY: &str = "request_capability";
 /// What `search_docs` returns when the client gives no limit.
 const DEFAULT_SEARCH_LIMIT: usize = 5;
 /// The most hits one search returns.
@@ -38,6 +41,16 @@ pub(crate) struct ExecuteCode {
     /// functions, imports and files under /scratch stay), for this connection only. Without it, each call runs in
     /// a fresh sandbox.
     session: Option<String>,
+}
+
+/// Arguments of `request_capability`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub(crate) struct RequestCapability {
+    /// The refused access, as execute_code's result names it after "denied": its kind (fs.read, fs.write, net.http
+    /// or tool) and its target, e.g. "fs.read /data/in.csv".
+    capability: String,
+    /// Why the task needs it, in one or two sentences; shown to the person who decides.
+    reason: String,
 }
 
 /// Arguments of `search_docs`.
@@ -64,6 +77,10 @@ pub struct CodeModeServer {
     sessions: crate::sessions::ConnectionSessions,
     /// Whom every fresh run and direct tool call is for (`RunRequest::caller`), when the embedder says.
     caller: Option<String>,
+    /// The operator's terms for `request_capability`; without them the tool is not offered.
+    escalation: Option<Arc<Escalation>>,
+    /// What a person approved for this connection (a clone, which is another connection, starts with none).
+    grants: ConnectionGrants,
 }
 
 impl std::fmt::Debug for CodeModeServer {
@@ -79,6 +96,7 @@ impl CodeModeServer {
     pub fn new(sandbox: Arc<Sandbox>, manifest: EffectiveManifest, tools: &ToolRegistry, options: McpOptions) -> Self {
         let catalog = Arc::new(Catalog::new(tools, &manifest));
         let mut tool_router = Self::tool_router();
+        tool_router.remove_route(REQUEST_CAPABILITY);
         if options.expose_tools {
             for name in tools.granted_names(&manifest) {
                 let Some(tool) = tools.get(&name) else { continue };
@@ -109,7 +127,24 @@ impl CodeModeServer {
             admission_required: false,
             sessions: crate::sessions::ConnectionSessions::new(),
             caller: None,
+            escalation: None,
+            grants: ConnectionGrants::new(),
         }
+    }
+
+    /// This server offering `request_capability`: an agent refused an access may ask for it, a person approves it
+    /// through MCP elicitation, and the grant widens the manifest of that connection only, within `escalation`'s
+    /// maximum manifest.
+    pub fn with_escalation(mut self, escalation: Arc<Escalation>) -> Self {
+        let mut only = Self::tool_router();
+        for name in only.list_all().into_iter().map(|tool| tool.name) {
+            if name != REQUEST_CAPABILITY {
+                only.remove_route(&name);
+            }
+        }
+        self.tool_router.merge(only);
+        self.escalation = Some(escalation);
+        self
     }
 
     /// This server with every fresh `execute_code` run and direct tool call made for `caller` (an agent run's id):
@@ -206,7 +241,8 @@ impl CodeModeServer {
                 args.code.len()
             ));
         }
-        let (sandbox, manifest) = (self.sandbox.clone(), self.manifest.clone());
+        let granted = self.grants.for_run(args.session.is_none());
+        let (sandbox, manifest) = (self.sandbox.clone(), granted.unwrap_or_else(|| self.manifest.clone()));
         let name = match language {
             Language::Python => "main.py",
             _ => "main.js",
@@ -247,13 +283,51 @@ impl CodeModeServer {
             outcome
         });
         match outcome {
-            Ok(Ok(report)) => report_result(&report, None),
-            Ok(Err(Error::Record { report, error })) => report_result(&report, Some(error.to_string())),
+            Ok(Ok(report)) => report_result(&report, None, self.escalation.is_some()),
+            Ok(Err(Error::Record { report, error })) => {
+                report_result(&report, Some(error.to_string()), self.escalation.is_some())
+            }
             Ok(Err(error)) => refusal(format!("nothing ran: {error}")),
             Err(join_error) => {
                 tracing::error!(%join_error, "execute_code: the run panicked");
                 refusal("the run failed inside wasmagent (see the server's log)".to_owned())
             }
+        }
+    }
+
+    /// Asks the person using this client to approve one access execute_code was refused (name it as the result's
+    /// "denied" line does, e.g. "fs.read /data/in.csv"). If they approve, for the next run only or for the rest of
+    /// this connection, later execute_code runs may do it; sessions already open keep their manifest. Nothing above
+    /// the operator's maximum manifest can be approved.
+    #[tool]
+    async fn request_capability(
+        &self,
+        Parameters(args): Parameters<RequestCapability>,
+        context: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let Some(escalation) = &self.escalation else {
+            return refusal("this server takes no capability requests".to_owned());
+        };
+        // Who answers: the connection and the client's own name for itself (as it says, cut short).
+        let client = context.peer.peer_info().map_or_else(
+            || "an unnamed client".to_owned(),
+            |info| format!("{} {}", info.client_info.name, info.client_info.version),
+        );
+        let client: String = client.chars().filter(|c| !c.is_control()).take(120).collect();
+        let subject = format!("{} (MCP client {client})", self.sessions.subject());
+        let asking = Asking {
+            escalation,
+            sandbox: &self.sandbox,
+            tools: &self.tools,
+            server_manifest: &self.manifest,
+            grants: &self.grants,
+            subject: &subject,
+        };
+        let answer = asking.request(&args.capability, &args.reason, &context.peer).await;
+        if answer.granted {
+            CallToolResult::success(vec![ContentBlock::text(answer.text)])
+        } else {
+            refusal(answer.text)
         }
     }
 
@@ -301,13 +375,23 @@ fn refusal(message: String) -> CallToolResult {
 }
 
 /// The result of a run: the report as text and as structured content, an error unless the guest finished normally.
-fn report_result(report: &RunReport, record_error: Option<String>) -> CallToolResult {
+fn report_result(report: &RunReport, record_error: Option<String>, can_request: bool) -> CallToolResult {
     let failed = match report.outcome {
         Outcome::Ok => false,
         Outcome::Exit => report.exit_code != Some(0),
         _ => true,
     } || record_error.is_some();
     let mut text = report_text(report);
+    if can_request
+        && let Some(denial) = report.denials.iter().find(|d| escalation::REQUESTABLE.contains(&d.capability.as_str()))
+    {
+        let ask = serde_json::json!({"capability": format!("{} {}", denial.capability, denial.target), "reason": "…"});
+        let _ = writeln!(
+            text,
+            "to ask the person using this client for a denied access, call request_capability with its kind and \
+             target, e.g. {ask}"
+        );
+    }
     if let Some(error) = record_error {
         let _ = writeln!(text, "audit: the run finished but its record could not be written: {error}");
     }

@@ -36,6 +36,11 @@ impl ConnectionSessions {
         }
     }
 
+    /// Who this connection is, for logs and records.
+    pub(crate) fn subject(&self) -> String {
+        self.subject.clone()
+    }
+
     /// The live session called `name` (opened now when the name is new), or why there is none.
     pub(crate) fn session(
         &self,

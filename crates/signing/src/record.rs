@@ -1,7 +1,8 @@
 //! The audit log: one signed record per run, in a JSON Lines file.
 //!
-//! Each line is the RFC 8785 canonical JSON of a [`RunRecord`] or, for agent runs, of an [`AgentStepRecord`] (one
-//! per model call, code run or tool call, and one for how the agent run ended), told apart by `schema`. A record's
+//! Each line is the RFC 8785 canonical JSON of a [`RunRecord`], for agent runs of an [`AgentStepRecord`] (one
+//! per model call, code run or tool call, and one for how the agent run ended), or of an [`ApprovalRecord`] (a
+//! request for more capability and what a person decided), told apart by `schema`. A record's
 //! `signature` covers every other field of the record; its `prev_record_hash` is the sha256 of the previous line's bytes (the first record points at
 //! [`GENESIS`]), so removing, inserting or reordering records breaks the chain at the first affected record.
 //! Appends take an exclusive lock on the file, refuse to continue a log whose last line is torn, and write each
@@ -136,6 +137,64 @@ impl AgentStepRecord {
     }
 }
 
+/// Schema name of an approval record.
+pub const APPROVAL_SCHEMA: &str = "wasmagent.approval/v1";
+
+/// One request for more capability than a manifest grants, and what was decided: who was asked, what it would
+/// have granted, and whether a person approved it. The agent's reason is kept only by digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRecord {
+    /// Always [`APPROVAL_SCHEMA`].
+    pub schema: String,
+    /// When the record was written, RFC 3339 UTC.
+    pub time: String,
+    /// Where the request came from and who answered it: the front end, its connection and the client's name.
+    pub subject: String,
+    /// The capability as asked for (a denial as the run report names it, e.g. `fs.read /data/in.csv`).
+    pub capability: String,
+    /// What approving it grants (or would have granted), one sentence each.
+    pub grants: Vec<String>,
+    /// `sha256:` of the reason the agent gave.
+    pub reason_digest: String,
+    /// `approved`, `declined`, `cancelled`, `unanswered` (the person did not answer in time), or `refused` (not put
+    /// to anyone: above the operator's maximum manifest).
+    pub decision: String,
+    /// For `approved`: `once` (the next run) or `session` (the rest of the connection); empty otherwise.
+    pub scope: String,
+    /// `sha256:` of the previous record's line, or [`GENESIS`].
+    pub prev_record_hash: String,
+    /// Signature over the canonical JSON of every other field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<RecordSignature>,
+}
+
+impl ApprovalRecord {
+    /// An unsigned, unchained record; [`AuditLog::append_approval`] fills in `schema`, `time`, the chain and the
+    /// signature.
+    pub fn new(
+        subject: &str,
+        capability: &str,
+        grants: Vec<String>,
+        reason: &str,
+        decision: &str,
+        scope: &str,
+    ) -> Self {
+        ApprovalRecord {
+            schema: APPROVAL_SCHEMA.into(),
+            time: String::new(),
+            subject: subject.to_owned(),
+            capability: capability.to_owned(),
+            grants,
+            reason_digest: format!("sha256:{}", hex::encode(Sha256::digest(reason.as_bytes()))),
+            decision: decision.to_owned(),
+            scope: scope.to_owned(),
+            prev_record_hash: String::new(),
+            signature: None,
+        }
+    }
+}
+
 /// A record that can be chained and signed.
 trait Chained: Serialize + Clone {
     fn prev_record_hash(&self) -> &str;
@@ -174,6 +233,18 @@ impl Chained for RunRecord {
 }
 
 impl Chained for AgentStepRecord {
+    fn prev_record_hash(&self) -> &str {
+        &self.prev_record_hash
+    }
+    fn signature(&self) -> Option<&RecordSignature> {
+        self.signature.as_ref()
+    }
+    fn set_signature(&mut self, signature: Option<RecordSignature>) {
+        self.signature = signature;
+    }
+}
+
+impl Chained for ApprovalRecord {
     fn prev_record_hash(&self) -> &str {
         &self.prev_record_hash
     }
@@ -294,6 +365,17 @@ impl AuditLog {
         })
     }
 
+    /// Appends `approval` (its time, chain and signature filled in here) and returns it as written.
+    pub fn append_approval(&self, approval: ApprovalRecord) -> Result<ApprovalRecord, SigningError> {
+        self.append_with(|prev| ApprovalRecord {
+            schema: APPROVAL_SCHEMA.into(),
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            prev_record_hash: prev,
+            signature: None,
+            ..approval
+        })
+    }
+
     /// Appends the record `make` builds on the hash of the last line, signed, under the file lock.
     fn append_with<R: Chained>(&self, make: impl FnOnce(String) -> R) -> Result<R, SigningError> {
         let _guard = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -391,6 +473,10 @@ pub fn verify_log(path: &Path, key: &PublicKey) -> Result<VerifiedLog, LogError>
             AGENT_STEP_SCHEMA => {
                 let record: AgentStepRecord = serde_json::from_slice(body).map_err(not_valid)?;
                 check_record(&record, &record.agent_run_id, body, key, (number, &expected_prev), &fail)?;
+            }
+            APPROVAL_SCHEMA => {
+                let record: ApprovalRecord = serde_json::from_slice(body).map_err(not_valid)?;
+                check_record(&record, &record.capability, body, key, (number, &expected_prev), &fail)?;
             }
             _ => {
                 let record: RunRecord = serde_json::from_slice(body).map_err(not_valid)?;

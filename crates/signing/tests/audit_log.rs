@@ -6,7 +6,7 @@ use std::path::Path;
 use wasmagent_kernel::{ErrorInfo, ErrorKind, RunReport};
 use wasmagent_manifest::EffectiveManifest;
 use wasmagent_signing::keys::SecretKey;
-use wasmagent_signing::record::{AgentStepRecord, AuditLog, GENESIS, verify_log};
+use wasmagent_signing::record::{AgentStepRecord, ApprovalRecord, AuditLog, GENESIS, verify_log};
 
 fn report(i: usize) -> RunReport {
     let error = ErrorInfo { kind: ErrorKind::Trap, message: format!("run {i}") };
@@ -201,4 +201,27 @@ fn agent_steps_chain_between_run_records_and_edits_to_them_are_named() {
     rewrite(&path, &all);
     let error = verify_log(&path, key.public_key()).unwrap_err();
     assert_eq!(error.record, 2, "removing the run record between two steps breaks the chain: {error}");
+}
+
+#[test]
+fn approvals_chain_with_run_records_and_an_edited_decision_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let key = SecretKey::generate();
+    let log = AuditLog::new(&path, key.clone());
+    log.append(&report(1)).unwrap();
+    let grants = vec!["adds read access to /srv/data".to_owned()];
+    let asked =
+        ApprovalRecord::new("mcp (connection 3)", "fs.read /srv/data/a.csv", grants, "to sum it", "declined", "");
+    let written = log.append_approval(asked).unwrap();
+    assert_eq!(written.schema, "wasmagent.approval/v1");
+    assert!(written.signature.is_some() && !written.time.is_empty() && written.reason_digest.starts_with("sha256:"));
+    assert_eq!(verify_log(&path, key.public_key()).unwrap().records, 2);
+
+    let mut all = lines(&path);
+    all[1] = all[1].replace("\"decision\":\"declined\"", "\"decision\":\"approved\"");
+    rewrite(&path, &all);
+    let error = verify_log(&path, key.public_key()).unwrap_err();
+    assert_eq!((error.record, error.run_id.as_deref()), (2, Some("fs.read /srv/data/a.csv")), "{error}");
+    assert!(error.reason.contains("signature does not verify"), "{error}");
 }

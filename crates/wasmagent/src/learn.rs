@@ -89,21 +89,7 @@ pub fn propose(
     report: &RunReport,
     options: &LearnOptions<'_>,
 ) -> Result<Proposal, LearnError> {
-    let mut manifest = given.clone();
-    manifest.rebase_relative_paths(options.base);
-    let mut learner = Learner {
-        effective,
-        options,
-        manifest,
-        reads: Vec::new(),
-        writes: Vec::new(),
-        hosts: Vec::new(),
-        tools: BTreeSet::new(),
-        host_calls_ran_out: false,
-        http_requests_ran_out: false,
-        added: Vec::new(),
-        refused: Vec::new(),
-    };
+    let mut learner = Learner::new(given, effective, options);
     for denial in &report.denials {
         learner.denial(denial);
     }
@@ -114,6 +100,21 @@ pub fn propose(
         ));
     }
     learner.limits(report);
+    learner.finish()
+}
+
+/// Proposes the narrowest manifest that would have allowed `denials` alone (no limit is raised): how a request
+/// for one refused access, named as its report names it, becomes manifest entries.
+pub fn propose_for_denials(
+    given: &CapabilityManifest,
+    effective: &EffectiveManifest,
+    denials: &[Denial],
+    options: &LearnOptions<'_>,
+) -> Result<Proposal, LearnError> {
+    let mut learner = Learner::new(given, effective, options);
+    for denial in denials {
+        learner.denial(denial);
+    }
     learner.finish()
 }
 
@@ -155,7 +156,25 @@ struct Learner<'a> {
     refused: Vec<String>,
 }
 
-impl Learner<'_> {
+impl<'a> Learner<'a> {
+    fn new(given: &CapabilityManifest, effective: &'a EffectiveManifest, options: &'a LearnOptions<'a>) -> Self {
+        let mut manifest = given.clone();
+        manifest.rebase_relative_paths(options.base);
+        Learner {
+            effective,
+            options,
+            manifest,
+            reads: Vec::new(),
+            writes: Vec::new(),
+            hosts: Vec::new(),
+            tools: BTreeSet::new(),
+            host_calls_ran_out: false,
+            http_requests_ran_out: false,
+            added: Vec::new(),
+            refused: Vec::new(),
+        }
+    }
+
     fn denial(&mut self, denial: &Denial) {
         match denial.capability.as_str() {
             "fs.read" => self.file(denial, Access::ReadOnly),

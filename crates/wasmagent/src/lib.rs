@@ -78,7 +78,7 @@ pub enum Error {
 pub struct SandboxBuilder {
     options: EngineOptions,
     on_compile: Option<Arc<dyn Fn() + Send + Sync>>,
-    audit_log: Option<AuditLog>,
+    audit_log: Option<Arc<AuditLog>>,
     tools: ToolRegistry,
     egress: EgressConfig,
     resolver: Option<Arc<dyn Resolve>>,
@@ -157,6 +157,12 @@ impl SandboxBuilder {
 
     /// Appends a signed record of every run to `log`.
     pub fn audit_log(mut self, log: AuditLog) -> Self {
+        self.audit_log = Some(Arc::new(log));
+        self
+    }
+
+    /// Appends a signed record of every run to `log`, which the embedder also writes other records to.
+    pub fn shared_audit_log(mut self, log: Arc<AuditLog>) -> Self {
         self.audit_log = Some(log);
         self
     }
@@ -184,7 +190,7 @@ impl SandboxBuilder {
             js,
             python,
             ceilings,
-            audit_log: self.audit_log.map(Arc::new),
+            audit_log: self.audit_log,
             verdicts: Default::default(),
             session_limits: self.session_limits,
             live_sessions: Default::default(),
