@@ -33,6 +33,11 @@ pub struct RunRequestBody {
     /// Answer 202 with a run id at once instead of the report when the run ends.
     #[serde(default, rename = "async")]
     pub run_async: bool,
+    /// Also propose the narrowest manifest that would have allowed what the run was refused, as `wasmagent run
+    /// --learn` does, within the server's maximum manifest: the report gains a `learn` object (`manifest`, `toml`,
+    /// `added`, `refused`, `converged`). Only where the operator sets `allow_learn`; not with `async`.
+    #[serde(default)]
+    pub learn: bool,
 }
 
 /// `202 Accepted` for an async run.

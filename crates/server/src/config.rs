@@ -68,6 +68,10 @@ pub struct ServerConfig {
     /// `[snapshots]`: session snapshots the server holds (`POST /v1/sessions/{id}/snapshot`): per subject, bytes in
     /// all, and how long each is kept.
     pub snapshots: crate::snapshots::SnapshotConfig,
+    /// Whether `POST /v1/runs` takes `"learn": true` (default false; a development setting). Learning looks at the
+    /// host's files to find the directory to propose for a refused path, so it tells callers which directories
+    /// exist; proposals never go beyond `max_manifest`.
+    pub allow_learn: bool,
     /// The browser tools (`wasmagent serve --browser`, or `[browser]` in the tools file), set by the front end:
     /// `None` leaves them out.
     #[serde(skip)]
@@ -202,6 +206,7 @@ impl Default for ServerConfig {
             cluster: wasmagent_cluster::ClusterConfig::default(),
             sessions: wasmagent::SessionLimits::default(),
             snapshots: crate::snapshots::SnapshotConfig::default(),
+            allow_learn: false,
             browser: None,
         }
     }

@@ -88,6 +88,7 @@ pub fn run_request(data: &[u8]) {
         args: Vec::new(),
         manifest: Some(echo),
         run_async: false,
+        learn: false,
     };
     match prepare(&ceilings, &max, again) {
         Ok((again, _)) => assert_eq!(again.digest(), manifest.digest(), "the echo narrows to another manifest"),

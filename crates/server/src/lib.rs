@@ -18,6 +18,7 @@ pub mod console;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod learn;
 mod listen;
 mod mcp;
 mod metrics;

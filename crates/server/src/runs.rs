@@ -44,8 +44,23 @@ pub(crate) async fn create_run(
     let request: RunRequestBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid(format!("the request body is not a valid run: {e}")))?;
     let run_async = request.run_async;
+    let learn = match (request.learn, &state.learning) {
+        (false, _) => None,
+        (true, None) => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "learn_disabled",
+                "this server does not learn manifests (the operator has not set allow_learn)",
+            ));
+        }
+        (true, Some(_)) if run_async => return Err(ApiError::invalid("`learn` is for runs without `async`")),
+        (true, Some(learning)) => Some((learning, request.manifest.clone().unwrap_or_default())),
+    };
     let (manifest, run) = prepare(state.sandbox.ceilings(), &state.max_manifest, request)?;
-    let mut response = if let (true, Some(cluster)) = (run_async, &state.cluster) {
+    let mut response = if let Some((learning, given)) = learn {
+        let report = execute(&state, manifest.clone(), run, slot, true).await?;
+        Json(crate::learn::learned(&state, learning, &given, &manifest, &report)?).into_response()
+    } else if let (true, Some(cluster)) = (run_async, &state.cluster) {
         // Checked here, queued for any node; this subject's concurrent-run slot ends with the submission.
         drop(slot);
         cluster.submit(&principal.subject, &body, &manifest).await.map_err(|e| e.with_headers(rate_headers(&window)))?

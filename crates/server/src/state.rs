@@ -57,6 +57,8 @@ pub struct AppState {
     pub(crate) snapshots: crate::snapshots::Snapshots,
     /// What the server may hold of snapshots (`[snapshots]`).
     pub(crate) snapshot_config: crate::snapshots::SnapshotConfig,
+    /// What `"learn": true` needs, when the operator allows it (`allow_learn`).
+    pub(crate) learning: Option<crate::learn::Learning>,
 }
 
 /// The operator's session limits, with `max_sessions` kept to the pool slots runs leave free (at least one).
@@ -133,6 +135,8 @@ impl AppState {
             }
             builder.build().map_err(|e| format!("cannot start the agent sandbox: {e}"))
         })?;
+        let learning =
+            config.allow_learn.then(|| crate::learn::Learning { egress: egress.clone(), tools: tools.clone() });
         let auth = Authenticator::new(&config.auth, insecure_no_auth)?;
         let limiter: Box<dyn RateLimiter> = match &config.rate_limit.redis_url {
             Some(url) => Box::new(
@@ -191,6 +195,7 @@ impl AppState {
             sessions: Default::default(),
             snapshots: Default::default(),
             snapshot_config: config.snapshots,
+            learning,
             confinement: std::sync::OnceLock::new(),
         })
     }

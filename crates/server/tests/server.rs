@@ -674,3 +674,48 @@ async fn stored_async_runs_are_bounded_by_bytes() {
     let newest: Value = status(&ids[2]).await.unwrap().json().await.unwrap();
     assert!(newest["report"]["stdout"].as_str().unwrap().len() > 15_000, "{newest}");
 }
+
+/// `"learn": true`: refused by default; where the operator allows it, the report carries the narrowest manifest
+/// within the server's maximum (what lies beyond it is named, not proposed), and a run under it is not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learn_proposes_a_manifest_within_the_servers_maximum_only_where_the_operator_allows_it() {
+    let code = |data: &std::path::Path| {
+        format!(
+            "def read(p):\n    try:\n        return open(p).read().strip()\n    except OSError as e:\n        \
+             return type(e).__name__\n[read({:?}), read('/etc/hostname')]\n",
+            data.join("sub/a.txt")
+        )
+    };
+    let server = start().await;
+    let body = json!({ "language": "python", "code": "1", "learn": true });
+    let (status, _, body) = post(&server, Some(WRITE_KEY), body).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("learn_disabled")), "{body}");
+
+    let server = start_in(tempfile::tempdir().unwrap(), |c, dir| {
+        let data = std::fs::canonicalize(dir).unwrap().join("data");
+        std::fs::create_dir_all(data.join("sub")).unwrap();
+        std::fs::write(data.join("sub/a.txt"), "forty-two").unwrap();
+        c.max_manifest.allowed_read_paths = vec![data.display().to_string()];
+        c.allow_learn = true;
+    })
+    .await;
+    let data = std::fs::canonicalize(server.dir.path()).unwrap().join("data");
+    let body = json!({ "language": "python", "code": code(&data), "learn": true, "async": true });
+    assert_eq!(post(&server, Some(WRITE_KEY), body).await.0, 400, "learn is not for async runs");
+    let body = json!({ "language": "python", "code": code(&data), "learn": true });
+    let (status, _, report) = post(&server, Some(WRITE_KEY), body).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["value"], json!(["FileNotFoundError", "FileNotFoundError"]), "{report}");
+    let learn = &report["learn"];
+    assert_eq!(learn["manifest"]["allowed_read_paths"], json!([data.join("sub").display().to_string()]), "{learn}");
+    assert_eq!(learn["converged"], false);
+    assert!(learn["toml"].as_str().unwrap().contains("allowed_read_paths"), "{learn}");
+    let refused = learn["refused"].to_string();
+    assert!(refused.contains("/etc: above this server's maximum manifest"), "{refused}");
+
+    let body = json!({ "language": "python", "code": code(&data), "manifest": learn["manifest"], "learn": true });
+    let (status, _, again) = post(&server, Some(WRITE_KEY), body).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["value"], json!(["forty-two", "FileNotFoundError"]), "{again}");
+    assert_eq!(again["learn"]["manifest"], learn["manifest"], "nothing more within the maximum: {again}");
+}
