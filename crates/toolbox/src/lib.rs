@@ -16,6 +16,7 @@
 mod file;
 mod http_tool;
 mod upstream;
+pub mod vet;
 mod wasm_tool;
 
 pub use file::{DEFAULT_TIMEOUT_MS, HttpToolSpec, MAX_TIMEOUT_MS, ToolsFile, UpstreamSpec, WasmToolSpec};
