@@ -28,9 +28,17 @@ pub(crate) fn agent(args: &AgentArgs) -> anyhow::Result<u8> {
     };
     let egress = egress_config(&args.operator)?;
     let toolbox = args.tools.as_deref().map(|path| load_tools(path, &egress)).transpose()?;
-    let tools = toolbox.as_ref().map_or_else(ToolRegistry::new, |t| t.registry().clone());
+    // Upstream tools that vetting sent for approval are gated with those the user named.
+    let (tools, vetted) = toolbox.as_ref().map_or_else(
+        || (ToolRegistry::new(), Vec::new()),
+        |t| {
+            let (tools, names) = t.for_approvals();
+            (tools.clone(), names.to_vec())
+        },
+    );
+    let gated: Vec<String> = args.needs_approval.iter().chain(&vetted).cloned().collect();
     let approvals = Approvals::new(APPROVAL_TIMEOUT);
-    let tools = if args.needs_approval.is_empty() { tools } else { approvals.gate(&tools, &args.needs_approval)? };
+    let tools = if gated.is_empty() { tools } else { approvals.gate(&tools, &gated)? };
     let mut builder = tool_sandbox_builder(tools.clone(), egress)?;
     let audit_log = match (&args.record, &args.record_key) {
         (Some(record), Some(key)) => {

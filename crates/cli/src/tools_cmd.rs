@@ -6,6 +6,7 @@ use anyhow::Context;
 use std::path::Path;
 use wasmagent::{CapabilityManifest, ManifestCeilings, is_granted};
 use wasmagent_toolbox::ToolsFile;
+use wasmagent_toolbox::vet::Decision;
 
 /// Prints what the file declares, without starting anything: one entry per tool and per upstream server.
 pub(crate) fn list(path: &Path, manifest: Option<&Path>) -> anyhow::Result<u8> {
@@ -51,22 +52,38 @@ fn print_description(description: &str) {
     }
 }
 
-/// Loads everything and prints each tool with its digest; exit 1 when an upstream tool is disabled.
+/// Loads everything and prints each tool with its digest and what vetting found in it; exit 1 when an upstream tool
+/// is disabled (changed since its pin, or by the `[vetting]` policy).
 pub(crate) fn check(path: &Path, operator: &OperatorArgs) -> anyhow::Result<u8> {
     let egress = egress_config(operator)?;
     let toolbox = load_tools(path, &egress)?;
     let entries = toolbox.entries();
-    let mut disabled = 0;
+    let (mut disabled, mut held) = (0, 0);
     for entry in &entries {
         println!("{}  {}  {}", entry.name, entry.kind.as_str(), entry.source);
         if let Some(digest) = &entry.digest {
             println!("    digest {digest}");
+        }
+        for finding in &entry.findings {
+            println!("    vetting: {finding}");
+        }
+        match entry.decision {
+            Some(Decision::Approve) if entry.disabled.is_none() => {
+                println!("    NEEDS APPROVAL: every call waits for a person ([vetting] in the tools file)");
+                held += 1;
+            }
+            Some(Decision::Allow) if !entry.findings.is_empty() => println!("    allowed by [vetting]"),
+            _ => {}
         }
         if let Some(reason) = &entry.disabled {
             println!("    DISABLED: {reason}");
             disabled += 1;
         }
     }
-    eprintln!("wasmagent: {}: {} tools loaded, {disabled} disabled", path.display(), entries.len());
+    eprintln!(
+        "wasmagent: {}: {} tools loaded, {disabled} disabled, {held} needing approval",
+        path.display(),
+        entries.len()
+    );
     Ok(if disabled == 0 { 0 } else { 1 })
 }

@@ -370,3 +370,44 @@ fn request_capability_asks_the_person_and_widens_only_that_connection_within_the
     assert!(approvals.iter().all(|r| by_client(r) && r["subject"].as_str().unwrap().contains("(MCP client ")));
     assert_eq!(approvals[0]["capability"], format!("fs.read {}", data_file.display()));
 }
+
+/// `wasmagent tools check` shows what vetting found in each upstream tool, with the decision, and exits 1 when the
+/// policy disabled one.
+#[test]
+fn tools_check_prints_vetting_findings_and_fails_on_a_disabled_tool() {
+    let python = sdk_python();
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Path::new(env!("CARGO_MANIFEST_DIR")).join("../toolbox/tests/upstream_server.py");
+    let tools = dir.path().join("tools.toml");
+    let declare = |vetting: &str| {
+        let text = format!(
+            "[[mcp]]\nnamespace = \"up\"\ncommand = {:?}\nargs = [{:?}]\nenv = {{ UPSTREAM_POISONED = \"1\" }}\n\
+             timeout_ms = 20000\n{vetting}",
+            python.display().to_string(),
+            upstream.display().to_string()
+        );
+        std::fs::write(&tools, text).unwrap();
+    };
+    let check = || {
+        Command::new(env!("CARGO_BIN_EXE_wasmagent"))
+            .args(["tools", "check", "--tools", tools.to_str().unwrap()])
+            .env("WASMAGENT_CACHE_DIR", dir.path().join("cache"))
+            .output()
+            .unwrap()
+    };
+    declare("");
+    let out = check();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let multiply = stdout.split_once("up.poisoned_multiply  mcp").map_or("", |(_, rest)| rest);
+    assert!(multiply.contains("vetting: high instruction-injection in description: \""), "{stdout}");
+    assert!(multiply.contains("DISABLED: tool up.poisoned_multiply is disabled: vetting"), "{stdout}");
+    assert!(stdout.contains("NEEDS APPROVAL"), "{stdout}");
+    assert!(stderr.contains("1 disabled, 1 needing approval"), "{stderr}");
+
+    declare("[vetting]\nhigh = \"allow\"\nmedium = \"allow\"\n");
+    let out = check();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("allowed by [vetting]") && !stdout.contains("DISABLED"), "{stdout}");
+}

@@ -31,6 +31,10 @@ pub struct ToolsFile {
     /// them for the front ends that load this file, as `--browser` does; the front end checks it.
     #[serde(default)]
     pub browser: Option<toml::Table>,
+    /// `[vetting]`: what happens to an upstream tool whose description or schema the screen flags, per severity
+    /// (`high`, `medium`, `low` = `disable` | `approve` | `allow`; default disable, approve, allow).
+    #[serde(default)]
+    pub vetting: crate::vet::VettingPolicy,
     /// Directory relative paths in the file are resolved against.
     #[serde(skip)]
     pub base: PathBuf,

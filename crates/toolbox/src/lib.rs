@@ -94,13 +94,23 @@ pub struct ToolEntry {
     pub description: String,
     /// `sha256:` of the module (wasm) or of the description and schema (mcp); none for HTTP tools.
     pub digest: Option<String>,
-    /// Why calls are refused right now (an upstream tool changed since its pin), if they are.
+    /// Why calls are refused right now (an upstream tool changed since its pin, or vetting disabled it), if they
+    /// are.
     pub disabled: Option<String>,
+    /// What vetting found in an upstream tool's description and schema (none for the file's own tools, which the
+    /// operator wrote).
+    pub findings: Vec<vet::Finding>,
+    /// What the operator's `[vetting]` policy decided for an upstream tool.
+    pub decision: Option<vet::Decision>,
 }
 
 /// The tools of one file, loaded: modules read, upstream servers connected.
 pub struct Toolbox {
     registry: ToolRegistry,
+    /// `registry` with the tools vetting sent for approval callable, for a front end that gates them.
+    approvable: ToolRegistry,
+    /// Upstream tools whose every call needs a person's approval (`[vetting]` decision `approve`).
+    needs_approval: Vec<String>,
     entries: Vec<ToolEntry>,
     // Held for their connections; tools hold them too.
     _upstreams: Vec<Arc<upstream::Upstream>>,
@@ -124,8 +134,14 @@ impl Toolbox {
     pub fn from_file(file: &ToolsFile, options: &ToolboxOptions) -> Result<Self, ToolboxError> {
         let runtime = Arc::new(Runtime::new()?);
         let mut registry = ToolRegistry::new();
+        let mut approvable = ToolRegistry::new();
+        let mut needs_approval = Vec::new();
         let mut entries = Vec::new();
-        let mut register = |tool: Tool, entry: ToolEntry| {
+        // Every tool goes in both registries; only a tool that needs approval differs between them.
+        let mut register = |tool: Tool, approved: Option<Tool>, entry: ToolEntry| {
+            approvable
+                .register(approved.unwrap_or_else(|| tool.clone()))
+                .map_err(|e| ToolboxError::new(e.to_string()))?;
             registry.register(tool).map_err(|e| ToolboxError::new(e.to_string()))?;
             entries.push(entry);
             Ok::<(), ToolboxError>(())
@@ -152,8 +168,10 @@ impl Toolbox {
                     description: spec.description.clone(),
                     digest: Some(digest),
                     disabled: None,
+                    findings: Vec::new(),
+                    decision: None,
                 };
-                register(tool.into_tool(spec.description.clone(), spec.input_schema.clone()), entry)?;
+                register(tool.into_tool(spec.description.clone(), spec.input_schema.clone()), None, entry)?;
             }
         }
 
@@ -170,8 +188,10 @@ impl Toolbox {
                     description: spec.description.clone(),
                     digest: None,
                     disabled: None,
+                    findings: Vec::new(),
+                    decision: None,
                 };
-                register(tool.into_tool(spec.description.clone(), schema), entry)?;
+                register(tool.into_tool(spec.description.clone(), schema), None, entry)?;
             }
         }
 
@@ -186,30 +206,56 @@ impl Toolbox {
             let connected = Arc::new(connected);
             let source = spec.command.clone().or_else(|| spec.url.clone()).unwrap_or_default();
             for tool in listed {
+                let findings = vet::vet(&tool.description, &tool.input_schema);
+                let decision = file.vetting.decide(&findings);
+                let hold = vetting_hold(&tool.local, &findings, decision);
                 let entry = ToolEntry {
                     name: tool.local.clone(),
                     kind: ToolKind::Mcp,
                     source: format!("{source} (tool {})", tool.remote),
                     description: tool.description.clone(),
                     digest: Some(tool.digest.clone()),
-                    disabled: connected.disabled_reason(&tool.remote),
+                    disabled: connected
+                        .disabled_reason(&tool.remote)
+                        .or_else(|| hold.clone().filter(|_| decision == vet::Decision::Disable)),
+                    findings,
+                    decision: Some(decision),
                 };
                 let (upstream, runtime, remote) = (connected.clone(), runtime.clone(), tool.remote.clone());
-                let handler = move |args| {
+                let call = Arc::new(move |args| {
                     let (upstream, remote) = (upstream.clone(), remote.clone());
                     runtime.block_on(async move { upstream.call(&remote, args).await })?
+                });
+                let make = |hold: Option<String>| {
+                    let call = call.clone();
+                    let handler = move |args| match &hold {
+                        Some(reason) => Err(reason.clone()),
+                        None => call(args),
+                    };
+                    Tool::new(tool.local.clone(), tool.description.clone(), tool.input_schema.clone(), handler)
                 };
-                register(Tool::new(tool.local, tool.description, tool.input_schema, handler), entry)?;
+                let approved = (decision == vet::Decision::Approve).then(|| make(None));
+                if approved.is_some() {
+                    needs_approval.push(tool.local.clone());
+                }
+                register(make(hold), approved, entry)?;
             }
             upstreams.push(connected);
         }
 
-        Ok(Toolbox { registry, entries, _upstreams: upstreams, _runtime: runtime })
+        Ok(Toolbox { registry, approvable, needs_approval, entries, _upstreams: upstreams, _runtime: runtime })
     }
 
-    /// The tools, for [`wasmagent::SandboxBuilder::tools`].
+    /// The tools, for [`wasmagent::SandboxBuilder::tools`]. A tool vetting disabled or sent for approval refuses
+    /// every call here, saying why.
     pub fn registry(&self) -> &ToolRegistry {
         &self.registry
+    }
+
+    /// For a front end that asks a person before each call of the named tools: the tools with those that need
+    /// approval callable, and their names (gate every one of them).
+    pub fn for_approvals(&self) -> (&ToolRegistry, &[String]) {
+        (&self.approvable, &self.needs_approval)
     }
 
     /// Every loaded tool with its kind, source and digest, sorted by name.
@@ -217,6 +263,30 @@ impl Toolbox {
         let mut entries = self.entries.clone();
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         entries
+    }
+}
+
+/// Why calls of `name` are refused under vetting's `decision` (none for `allow`), naming the findings; each finding is
+/// also logged as an audit line.
+fn vetting_hold(name: &str, findings: &[vet::Finding], decision: vet::Decision) -> Option<String> {
+    for finding in findings {
+        tracing::warn!(
+            target: "wasmagent::audit",
+            tool = name, severity = finding.severity.as_str(), rule = finding.rule, location = %finding.location,
+            matched = %finding.matched, decision = decision.as_str(), "upstream tool vetting"
+        );
+    }
+    let listed = findings.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+    match decision {
+        vet::Decision::Allow => None,
+        vet::Decision::Disable => Some(format!(
+            "tool {name} is disabled: vetting its description and schema found {listed}; the operator's [vetting] \
+             policy disables such tools"
+        )),
+        vet::Decision::Approve => Some(format!(
+            "tool {name} needs a person's approval for every call (vetting found {listed}), and this front end \
+             cannot ask one; use `wasmagent agent`, or change [vetting] in the tools file"
+        )),
     }
 }
 

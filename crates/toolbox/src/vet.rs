@@ -368,10 +368,10 @@ fn find_word(text: &str, phrase: &str) -> Option<usize> {
         let at = from + found;
         let before = text[..at].chars().next_back();
         let after = text[at + phrase.len()..].chars().next();
-        if !(starts_with_word && is_word(before))
-            && !(ends_with_word && is_word(after))
-            && !(phrase.starts_with('.') && is_word(before))
-        {
+        // A phrase that starts or ends with a letter must not continue a word there; `.env` must not end one.
+        let inside_a_word = ((starts_with_word || phrase.starts_with('.')) && is_word(before))
+            || (ends_with_word && is_word(after));
+        if !inside_a_word {
             return Some(at);
         }
         from = at + phrase.len().max(1);

@@ -205,6 +205,45 @@ fn a_pinned_digest_that_no_longer_matches_disables_the_tool_from_the_start() {
     assert!(only.contains("\"nope\", which the server does not offer"), "{only}");
 }
 
+/// OWASP: ASI02, ASI04
+#[test]
+fn vetting_disables_poisoned_upstream_tools_and_holds_those_that_ask_for_secrets_for_approval() {
+    let dir = tempfile::tempdir().unwrap();
+    let poisoned = "env = { UPSTREAM_POISONED = \"1\" }\n";
+    let toolbox = load(dir.path(), &upstream_toml(poisoned), EgressConfig::new()).unwrap();
+    let entries = toolbox.entries();
+    let entry = |name: &str| entries.iter().find(|e| e.name == name).unwrap();
+    let multiply = entry("up.poisoned_multiply");
+    assert_eq!(multiply.decision.map(|d| d.as_str()), Some("disable"));
+    let rules: Vec<&str> = multiply.findings.iter().map(|f| f.rule).collect();
+    assert!(rules.contains(&"instruction-injection") && rules.contains(&"file-request"), "{rules:?}");
+    assert!(multiply.findings.iter().any(|f| f.matched.contains("~/.ssh/id_rsa")), "{:?}", multiply.findings);
+    let refused = call(&toolbox, "up.poisoned_multiply", json!({"a": 2, "b": 3})).unwrap_err();
+    assert!(refused.contains("is disabled: vetting") && refused.contains("file-request"), "{refused}");
+
+    let login = entry("up.check_login");
+    assert_eq!((login.decision.map(|d| d.as_str()), login.disabled.is_none()), (Some("approve"), true));
+    let held = call(&toolbox, "up.check_login", json!({"user": "ada"})).unwrap_err();
+    assert!(held.contains("needs a person's approval") && held.contains("secret-request"), "{held}");
+    let (approvable, names) = toolbox.for_approvals();
+    assert_eq!(names, ["up.check_login"]);
+    let answer = approvable.get("up.check_login").unwrap().call(json!({"user": "ada"})).unwrap();
+    assert_eq!(answer, json!({"user": "ada", "ok": false}));
+    assert!(approvable.get("up.poisoned_multiply").unwrap().call(json!({"a": 1, "b": 1})).is_err());
+    assert_eq!(entry("up.add").decision.map(|d| d.as_str()), Some("allow"));
+    assert!(entry("up.add").findings.is_empty());
+    drop(toolbox);
+
+    // The operator's policy decides: allowed, the poisoned tool works (its findings stay in the entries).
+    let policy = format!("{poisoned}[vetting]\nhigh = \"allow\"\nmedium = \"allow\"\n");
+    let toolbox = load(dir.path(), &upstream_toml(&policy), EgressConfig::new()).unwrap();
+    assert_eq!(call(&toolbox, "up.poisoned_multiply", json!({"a": 2, "b": 3})).unwrap(), json!({"product": 6}));
+    assert!(!toolbox.entries().iter().find(|e| e.name == "up.poisoned_multiply").unwrap().findings.is_empty());
+    drop(toolbox);
+    let bad = load(dir.path(), &upstream_toml("[vetting]\nhigh = \"ignore\"\n"), EgressConfig::new()).unwrap_err();
+    assert!(bad.contains("unknown variant `ignore`"), "{bad}");
+}
+
 #[test]
 fn an_upstream_that_cannot_start_is_a_clear_load_error() {
     let dir = tempfile::tempdir().unwrap();
