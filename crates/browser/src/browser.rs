@@ -6,6 +6,7 @@ use crate::config::BrowserConfig;
 use crate::proxy::{Proxy, ProxyEnv, RunPolicy};
 use base64::Engine as _;
 use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
+use chromiumoxide::cdp::browser_protocol::inspector::{EnableParams as InspectorEnableParams, EventTargetCrashed};
 use chromiumoxide::cdp::browser_protocol::network::SetBypassServiceWorkerParams;
 use chromiumoxide::cdp::browser_protocol::page::{
     CaptureScreenshotFormat, GetLayoutMetricsParams, NavigateParams, SetBypassCspParams, StopLoadingParams,
@@ -101,6 +102,7 @@ impl Chromium {
             .map_err(|e| format!("cannot start the browser's proxy: {e}"))?;
         let mut args: Vec<String> = FLAGS.iter().map(|f| f.to_string()).collect();
         args.push(format!("--proxy-server={}", refuse_all.url()));
+        args.push(format!("--js-flags=--max-old-space-size={}", config.renderer_heap_mb));
         let launch = chromiumoxide::BrowserConfig::builder()
             .chrome_executable(executable)
             .disable_default_args()
@@ -181,6 +183,35 @@ pub(crate) struct RunBrowser {
     /// The run's screenshots, for its report's artifacts, and the bytes they may weigh in all (the run's
     /// `max_artifact_bytes`): a screenshot past it is still returned to the guest but not kept.
     screenshots: Mutex<(Vec<ToolImage>, u64)>,
+    /// Set when a renderer of the run's context crashes (the page ran out of memory, or was killed).
+    crash: Arc<CrashWatch>,
+}
+
+/// Whether a run's page crashed, and a wake-up for whoever waits on an operation when it does.
+#[derive(Default)]
+pub(crate) struct CrashWatch {
+    crashed: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl CrashWatch {
+    fn signal(&self) {
+        self.crashed.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Waits until a crash is signalled (at once if one was).
+    async fn crashed(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.crashed.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// An open browser context: the run's proxy, its pages, and the task that closes popups past the limit.
@@ -212,7 +243,31 @@ impl RunBrowser {
             context: Mutex::new(None),
             busy: tokio::sync::Mutex::new(()),
             screenshots: Mutex::new((Vec::new(), max_artifact_bytes)),
+            crash: Arc::new(CrashWatch::default()),
         }
+    }
+
+    /// Runs `operation` unless the run's page crashes first. After a crash the context is closed (the run's next
+    /// call opens a fresh one) and the error says what happened.
+    pub(crate) async fn unless_crashed(
+        &self,
+        browsers: &Browsers,
+        operation: impl Future<Output = OpResult>,
+    ) -> OpResult {
+        let result = tokio::select! {
+            result = operation => result,
+            () = self.crash.crashed() => Err(String::new()),
+        };
+        if !self.crash.crashed.swap(false, Ordering::SeqCst) {
+            return result;
+        }
+        self.close();
+        Err(format!(
+            "the page's renderer crashed (it ran out of memory: each page may use {} MiB of JavaScript heap, \
+             renderer_heap_mb; or it was killed); its browser context is closed, and the next browser call opens a \
+             fresh one",
+            browsers.config.renderer_heap_mb
+        ))
     }
 
     /// Keeps `png` as an artifact of the run if it fits what is left of `max_artifact_bytes`; whether it was kept.
@@ -267,7 +322,7 @@ impl RunBrowser {
             .create_browser_context(params)
             .await
             .map_err(|e| format!("cannot create a browser context: {e}"))?;
-        let page = match open_page(&chromium, &id).await {
+        let page = match open_page(&chromium, &id, &self.crash).await {
             Ok(page) => page,
             Err(e) => {
                 let _ = chromium.browser.dispose_browser_context(id).await;
@@ -353,7 +408,7 @@ impl RunBrowser {
             return;
         };
         let _ = stuck.execute(StopLoadingParams::default()).await;
-        if let Ok(fresh) = open_page(&chromium, &id).await {
+        if let Ok(fresh) = open_page(&chromium, &id, &self.crash).await {
             if let Some(context) = self.context().as_mut() {
                 context.page = fresh;
             }
@@ -582,8 +637,8 @@ async fn evaluate_value(page: &Page, script: &str) -> OpResult {
     Ok(response.result.result.value.clone().unwrap_or(Value::Null))
 }
 
-/// A blank page in context `id`, ready for the tools.
-async fn open_page(chromium: &Chromium, id: &BrowserContextId) -> Result<Page, String> {
+/// A blank page in context `id`, ready for the tools; `crash` is signalled if its renderer crashes.
+async fn open_page(chromium: &Chromium, id: &BrowserContextId, crash: &Arc<CrashWatch>) -> Result<Page, String> {
     let target = CreateTargetParams::builder()
         .url("about:blank")
         .browser_context_id(id.clone())
@@ -595,6 +650,15 @@ async fn open_page(chromium: &Chromium, id: &BrowserContextId) -> Result<Page, S
     let prepare = |e: chromiumoxide::error::CdpError| format!("cannot prepare the page: {e}");
     page.execute(SetBypassCspParams::new(true)).await.map_err(prepare)?;
     page.execute(SetBypassServiceWorkerParams::new(true)).await.map_err(prepare)?;
+    let mut crashes = page.event_listener::<EventTargetCrashed>().await.map_err(prepare)?;
+    page.execute(InspectorEnableParams::default()).await.map_err(prepare)?;
+    let crash = crash.clone();
+    // Ends with the page (its event stream closes).
+    tokio::spawn(async move {
+        if crashes.next().await.is_some() {
+            crash.signal();
+        }
+    });
     Ok(page)
 }
 

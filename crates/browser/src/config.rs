@@ -14,6 +14,10 @@ pub const NAVIGATION_TIMEOUT_MS: u64 = 15_000;
 pub const SCREENSHOT_MAX_BYTES: u64 = 512 * 1024;
 /// Most text one `extract` (or the JSON of one `evaluate`) may return, by default.
 pub const EXTRACT_MAX_BYTES: u64 = 256 * 1024;
+/// The JavaScript heap each page's renderer may use, by default, in MiB.
+pub const RENDERER_HEAP_MB: u64 = 1024;
+/// The most `renderer_heap_mb` may be set to.
+pub const RENDERER_HEAP_MB_CEILING: u64 = 16 * 1024;
 
 /// The largest screenshot that still fits a tool result once base64-encoded (with room for the other fields).
 pub const SCREENSHOT_MAX_BYTES_CEILING: u64 = ((MAX_TOOL_RESULT_BYTES as u64) - 4096) / 4 * 3;
@@ -43,6 +47,10 @@ pub struct BrowserConfig {
     pub screenshot_max_bytes: u64,
     /// Most text one `extract` may return, and the most JSON one `evaluate` may, in bytes. Default 256 KiB.
     pub extract_max_bytes: u64,
+    /// The JavaScript heap of each page's renderer, in MiB (V8's `--max-old-space-size`). A page that allocates
+    /// past it crashes its renderer: the operation fails with a clear error and the run's next call gets a fresh
+    /// context. Default 1024, at most 16384.
+    pub renderer_heap_mb: u64,
     /// Where each Chromium's fresh profile directory is made (its `--user-data-dir`, `HOME` and `TMPDIR`); default
     /// the system's temporary directory. Set by the front end (the host's confinement lets Chromium write only
     /// there), never by tools.toml.
@@ -58,6 +66,7 @@ impl Default for BrowserConfig {
             navigation_timeout_ms: NAVIGATION_TIMEOUT_MS,
             screenshot_max_bytes: SCREENSHOT_MAX_BYTES,
             extract_max_bytes: EXTRACT_MAX_BYTES,
+            renderer_heap_mb: RENDERER_HEAP_MB,
             profile_dir: None,
         }
     }
@@ -81,6 +90,9 @@ impl BrowserConfig {
         }
         if !(1..=EXTRACT_MAX_BYTES_CEILING).contains(&self.extract_max_bytes) {
             return error("extract_max_bytes", format!("must be 1 to {EXTRACT_MAX_BYTES_CEILING}"));
+        }
+        if !(16..=RENDERER_HEAP_MB_CEILING).contains(&self.renderer_heap_mb) {
+            return error("renderer_heap_mb", format!("must be 16 to {RENDERER_HEAP_MB_CEILING}"));
         }
         Ok(())
     }

@@ -32,7 +32,7 @@ pub mod proxy;
 
 pub use config::{
     BrowserConfig, BrowserConfigError, EXTRACT_MAX_BYTES, EXTRACT_MAX_BYTES_CEILING, NAVIGATION_TIMEOUT_MS,
-    PAGES_PER_RUN, SCREENSHOT_MAX_BYTES, SCREENSHOT_MAX_BYTES_CEILING,
+    PAGES_PER_RUN, RENDERER_HEAP_MB, RENDERER_HEAP_MB_CEILING, SCREENSHOT_MAX_BYTES, SCREENSHOT_MAX_BYTES_CEILING,
 };
 
 use browser::{Browsers, MAX_SELECTORS, MAX_TYPED_CHARS, OpResult, RunBrowser};
@@ -278,7 +278,8 @@ impl Inner {
         let (sender, receiver) = std::sync::mpsc::sync_channel(1);
         self.runtime()?.spawn(async move {
             let _one_at_a_time = browser.busy.lock().await;
-            let _ = sender.send(operation(browser.clone(), browsers).await);
+            let result = browser.unless_crashed(&browsers, operation(browser.clone(), browsers.clone())).await;
+            let _ = sender.send(result);
         });
         receiver.recv().unwrap_or_else(|_| Err("the browser runtime has stopped".into()))
     }

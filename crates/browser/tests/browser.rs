@@ -133,6 +133,11 @@ fn site(path: &str, port: u16) -> Option<Vec<u8>> {
         "/throw" => "<!doctype html><title>Throw</title><script>function deep() { throw new Error('boom'); }</script>"
             .to_owned(),
         "/secret" => "secret".to_owned(),
+        // Keeps allocating arrays of numbers (V8's own heap, which renderer_heap_mb caps) until the renderer dies.
+        "/hog" => "<!doctype html><title>Hog</title><div id=n>0</div><script>const keep = []; let n = 0; \
+                   function grow() { for (let i = 0; i < 50; i++) { keep.push(new Array(100000).fill(n + 0.5)); \
+                   n++; } document.getElementById('n').textContent = n; setTimeout(grow, 0); } grow();</script>"
+            .to_owned(),
         "/never" => return None,
         _ => format!("<!doctype html><title>{port}</title>"),
     };
@@ -159,7 +164,12 @@ fn harness() -> &'static Harness {
         egress.allow_private(&format!("127.0.0.1:{}", site.port)).unwrap();
         // The name only this resolver knows, pointing at loopback: DNS rebinding's stand-in.
         let resolver = StaticResolver::new().answer("rebind.test", vec![vec!["127.0.0.1".parse().unwrap()]]);
-        let config = BrowserConfig { navigation_timeout_ms: 4_000, pages_per_run: 3, ..BrowserConfig::default() };
+        let config = BrowserConfig {
+            navigation_timeout_ms: 4_000,
+            pages_per_run: 3,
+            renderer_heap_mb: 256,
+            ..BrowserConfig::default()
+        };
         let browser = BrowserTools::new(config, egress, Arc::new(resolver)).unwrap();
         let mut tools = ToolRegistry::new();
         browser.register(&mut tools).unwrap();
@@ -434,4 +444,27 @@ fn a_run_without_the_grant_has_no_browser() {
     let mut session = ToolSession::new(harness().tools.clone(), &manifest, Instant::now() + Duration::from_secs(5));
     let refused = session.call(Ok("browser.navigate".into()), Ok(br#"{"url":"http://127.0.0.1/"}"#.to_vec()));
     assert!(refused.unwrap_err().contains("not granted"));
+}
+
+#[test]
+fn a_page_that_allocates_until_its_renderer_crashes_ends_with_a_clear_error_and_the_next_run_works() {
+    if !chromium_present() {
+        return;
+    }
+    let mut run = Run::new();
+    let started = Instant::now();
+    let url = format!("http://127.0.0.1:{}/hog", harness().site.port);
+    // The crash may come while the page loads or just after; either way an operation ends with it.
+    let error = match run.call("browser.navigate", json!({ "url": url })) {
+        Err(error) => error,
+        Ok(_) => run.call("browser.wait_for", json!({"selector": "#never", "timeout_ms": 30_000})).unwrap_err(),
+    };
+    assert!(error.contains("renderer crashed") && error.contains("256 MiB"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(30), "the crash was not noticed: {error}");
+    // The same run goes on in a fresh context, and so does the next run.
+    assert_eq!(run.open("/")["title"], "Home");
+    run.end();
+    let mut next = Run::new();
+    assert_eq!(next.open("/")["title"], "Home");
+    next.end();
 }
