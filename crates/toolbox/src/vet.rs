@@ -369,8 +369,8 @@ fn find_word(text: &str, phrase: &str) -> Option<usize> {
         let before = text[..at].chars().next_back();
         let after = text[at + phrase.len()..].chars().next();
         // A phrase that starts or ends with a letter must not continue a word there; `.env` must not end one.
-        let inside_a_word = ((starts_with_word || phrase.starts_with('.')) && is_word(before))
-            || (ends_with_word && is_word(after));
+        let inside_a_word =
+            ((starts_with_word || phrase.starts_with('.')) && is_word(before)) || (ends_with_word && is_word(after));
         if !inside_a_word {
             return Some(at);
         }
