@@ -154,9 +154,31 @@ struct Harness {
     victim2: Site,
 }
 
+/// Kills this process's `chromium` children. The harness is a static, which is never dropped, so without this each
+/// run of this test binary would leave its browser running after it exits.
+extern "C" fn kill_chromium_children() {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return };
+    for task in tasks.flatten() {
+        let Ok(children) = std::fs::read_to_string(task.path().join("children")) else { continue };
+        for pid in children.split_whitespace().filter_map(|pid| pid.parse::<i32>().ok()) {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "chromium"
+                && let Some(pid) = rustix::process::Pid::from_raw(pid)
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+}
+
 fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
     HARNESS.get_or_init(|| {
+        // SAFETY: registers a function that only reads /proc and sends signals, run once at process exit.
+        #[allow(unsafe_code, reason = "atexit is the only hook that runs when the test binary exits")]
+        unsafe {
+            libc::atexit(kill_chromium_children);
+        }
         let site = Site::start("127.0.0.1", site);
         let victim = Site::start("127.0.0.1", |_, _| Some(html("secret")));
         let victim2 = Site::start("127.0.0.2", |_, _| Some(html("secret")));

@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+mod support;
+
 use serde_json::{Value, json};
 use std::process::Command;
 use wasmagent_models::testing::{Reply, ScriptedServer, Wire};
@@ -152,4 +154,54 @@ fn record_appends_every_step_to_the_audit_log_and_audit_verify_checks_the_chain(
 
     let missing_key = agent(&server, &["--record", log_s]);
     assert_eq!(missing_key.status.code(), Some(2), "--record needs --record-key");
+}
+
+/// In tool mode, an upstream tool that `[vetting]` sends for approval runs only once the person on the terminal says
+/// yes, and one it disables is refused, whatever the model asks.
+#[test]
+fn tools_vetting_holds_are_asked_about_on_the_terminal_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let tools = dir.path().join("tools.toml");
+    let declared = format!(
+        "[[mcp]]\nnamespace = \"up\"\ncommand = {:?}\nargs = [{:?}]\nenv = {{ UPSTREAM_POISONED = \"1\" }}\n\
+         timeout_ms = 20000\n",
+        support::sdk_python().display().to_string(),
+        support::upstream_server().display().to_string()
+    );
+    std::fs::write(&tools, declared).unwrap();
+    let manifest = dir.path().join("manifest.toml");
+    std::fs::write(&manifest, "extra_capabilities = [\"tool:up.*\"]\n").unwrap();
+    let calls = vec![
+        ("up__check_login".to_owned(), json!({"user": "ada"}).to_string()),
+        ("up__poisoned_multiply".to_owned(), json!({"a": 2, "b": 3}).to_string()),
+    ];
+    let script = vec![Reply::ToolCalls { text: "Checking.".to_owned(), calls }, Reply::Text("Done.".to_owned())];
+    let server = ScriptedServer::start(Wire::OpenAi, script);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wasmagent"))
+        .args(["agent", "Check ada's login.", "--model", "openai:local", "--base-url", &server.base_url()])
+        .args(["--api-key-env", "WASMAGENT_TEST_KEY", "--mode", "tools", "--json"])
+        .args(["--tools", tools.to_str().unwrap(), "--manifest", manifest.to_str().unwrap()])
+        .env("WASMAGENT_TEST_KEY", "sk-test")
+        .env("WASMAGENT_CACHE_DIR", dir.path().join("cache"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"y\n").unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("approve the call of up.check_login"), "{stderr}");
+    assert!(!stderr.contains("approve the call of up.poisoned_multiply"), "{stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let step = |name: &str| {
+        report["steps"].as_array().unwrap().iter().find(|s| s["name"] == name).cloned().unwrap_or(Value::Null)
+    };
+    let login = step("up.check_login");
+    assert_eq!(login["is_error"], false, "approved on the terminal: {report}");
+    assert!(login["result"].as_str().unwrap().contains("ada"), "{login}");
+    let multiply = step("up.poisoned_multiply");
+    assert_eq!(multiply["is_error"], true, "{report}");
+    assert!(multiply["result"].as_str().unwrap().contains("disabled: vetting"), "{multiply}");
 }

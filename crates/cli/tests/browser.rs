@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+mod support;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -205,10 +207,7 @@ fn the_mcp_server_offers_the_browser_tools_to_code_and_search_docs() {
     if !chromium_present() {
         return;
     }
-    let python = std::env::var_os("WASMAGENT_MCP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/mcp-venv/bin/python"));
-    assert!(python.exists(), "the MCP Python SDK is missing: create target/mcp-venv as .ci/run does");
+    let python = support::sdk_python();
     let setup = Setup::new(GRANTED);
     let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_browser_client.py");
     let out = Command::new(&python)

@@ -3,23 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+mod support;
+
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// The Python with the MCP SDK: `$WASMAGENT_MCP_PYTHON`, else the virtual environment `.ci/run` creates.
-fn sdk_python() -> PathBuf {
-    let python = std::env::var_os("WASMAGENT_MCP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/mcp-venv/bin/python"));
-    assert!(
-        python.exists(),
-        "the MCP Python SDK is missing: no {}. Create it as .ci/run does (python3 -m venv target/mcp-venv && \
-         target/mcp-venv/bin/pip install mcp==2.3.0) or set WASMAGENT_MCP_PYTHON to a python that has it",
-        python.display()
-    );
-    python
-}
+use support::{sdk_python, upstream_server};
 
 #[test]
 fn the_python_sdk_runs_code_searches_docs_and_gets_errors_as_results() {
@@ -94,7 +83,7 @@ fn the_python_sdk_runs_code_searches_docs_and_gets_errors_as_results() {
 /// manifest granting `text.*` and `up.*`.
 fn tools_fixture(dir: &Path, python: &Path) -> (PathBuf, PathBuf) {
     let probe = wasmagent_test_guests::PROBE_MODULE;
-    let upstream = Path::new(env!("CARGO_MANIFEST_DIR")).join("../toolbox/tests/upstream_server.py");
+    let upstream = upstream_server();
     let tools = dir.join("tools.toml");
     std::fs::write(
         &tools,
@@ -377,7 +366,7 @@ fn request_capability_asks_the_person_and_widens_only_that_connection_within_the
 fn tools_check_prints_vetting_findings_and_fails_on_a_disabled_tool() {
     let python = sdk_python();
     let dir = tempfile::tempdir().unwrap();
-    let upstream = Path::new(env!("CARGO_MANIFEST_DIR")).join("../toolbox/tests/upstream_server.py");
+    let upstream = upstream_server();
     let tools = dir.path().join("tools.toml");
     let declare = |vetting: &str| {
         let text = format!(
