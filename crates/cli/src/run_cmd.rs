@@ -125,7 +125,7 @@ fn print_learned(
     for line in &proposal.added {
         eprintln!("wasmagent: learn: {line}");
     }
-    for line in &proposal.refused {
+    for line in proposal.refused.iter().chain(&proposal.already_allowed) {
         eprintln!("wasmagent: learn: not proposed: {line}");
     }
     let converged = report.denials.is_empty() && report.unlisted.denials == 0 && !report.outcome.is_limit();

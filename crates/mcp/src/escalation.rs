@@ -183,7 +183,9 @@ impl Asking<'_> {
         };
         if proposal.adds_nothing() {
             let why = if proposal.refused.is_empty() {
-                "this connection's manifest already allows it".to_owned()
+                "this connection's manifest already allows it; a run refused it for another reason (see the \
+                 denial's reason)"
+                    .to_owned()
             } else {
                 proposal.refused.join("; ")
             };

@@ -69,6 +69,7 @@ pub(crate) fn learned(
         ..Default::default()
     });
     let mut refused = std::mem::take(&mut proposal.refused);
+    refused.append(&mut proposal.already_allowed);
     refused.extend(beyond.iter().map(|entry| format!("{entry}: above this server's maximum manifest")));
     proposal.added.retain(|line| !beyond.iter().any(|entry| line.contains(entry.as_str())));
     // A raised limit above the maximum is left to the maximum's value.

@@ -48,6 +48,8 @@ pub struct Proposal {
     pub added: Vec<String>,
     /// One line per denial that learning will not answer, and why.
     pub refused: Vec<String>,
+    /// One line per denial of something the manifest already allows (the run was refused it for another reason).
+    pub already_allowed: Vec<String>,
 }
 
 impl Proposal {
@@ -154,6 +156,7 @@ struct Learner<'a> {
     http_requests_ran_out: bool,
     added: Vec<String>,
     refused: Vec<String>,
+    already_allowed: Vec<String>,
 }
 
 impl<'a> Learner<'a> {
@@ -172,6 +175,7 @@ impl<'a> Learner<'a> {
             http_requests_ran_out: false,
             added: Vec::new(),
             refused: Vec::new(),
+            already_allowed: Vec::new(),
         }
     }
 
@@ -221,7 +225,7 @@ impl<'a> Learner<'a> {
         if let Some(mount) = mount
             && (mount.access == Access::ReadWrite || want == Access::ReadOnly)
         {
-            self.refused.push(format!(
+            self.already_allowed.push(format!(
                 "{what}: already inside the mount {}; the run refused it for another reason: {}",
                 mount.spec(),
                 denial.reason
@@ -285,7 +289,9 @@ impl<'a> Learner<'a> {
             return;
         };
         if self.effective.allowed_hosts().iter().any(|p| p.covers(&pattern)) {
-            self.refused.push(format!(
+            let floor = denial.reason.contains("may not reach");
+            let lines = if floor { &mut self.refused } else { &mut self.already_allowed };
+            lines.push(format!(
                 "{what}: {pattern} is already allowed; the run refused the request for another reason: {}{}",
                 denial.reason,
                 if denial.reason.contains("may not reach") {
@@ -322,7 +328,7 @@ impl<'a> Learner<'a> {
             return;
         }
         if is_granted(self.effective, name) {
-            self.refused.push(format!("{what}: already granted; the run refused it because {}", denial.reason));
+            self.already_allowed.push(format!("{what}: already granted; the run refused it because {}", denial.reason));
             return;
         }
         if self.tools.insert(name.to_owned()) {
@@ -423,7 +429,12 @@ impl<'a> Learner<'a> {
         self.manifest.allowed_hosts.extend(self.hosts.iter().map(ToString::to_string));
         self.manifest.extra_capabilities.extend(self.tools.iter().map(|name| format!("tool:{name}")));
         self.manifest.resolve(self.options.base, self.options.ceilings)?;
-        Ok(Proposal { manifest: self.manifest, added: self.added, refused: self.refused })
+        Ok(Proposal {
+            manifest: self.manifest,
+            added: self.added,
+            refused: self.refused,
+            already_allowed: self.already_allowed,
+        })
     }
 
     /// A write grant at the guest path of an existing read-only mount replaces it (two mounts may not share a
@@ -620,9 +631,10 @@ mod tests {
         setup.egress.allow_private("127.0.0.1:8080").unwrap();
         let proposal = setup.learn(&CapabilityManifest::default(), &report);
         assert_eq!(proposal.manifest.allowed_hosts, ["http://127.0.0.1:8080"]);
-        // Allowed already, but refused by the floor: nothing to add.
+        // Allowed already, but refused for another reason: nothing to add, and it says so.
         let again = Setup::new().learn(&proposal.manifest, &report);
-        assert!(again.adds_nothing() && again.refused.len() == 1, "{:?}", again.refused);
+        assert!(again.adds_nothing() && again.already_allowed.len() == 1, "{:?}", again.already_allowed);
+        assert!(again.refused.is_empty(), "{:?}", again.refused);
     }
 
     #[test]
