@@ -400,3 +400,38 @@ fn tools_check_prints_vetting_findings_and_fails_on_a_disabled_tool() {
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("allowed by [vetting]") && !stdout.contains("DISABLED"), "{stdout}");
 }
+
+/// `/mcp` on `wasmagent serve` with `[mcp.manifest]`: runs start from that manifest, a person approves one access for
+/// the MCP session through elicitation (within `max_manifest`), and the next MCP session starts without it.
+#[test]
+fn mcp_over_http_with_a_starting_manifest_offers_request_capability_per_session() {
+    let python = sdk_python();
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    let data_file = root.join("data/in.txt");
+    std::fs::write(&data_file, "42\n").unwrap();
+    let key = "an-api-key-for-escalation";
+    let config = root.join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[max_manifest]\nallowed_read_paths = [{:?}]\n[mcp.manifest]\ncpu_ms = 2000\n\
+             [[auth.api_keys]]\nsubject = \"agent\"\nsha256 = \"{}\"\nscopes = [\"runs:write\"]\n",
+            root.join("data"),
+            key_hash(key)
+        ),
+    )
+    .unwrap();
+    let served = Served::start(&config, &root);
+    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_escalation_client.py");
+    let url = format!("{}/mcp", served.url);
+    let out = Command::new(&python).arg(&client).args(["http", &url, key]).arg(&data_file).output().unwrap();
+    let summary = summary_of(&out);
+    assert_eq!(summary["tools"], json!(["execute_code", "request_capability", "search_docs"]));
+    assert_eq!(summary["before"]["structured"]["denials"][0]["capability"], "fs.read", "{summary}");
+    assert_eq!(summary["request"]["is_error"], false, "{summary}");
+    assert_eq!(summary["after"]["structured"]["value"], "42", "{summary}");
+    assert_eq!(summary["next_session"]["structured"]["denials"][0]["capability"], "fs.read", "{summary}");
+    assert_eq!(summary["asked"], 1);
+}

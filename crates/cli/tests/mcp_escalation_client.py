@@ -3,7 +3,9 @@ one that approves once, one that declines, a request above the operator's maximu
 a floor address (nothing to approve), and a client without elicitation (refused). Prints a JSON summary as its last
 line; crates/cli/tests/mcp.rs asserts on it.
 
-usage: mcp_escalation_client.py WASMAGENT MANIFEST MAX_MANIFEST AUDIT_LOG KEY DATA_FILE"""
+usage: mcp_escalation_client.py WASMAGENT MANIFEST MAX_MANIFEST AUDIT_LOG KEY DATA_FILE
+       mcp_escalation_client.py http URL API_KEY DATA_FILE   (`wasmagent serve` with [mcp.manifest]: one approval
+                                                            for the session, over streamable HTTP)"""
 
 import asyncio
 import json
@@ -12,7 +14,7 @@ import sys
 
 from mcp import ClientSession, StdioServerParameters, stdio_client, types
 
-from mcp_sessions import call
+from mcp_sessions import call, http_session
 
 
 def read_code(path):
@@ -106,5 +108,27 @@ async def main(argv):
     print(json.dumps(summary, default=str))
 
 
+async def over_http(url, api_key, data_file):
+    """One approval for the MCP session over streamable HTTP; a second session starts without it."""
+    run = {"language": "python", "code": read_code(data_file)}
+    ask = {"capability": f"fs.read {data_file}", "reason": "The task is to sum the numbers in this file."}
+    person = Person("accept", "session")
+    async with http_session(url, api_key, elicitation_callback=person) as (session, _):
+        tools = await session.list_tools()
+        summary = {
+            "tools": sorted(tool.name for tool in tools.tools),
+            "before": await call(session, "execute_code", run),
+            "request": await call(session, "request_capability", ask),
+            "after": await call(session, "execute_code", run),
+        }
+    async with http_session(url, api_key, elicitation_callback=person) as (session, _):
+        summary["next_session"] = await call(session, "execute_code", run)
+    summary["asked"] = len(person.asked)
+    print(json.dumps(summary, default=str))
+
+
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1:]))
+    if sys.argv[1] == "http":
+        asyncio.run(over_http(*sys.argv[2:5]))
+    else:
+        asyncio.run(main(sys.argv[1:]))

@@ -28,12 +28,13 @@ async def stdio_session(binary, *args, inherit_path=False):
 
 
 @asynccontextmanager
-async def http_session(url, api_key):
-    """An MCP session over streamable HTTP, authenticated with `api_key`."""
+async def http_session(url, api_key, elicitation_callback=None):
+    """An MCP session over streamable HTTP, authenticated with `api_key`, answering elicitations with
+    `elicitation_callback` (none: the client declares no elicitation support)."""
     async with create_mcp_http_client(headers={"x-api-key": api_key}) as client:
         async with streamable_http_client(url, http_client=client) as streams:
             read, write = streams[0], streams[1]
-            async with ClientSession(read, write) as session:
+            async with ClientSession(read, write, elicitation_callback=elicitation_callback) as session:
                 init = await session.initialize()
                 yield session, init
 

@@ -166,6 +166,10 @@ pub struct McpConfig {
     /// `Host` header values accepted on `/mcp` (DNS-rebinding protection; default: localhost, 127.0.0.1, ::1).
     /// List the names clients use, e.g. `mcp.example.com`; an empty list accepts any host.
     pub allowed_hosts: Vec<String>,
+    /// `[mcp.manifest]`: the manifest `/mcp` runs start from, narrower than `max_manifest`. Set, `/mcp` offers
+    /// `request_capability`: the client's user may approve (MCP elicitation) one refused access at a time for that
+    /// MCP session, up to `max_manifest`. Unset (default): runs are held to `max_manifest` and nothing is asked.
+    pub manifest: Option<CapabilityManifest>,
 }
 
 impl Default for McpConfig {
@@ -174,6 +178,7 @@ impl Default for McpConfig {
             enabled: true,
             expose_tools: false,
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            manifest: None,
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::ratelimit::{Limits, MemoryLimiter, RateLimiter, RedisLimiter};
 use crate::webhook::Webhooks;
 use axum::http::HeaderMap;
 use std::collections::{HashMap, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use wasmagent::signing::keys::SecretKey;
 use wasmagent::signing::record::AuditLog;
 use wasmagent::{EffectiveManifest, EgressConfig, RunReport, Sandbox, ToolRegistry};
-use wasmagent_mcp::{CodeModeServer, HttpOptions, McpOptions};
+use wasmagent_mcp::{CodeModeServer, Escalation, HttpOptions, McpOptions};
 use wasmagent_toolbox::{Toolbox, ToolboxOptions};
 
 /// Shared state of a running server.
@@ -120,12 +120,33 @@ impl AppState {
         let sandbox = Arc::new(builder.build().map_err(|e| format!("cannot start the sandbox: {e}"))?);
         let max_manifest =
             sandbox.resolve(&config.max_manifest, Path::new("/")).map_err(|e| format!("max_manifest: {e}"))?;
-        let mcp = config.mcp.enabled.then(|| {
+        let mcp = if config.mcp.enabled {
             let options = McpOptions { expose_tools: config.mcp.expose_tools };
-            let server = CodeModeServer::new(sandbox.clone(), max_manifest.clone(), &tools, options);
+            let server = match &config.mcp.manifest {
+                None => CodeModeServer::new(sandbox.clone(), max_manifest.clone(), &tools, options),
+                Some(given) => {
+                    let base = crate::policy::request_manifest(sandbox.ceilings(), &max_manifest, given.clone())
+                        .map_err(|e| match e {
+                            crate::policy::PolicyError::Invalid(m) => format!("mcp.manifest: {m}"),
+                            crate::policy::PolicyError::Exceeds { message, .. } => {
+                                format!("mcp.manifest must narrow max_manifest: {message}")
+                            }
+                        })?;
+                    let escalation =
+                        Escalation::new(given.clone(), &base, max_manifest.clone(), egress.clone(), PathBuf::from("/"))
+                            .map_err(|e| format!("mcp.manifest: {e}"))?;
+                    let escalation = match &audit {
+                        Some(log) => escalation.audit_log(log.clone()),
+                        None => escalation,
+                    };
+                    CodeModeServer::new(sandbox.clone(), base, &tools, options).with_escalation(Arc::new(escalation))
+                }
+            };
             let http = HttpOptions { allowed_hosts: config.mcp.allowed_hosts.clone(), ..HttpOptions::default() };
-            (server, http)
-        });
+            Some((server, http))
+        } else {
+            None
+        };
         let agents = crate::agent_runs::AgentService::new(&config.agent, &sandbox, &tools, audit.clone(), |gated| {
             // Tools that need approval are gated only for agent runs: their own sandbox, in the same audit log.
             let mut builder = sandbox_builder(gated);

@@ -565,6 +565,12 @@ async fn unusable_jwks_keys_and_cors_origins_fail_start_up() {
     config.cors_allowed_origins = vec!["https://app.example".into(), "https://app.example/".into()];
     let error = AppState::new(&config, false).await.err().expect("an origin that can never match must fail start-up");
     assert!(error.contains("cors_allowed_origins[1]"), "{error}");
+
+    let mut config = self::config(&dir);
+    config.mcp.manifest = Some(CapabilityManifest { allowed_hosts: vec!["example.com".into()], ..Default::default() });
+    let error =
+        AppState::new(&config, false).await.err().expect("[mcp.manifest] beyond max_manifest must fail start-up");
+    assert!(error.contains("mcp.manifest must narrow max_manifest") && error.contains("allowed_hosts"), "{error}");
 }
 
 /// Deliveries a receiver got: each one's headers (names in lower case) and JSON body.
