@@ -215,8 +215,16 @@ impl Asking<'_> {
         if std::mem::replace(&mut self.grants.lock().asking, true) {
             return Answer::refused("refused: a person is already being asked about another request".to_owned());
         }
+        // Cleared however the wait ends, also when the client cancels the call and this future is dropped.
+        struct Asked<'a>(&'a ConnectionGrants);
+        impl Drop for Asked<'_> {
+            fn drop(&mut self) {
+                self.0.lock().asking = false;
+            }
+        }
+        let asked = Asked(self.grants);
         let decision = self.ask(peer, capability, &grants, reason).await;
-        self.grants.lock().asking = false;
+        drop(asked);
         let (decision, scope) = match decision {
             Ok(scope) => ("approved", scope),
             Err(decision) => (decision, ""),

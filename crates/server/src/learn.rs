@@ -71,13 +71,13 @@ pub(crate) fn learned(
     let mut refused = std::mem::take(&mut proposal.refused);
     refused.append(&mut proposal.already_allowed);
     refused.extend(beyond.iter().map(|entry| format!("{entry}: above this server's maximum manifest")));
-    proposal.added.retain(|line| !beyond.iter().any(|entry| line.contains(entry.as_str())));
+    proposal.added.retain(|line| !beyond.iter().any(|entry| names(line, entry)));
     // A raised limit above the maximum is left to the maximum's value.
     for _ in 0..LIMIT_FIELDS.len() {
         match policy::request_manifest(ceilings, max, proposal.manifest.clone()) {
             Err(PolicyError::Exceeds { field, .. }) if LIMIT_FIELDS.contains(&field.as_str()) => {
                 clear_limit(&mut proposal.manifest, &field);
-                proposal.added.retain(|line| !line.contains(field.as_str()));
+                proposal.added.retain(|line| !names(line, &field));
                 refused.push(format!("{field}: raising it would go above this server's maximum manifest"));
             }
             _ => break,
@@ -102,6 +102,17 @@ pub(crate) fn learned(
     Ok(value)
 }
 
+/// Whether an explanation line of learn names `entry` (as a whole word: `/data` is not named by `/data2`); a mount
+/// written `HOST:GUEST` is named by its host path.
+fn names(line: &str, entry: &str) -> bool {
+    let entry = entry.split_once(':').filter(|_| entry.starts_with('/')).map_or(entry, |(host, _)| host);
+    line.match_indices(entry).any(|(at, _)| {
+        let after = line[at + entry.len()..].chars().next();
+        let before = line[..at].chars().next_back();
+        after.is_none_or(|c| c == ' ' || c == ')') && before.is_none_or(|c| c == ' ' || c == '(')
+    })
+}
+
 fn clear_limit(manifest: &mut CapabilityManifest, field: &str) {
     match field {
         "cpu_ms" => manifest.cpu_ms = None,
@@ -110,5 +121,20 @@ fn clear_limit(manifest: &mut CapabilityManifest, field: &str) {
         "max_output_bytes" => manifest.max_output_bytes = None,
         "max_host_calls" => manifest.max_host_calls = None,
         _ => manifest.max_http_requests = None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names;
+
+    #[test]
+    fn explanation_lines_are_matched_by_whole_entries() {
+        let line = "adds read access to /data2 (fs.read /data2/a was denied)";
+        assert!(!names(line, "/data"));
+        assert!(names(line, "/data2"));
+        assert!(names("adds read access to /srv (seen by the guest as /in) (x)", "/srv:/in"));
+        assert!(names("grants tool:t.echo (a call to t.echo was denied)", "tool:t.echo"));
+        assert!(names("raises cpu_ms from 1 to 2: ...", "cpu_ms"));
     }
 }
