@@ -58,21 +58,54 @@ pub fn module_linker<E: Send + 'static>(engine: &wasmtime::Engine) -> wasmtime::
 }
 
 /// The empty, read-only directory every guest sees at `/` (unless a mount is placed there), so that accesses
-/// outside every mount reach the host and are reported.
-pub struct EmptyRoot(tempfile::TempDir);
+/// outside every mount reach the host and are reported. The process holds a lock on it while it lives, so another
+/// process can tell a root left by a process that was killed.
+pub struct EmptyRoot {
+    dir: tempfile::TempDir,
+    _lock: std::fs::File,
+}
+
+/// How an empty root's name starts.
+const ROOT_PREFIX: &str = "wasmagent-root-";
+/// A root younger than this is never swept: its process may be between creating and locking it.
+const SWEEP_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl EmptyRoot {
-    /// Creates the directory (removed when dropped).
+    /// Creates the directory (removed when dropped) and locks it, after removing the unlocked roots other
+    /// processes left (a process killed, or one that exited without dropping its kernels, cannot remove its own).
     pub fn new() -> Result<Self, KernelError> {
-        tempfile::Builder::new()
-            .prefix("wasmagent-empty-root-")
-            .tempdir()
-            .map(EmptyRoot)
-            .map_err(|e| KernelError::Unavailable(format!("cannot create the empty root directory: {e}")))
+        let unavailable =
+            |e: std::io::Error| KernelError::Unavailable(format!("cannot create the empty root directory: {e}"));
+        sweep_stale_roots(&std::env::temp_dir());
+        let dir = tempfile::Builder::new().prefix(ROOT_PREFIX).tempdir().map_err(unavailable)?;
+        let lock = std::fs::File::open(dir.path()).map_err(unavailable)?;
+        lock.lock().map_err(unavailable)?;
+        Ok(EmptyRoot { dir, _lock: lock })
     }
 
     pub(crate) fn path(&self) -> &Path {
-        self.0.path()
+        self.dir.path()
+    }
+}
+
+/// Removes the empty roots in `dir` that no process holds locked and that are old enough not to be in the middle
+/// of being created. Only empty directories are removed (`rmdir`); errors leave things as they are.
+fn sweep_stale_roots(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten().take(100_000) {
+        if !entry.file_name().to_str().is_some_and(|name| name.starts_with(ROOT_PREFIX)) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age >= SWEEP_MIN_AGE);
+        let Ok(handle) = std::fs::File::open(entry.path()) else { continue };
+        if old && handle.try_lock().is_ok() {
+            let _ = std::fs::remove_dir(entry.path());
+        }
     }
 }
 
@@ -335,4 +368,36 @@ pub fn run_module<E: Send + 'static>(
     drop(active);
     let state = store.into_data();
     env.conclude(result, &state.limiter, state.audit.into_denials(), fuel_consumed, wall_ms, manifest, state.ext)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unlocked_old_roots_are_removed_and_locked_young_or_full_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let make = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::create_dir(&path).unwrap();
+            let old = std::time::SystemTime::now() - SWEEP_MIN_AGE * 2;
+            std::fs::File::open(&path).unwrap().set_modified(old).unwrap();
+            path
+        };
+        let (left, held, full) =
+            (make("wasmagent-root-left"), make("wasmagent-root-held"), make("wasmagent-root-full"));
+        let other = make("wasmagent-empty-root-old");
+        std::fs::write(full.join("file"), "x").unwrap();
+        std::fs::File::open(&full).unwrap().set_modified(std::time::SystemTime::now() - SWEEP_MIN_AGE * 2).unwrap();
+        let lock = std::fs::File::open(&held).unwrap();
+        lock.lock().unwrap();
+        let young = dir.path().join("wasmagent-root-young");
+        std::fs::create_dir(&young).unwrap();
+        sweep_stale_roots(dir.path());
+        assert!(!left.exists(), "an old root nobody holds is removed");
+        assert!(held.exists() && young.exists() && full.exists() && other.exists());
+        drop(lock);
+        let root = EmptyRoot::new().unwrap();
+        assert!(root.path().exists());
+    }
 }
