@@ -84,8 +84,8 @@ impl std::fmt::Debug for Escalation {
 struct Granted {
     /// For the rest of the connection: the manifest as written and as resolved.
     session: Option<(CapabilityManifest, Arc<EffectiveManifest>)>,
-    /// For the next fresh run only.
-    once: Option<Arc<EffectiveManifest>>,
+    /// For the next fresh run only: everything approved for it (and for the session), as written and resolved.
+    once: Option<(CapabilityManifest, Arc<EffectiveManifest>)>,
     /// Requests made so far.
     requests: u32,
     /// Whether a person is being asked now.
@@ -108,7 +108,7 @@ impl ConnectionGrants {
     /// manifest, else none (the server's).
     pub(crate) fn for_run(&self, fresh: bool) -> Option<Arc<EffectiveManifest>> {
         let mut granted = self.lock();
-        if fresh && let Some(once) = granted.once.take() {
+        if fresh && let Some((_, once)) = granted.once.take() {
             return Some(once);
         }
         granted.session.as_ref().map(|(_, effective)| effective.clone())
@@ -237,13 +237,23 @@ impl Asking<'_> {
         if decision != "approved" {
             return Answer::refused(format!("not granted: the person {decision} the request"));
         }
-        let widened = Arc::new(widened);
         let mut granted = self.grants.lock();
+        // The next fresh run holds everything approved for it so far, and what the session gains meanwhile.
+        let pending_once = granted.once.take().map(|(written, _)| written);
+        if scope == "once" || pending_once.is_some() {
+            let mut next_run = pending_once.unwrap_or_else(|| proposal.manifest.clone());
+            add_grants(&mut next_run, &proposal.manifest);
+            match self.sandbox.resolve(&next_run, &self.escalation.base) {
+                Ok(resolved) => granted.once = Some((next_run, Arc::new(resolved))),
+                Err(error) => {
+                    return Answer::refused(format!("refused: the widened manifest does not resolve: {error}"));
+                }
+            }
+        }
         let text = if scope == "once" {
-            granted.once = Some(widened);
             format!("approved for the next execute_code run without a session name: {}", grants.join("; "))
         } else {
-            granted.session = Some((proposal.manifest, widened));
+            granted.session = Some((proposal.manifest, Arc::new(widened)));
             format!("approved for this connection (fresh runs and sessions opened from now on): {}", grants.join("; "))
         };
         Answer { text, granted: true }
@@ -311,6 +321,23 @@ impl Asking<'_> {
             Err(error) => {
                 tracing::error!(%error, "cannot write an approval record to the audit log");
                 false
+            }
+        }
+    }
+}
+
+/// Adds to `into` the mounts, hosts and grants of `from` it does not list (escalation adds nothing else).
+fn add_grants(into: &mut CapabilityManifest, from: &CapabilityManifest) {
+    let lists = [
+        (&mut into.allowed_read_paths, &from.allowed_read_paths),
+        (&mut into.allowed_write_paths, &from.allowed_write_paths),
+        (&mut into.allowed_hosts, &from.allowed_hosts),
+        (&mut into.extra_capabilities, &from.extra_capabilities),
+    ];
+    for (into, from) in lists {
+        for entry in from {
+            if !into.contains(entry) {
+                into.push(entry.clone());
             }
         }
     }

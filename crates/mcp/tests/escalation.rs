@@ -18,10 +18,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use wasmagent::{CapabilityManifest, EgressConfig, Sandbox, Tool, ToolRegistry};
 use wasmagent_mcp::{CodeModeServer, Escalation, McpOptions};
 
-/// A client whose user approves every request for the session, counting them.
+/// A client whose user approves every request (for the session, or once), counting them.
 #[derive(Clone, Default)]
 struct Approver {
     asked: Arc<AtomicUsize>,
+    once: bool,
 }
 
 impl ClientHandler for Approver {
@@ -31,7 +32,8 @@ impl ClientHandler for Approver {
         _context: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, ErrorData> {
         self.asked.fetch_add(1, Ordering::SeqCst);
-        Ok(ElicitResult::new(ElicitationAction::Accept).with_content(json!({"approve": "session"})))
+        let scope = if self.once { "once" } else { "session" };
+        Ok(ElicitResult::new(ElicitationAction::Accept).with_content(json!({"approve": scope})))
     }
 
     fn get_info(&self) -> ClientConfig {
@@ -97,4 +99,42 @@ async fn hosts_and_tools_within_the_maximum_are_granted_to_one_connection_only()
     let (granted, text) = ask(&second, "tool t.echo").await;
     assert!(granted && text.contains("grants tool:t.echo"), "{text}");
     assert_eq!(other.asked.load(Ordering::SeqCst), 1);
+}
+
+/// Grants approved once add up until the next fresh run, which has them all; the run after it has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_for_the_next_run_add_up_and_are_used_up_by_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    for (sub, text) in [("a", "alpha"), ("b", "beta")] {
+        std::fs::create_dir(root.join(sub)).unwrap();
+        std::fs::write(root.join(sub).join("f.txt"), text).unwrap();
+    }
+    let sandbox = Arc::new(Sandbox::builder().build().unwrap());
+    let given = CapabilityManifest::from_toml_str("cpu_ms = 20000").unwrap();
+    let effective = sandbox.resolve(&given, Path::new("/")).unwrap();
+    let maximum = CapabilityManifest {
+        allowed_read_paths: vec![root.display().to_string()],
+        cpu_ms: Some(20_000),
+        ..Default::default()
+    };
+    let maximum = sandbox.resolve(&maximum, Path::new("/")).unwrap();
+    let escalation = Escalation::new(given, &effective, maximum, EgressConfig::new(), PathBuf::from("/")).unwrap();
+    let server = CodeModeServer::new(sandbox, effective, &ToolRegistry::new(), McpOptions::default())
+        .with_escalation(Arc::new(escalation));
+    let client = connect(&server, Approver { once: true, ..Approver::default() }).await;
+    let (a, b) = (root.join("a/f.txt"), root.join("b/f.txt"));
+    assert!(ask(&client, &format!("fs.read {}", a.display())).await.0);
+    assert!(ask(&client, &format!("fs.read {}", b.display())).await.0);
+    let code = format!("open({:?}).read() + ' ' + open({:?}).read()", a.display().to_string(), b.display().to_string());
+    let run = |code: String| {
+        let mut params = CallToolRequestParams::new("execute_code");
+        let args = json!({"language": "python", "code": code});
+        params.arguments = Some(serde_json::from_value::<JsonObject>(args).unwrap());
+        client.call_tool(params)
+    };
+    let first = run(code.clone()).await.unwrap().structured_content.unwrap();
+    assert_eq!(first["value"], "alpha beta", "{first}");
+    let second = run(code).await.unwrap().structured_content.unwrap();
+    assert_eq!(second["denials"][0]["capability"], "fs.read", "{second}");
 }
