@@ -13,13 +13,13 @@ use rmcp::service::{ElicitationMode, Peer};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use wasmagent::learn::{LearnOptions, propose_for_denials};
+use wasmagent::learn::{LearnOptions, add_grants, propose_for_denials, requested_denial};
 use wasmagent::manifest_diff::diff;
 use wasmagent::signing::record::{ApprovalRecord, AuditLog};
-use wasmagent::{CapabilityManifest, Denial, EffectiveManifest, EgressConfig, Sandbox, ToolRegistry};
+use wasmagent::{CapabilityManifest, EffectiveManifest, EgressConfig, Sandbox, ToolRegistry};
 
-/// The kinds of denial `request_capability` can ask a person about: those with a manifest entry that allows them.
-pub(crate) const REQUESTABLE: [&str; 4] = ["fs.read", "fs.write", "net.http", "tool"];
+/// The kinds of denial `request_capability` can ask a person about.
+pub(crate) use wasmagent::learn::REQUESTABLE;
 /// Longest `capability` accepted, in bytes.
 const MAX_CAPABILITY_BYTES: usize = 2048;
 /// Longest `reason` accepted, in bytes (it is shown to a person).
@@ -154,12 +154,10 @@ impl Asking<'_> {
                 "capability is at most {MAX_CAPABILITY_BYTES} bytes and reason at most {MAX_REASON_BYTES} bytes"
             ));
         }
-        let Some((kind, target)) = capability.split_once(' ').map(|(k, t)| (k, t.trim())) else {
-            return Answer::refused(format!("{}; got {capability:?}", grammar()));
+        let denial = match requested_denial(capability) {
+            Ok(denial) => denial,
+            Err(grammar) => return Answer::refused(grammar),
         };
-        if !REQUESTABLE.contains(&kind) || target.is_empty() || target.chars().any(char::is_control) {
-            return Answer::refused(format!("{}; got {capability:?}", grammar()));
-        }
         {
             let mut granted = self.grants.lock();
             if granted.requests >= MAX_REQUESTS_PER_CONNECTION {
@@ -170,7 +168,6 @@ impl Asking<'_> {
             granted.requests += 1;
         }
         let (current, current_effective) = self.current();
-        let denial = Denial { capability: kind.to_owned(), target: target.to_owned(), reason: "asked for".to_owned() };
         let options = LearnOptions {
             ceilings: self.sandbox.ceilings(),
             egress: &self.escalation.egress,
@@ -324,30 +321,4 @@ impl Asking<'_> {
             }
         }
     }
-}
-
-/// Adds to `into` the mounts, hosts and grants of `from` it does not list (escalation adds nothing else).
-fn add_grants(into: &mut CapabilityManifest, from: &CapabilityManifest) {
-    let lists = [
-        (&mut into.allowed_read_paths, &from.allowed_read_paths),
-        (&mut into.allowed_write_paths, &from.allowed_write_paths),
-        (&mut into.allowed_hosts, &from.allowed_hosts),
-        (&mut into.extra_capabilities, &from.extra_capabilities),
-    ];
-    for (into, from) in lists {
-        for entry in from {
-            if !into.contains(entry) {
-                into.push(entry.clone());
-            }
-        }
-    }
-}
-
-/// How a capability is named.
-fn grammar() -> String {
-    format!(
-        "capability is a refused access as the run report names it: one of {} followed by its target, e.g. \
-         \"fs.read /data/in.csv\", \"net.http https://api.example.com/v1\", \"tool gh.search\"",
-        REQUESTABLE.join(", ")
-    )
 }

@@ -70,12 +70,13 @@ pub struct RunStatus {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "wasmagent", description = "Run untrusted code in WebAssembly sandboxes under a capability manifest."),
-    paths(crate::runs::create_run, crate::runs::get_run, crate::runs::dead_letters,
+    paths(crate::runs::create_run, crate::runs::get_run, crate::runs::dead_letters, crate::approvals::create,
           crate::console::check_manifest, crate::console::render_markdown, crate::agent_runs::create,
           crate::agent_runs::status, crate::agent_runs::events, crate::agent_runs::approve,
           crate::sessions::create, crate::sessions::run, crate::sessions::fork, crate::sessions::snapshot, crate::sessions::drop_snapshot, crate::sessions::status,
           crate::sessions::close),
     components(schemas(RunRequestBody, AsyncAccepted, RunStatus, ErrorBody, RunReport, CapabilityManifest,
+                       crate::approvals::ApprovalRequestBody, crate::approvals::ApprovalInfo,
                        crate::console::ManifestCheck, crate::console::RenderedMarkdown,
                        crate::agent_runs::AgentRunRequestBody, crate::agent_runs::AgentRunStatus,
                        crate::agent_runs::ApprovalAnswer, crate::sessions::SessionRequestBody,

@@ -16,6 +16,8 @@ pub const SCOPE_READ: &str = "runs:read";
 pub const SCOPE_AGENTS: &str = "agents:run";
 /// Scope needed for operator views (the webhook dead-letter list, whose URLs may carry tokens).
 pub const SCOPE_ADMIN: &str = "admin";
+/// Scope of `POST /v1/approvals`: approving an access for a subject's next run.
+pub const SCOPE_APPROVALS: &str = "approvals:write";
 /// How far in the future a token's `nbf` may be.
 const NBF_SKEW_SECS: u64 = 60;
 
@@ -128,7 +130,13 @@ impl Authenticator {
 
     fn authenticate(&self, authorization: Option<&str>, api_key: Option<&str>) -> Result<Principal, AuthError> {
         if self.insecure_anonymous {
-            let scopes = vec![SCOPE_WRITE.into(), SCOPE_READ.into(), SCOPE_ADMIN.into(), SCOPE_AGENTS.into()];
+            let scopes = vec![
+                SCOPE_WRITE.into(),
+                SCOPE_READ.into(),
+                SCOPE_ADMIN.into(),
+                SCOPE_AGENTS.into(),
+                SCOPE_APPROVALS.into(),
+            ];
             return Ok(Principal { subject: "anonymous".into(), scopes });
         }
         let unauthenticated = |m: &str| AuthError::Unauthenticated(m.to_owned());

@@ -12,7 +12,7 @@ use std::path::Path;
 use wasmagent::learn::{LearnOptions, propose};
 use wasmagent::{CapabilityManifest, EffectiveManifest, EgressConfig, RunReport, ToolRegistry};
 
-/// What learning needs from the server, present only when `allow_learn` is set.
+/// What learning a grant needs from the server: the operator's egress configuration and the tools.
 pub(crate) struct Learning {
     pub(crate) egress: EgressConfig,
     pub(crate) tools: ToolRegistry,

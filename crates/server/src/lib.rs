@@ -11,6 +11,7 @@
 
 mod agent_runs;
 mod api;
+mod approvals;
 mod auth;
 mod cluster;
 pub mod config;
@@ -32,7 +33,9 @@ pub mod webhook;
 
 pub use agent_runs::{AgentRunRequestBody, AgentRunStatus, ApprovalAnswer};
 pub use api::{AsyncAccepted, RunRequestBody, RunStatus, openapi_json};
-pub use auth::{AuthError, Authenticator, Principal, SCOPE_ADMIN, SCOPE_AGENTS, SCOPE_READ, SCOPE_WRITE};
+pub use auth::{
+    AuthError, Authenticator, Principal, SCOPE_ADMIN, SCOPE_AGENTS, SCOPE_APPROVALS, SCOPE_READ, SCOPE_WRITE,
+};
 pub use config::{AgentModelConfig, AgentRunsConfig, AuditConfig, McpConfig, ServerConfig};
 pub use error::ErrorBody;
 pub use sessions::{SessionRequestBody, SessionRunBody};
@@ -60,6 +63,7 @@ pub fn router(state: Arc<AppState>, cors_allowed_origins: &[String]) -> Result<R
     let origins = config::cors_origins(cors_allowed_origins)?;
     let mut router = Router::new()
         .route("/v1/runs", post(runs::create_run))
+        .route("/v1/approvals", post(approvals::create))
         .route("/v1/runs/{id}", get(runs::get_run))
         .route("/v1/webhooks/dead-letters", get(runs::dead_letters))
         .route("/v1/manifests/check", post(console::check_manifest))

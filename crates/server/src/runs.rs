@@ -41,25 +41,38 @@ pub(crate) async fn create_run(
     let principal = state.authorize(&headers, SCOPE_WRITE)?;
     let (slot, window) = admit(&state, &principal).await?;
     let body = read_body(&state, &headers, body).await.map_err(|e| e.with_headers(rate_headers(&window)))?;
-    let request: RunRequestBody = serde_json::from_slice(&body)
+    let mut request: RunRequestBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid(format!("the request body is not a valid run: {e}")))?;
     let run_async = request.run_async;
-    let learn = match (request.learn, &state.learning) {
-        (false, _) => None,
-        (true, None) => {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "learn_disabled",
-                "this server does not learn manifests (the operator has not set allow_learn)",
-            ));
+    if request.learn && !state.allow_learn {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "learn_disabled",
+            "this server does not learn manifests (the operator has not set allow_learn)",
+        ));
+    }
+    if request.learn && run_async {
+        return Err(ApiError::invalid("`learn` is for runs without `async`"));
+    }
+    // Approvals waiting for this subject (`POST /v1/approvals`) widen this run's manifest, and are used up once it
+    // is accepted; a run queued for any node of a cluster does not take them.
+    let approved =
+        if run_async && state.cluster.is_some() { Vec::new() } else { state.approvals.take(&principal.subject) };
+    if !approved.is_empty() {
+        request.manifest = Some(crate::approvals::widen(request.manifest.take(), &approved));
+    }
+    let learn = request.learn.then(|| request.manifest.clone().unwrap_or_default());
+    let (manifest, run) = match prepare(state.sandbox.ceilings(), &state.max_manifest, request) {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            state.approvals.restore(&principal.subject, approved);
+            return Err(error);
         }
-        (true, Some(_)) if run_async => return Err(ApiError::invalid("`learn` is for runs without `async`")),
-        (true, Some(learning)) => Some((learning, request.manifest.clone().unwrap_or_default())),
     };
-    let (manifest, run) = prepare(state.sandbox.ceilings(), &state.max_manifest, request)?;
-    let mut response = if let Some((learning, given)) = learn {
+    let used = approved.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(",");
+    let mut response = if let Some(given) = learn {
         let report = execute(&state, manifest.clone(), run, slot, true).await?;
-        Json(crate::learn::learned(&state, learning, &given, &manifest, &report)?).into_response()
+        Json(crate::learn::learned(&state, &state.learning, &given, &manifest, &report)?).into_response()
     } else if let (true, Some(cluster)) = (run_async, &state.cluster) {
         // Checked here, queued for any node; this subject's concurrent-run slot ends with the submission.
         drop(slot);
@@ -74,6 +87,11 @@ pub(crate) async fn create_run(
         Json(report).into_response()
     };
     response.headers_mut().extend(rate_headers(&window));
+    if let Ok(used) = HeaderValue::from_str(&used)
+        && !used.is_empty()
+    {
+        response.headers_mut().insert("wasmagent-approvals", used);
+    }
     Ok(response)
 }
 

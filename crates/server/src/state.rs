@@ -57,8 +57,12 @@ pub struct AppState {
     pub(crate) snapshots: crate::snapshots::Snapshots,
     /// What the server may hold of snapshots (`[snapshots]`).
     pub(crate) snapshot_config: crate::snapshots::SnapshotConfig,
-    /// What `"learn": true` needs, when the operator allows it (`allow_learn`).
-    pub(crate) learning: Option<crate::learn::Learning>,
+    /// What learning a grant needs (`"learn": true`, `POST /v1/approvals`): the egress configuration and the tools.
+    pub(crate) learning: crate::learn::Learning,
+    /// Whether `POST /v1/runs` takes `"learn": true` (`allow_learn`).
+    pub(crate) allow_learn: bool,
+    /// Approvals waiting for their subject's next run (`POST /v1/approvals`).
+    pub(crate) approvals: crate::approvals::Approvals,
 }
 
 /// The operator's session limits, with `max_sessions` kept to the pool slots runs leave free (at least one).
@@ -156,8 +160,7 @@ impl AppState {
             }
             builder.build().map_err(|e| format!("cannot start the agent sandbox: {e}"))
         })?;
-        let learning =
-            config.allow_learn.then(|| crate::learn::Learning { egress: egress.clone(), tools: tools.clone() });
+        let learning = crate::learn::Learning { egress: egress.clone(), tools: tools.clone() };
         let auth = Authenticator::new(&config.auth, insecure_no_auth)?;
         let limiter: Box<dyn RateLimiter> = match &config.rate_limit.redis_url {
             Some(url) => Box::new(
@@ -217,6 +220,8 @@ impl AppState {
             snapshots: Default::default(),
             snapshot_config: config.snapshots,
             learning,
+            allow_learn: config.allow_learn,
+            approvals: Default::default(),
             confinement: std::sync::OnceLock::new(),
         })
     }

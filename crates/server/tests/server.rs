@@ -725,3 +725,52 @@ async fn learn_proposes_a_manifest_within_the_servers_maximum_only_where_the_ope
     assert_eq!(again["value"], json!(["forty-two", "FileNotFoundError"]), "{again}");
     assert_eq!(again["learn"]["manifest"], learn["manifest"], "nothing more within the maximum: {again}");
 }
+
+/// `POST /v1/approvals`: a token with `approvals:write` approves one access for a subject's next run (within the
+/// maximum manifest); that run has it (and names the approval), the run after it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_widens_the_subjects_next_run_only() {
+    const APPROVER_KEY: &str = "an-approver-key";
+    let server = start_in(tempfile::tempdir().unwrap(), |c, dir| {
+        let data = std::fs::canonicalize(dir).unwrap().join("data");
+        std::fs::create_dir_all(data.join("sub")).unwrap();
+        std::fs::write(data.join("sub/a.txt"), "forty-two").unwrap();
+        c.max_manifest.allowed_read_paths = vec![data.display().to_string()];
+        c.auth.api_keys.push(ApiKeyConfig {
+            subject: "approver".into(),
+            sha256: sha(APPROVER_KEY),
+            scopes: vec!["approvals:write".into()],
+        });
+    })
+    .await;
+    let file = std::fs::canonicalize(server.dir.path()).unwrap().join("data/sub/a.txt");
+    let read = json!({ "language": "python", "code": format!("open({:?}).read()", file.display().to_string()) });
+    let approve = |key: &'static str, body: Value| {
+        let url = format!("{}/v1/approvals", server.base);
+        async move {
+            let response = reqwest::Client::new().post(url).header("x-api-key", key).json(&body).send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let ask = |capability: String| json!({ "subject": "writer", "capability": capability, "reason": "the report" });
+
+    let (_, _, denied) = post(&server, Some(WRITE_KEY), read.clone()).await;
+    assert_eq!(denied["denials"][0]["capability"], "fs.read", "{denied}");
+    let (status, body) = approve(WRITE_KEY, ask(format!("fs.read {}", file.display()))).await;
+    assert_eq!(status, 403, "runs:write cannot approve: {body}");
+    let (status, body) = approve(APPROVER_KEY, ask("fs.read /etc/hostname".into())).await;
+    assert_eq!(status, 403, "beyond the maximum: {body}");
+    let (status, body) = approve(APPROVER_KEY, ask("root please".into())).await;
+    assert_eq!(status, 400, "{body}");
+
+    let (status, approval) = approve(APPROVER_KEY, ask(format!("fs.read {}", file.display()))).await;
+    assert_eq!(status, 201, "{approval}");
+    assert!(approval["id"].as_str().unwrap().starts_with("apr-"));
+    assert!(approval["grants"][0].as_str().unwrap().starts_with("adds read access to"), "{approval}");
+    let (status, headers, report) = post(&server, Some(WRITE_KEY), read.clone()).await;
+    assert_eq!((status, report["value"].as_str()), (200, Some("forty-two")), "{report}");
+    assert_eq!(headers["wasmagent-approvals"].to_str().unwrap(), approval["id"].as_str().unwrap());
+    let (_, headers, again) = post(&server, Some(WRITE_KEY), read).await;
+    assert_eq!(again["denials"][0]["capability"], "fs.read", "used up by one run: {again}");
+    assert!(!headers.contains_key("wasmagent-approvals"));
+}

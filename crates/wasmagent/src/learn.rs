@@ -105,6 +105,45 @@ pub fn propose(
     learner.finish()
 }
 
+/// The kinds of refused access a person can be asked to approve: those with a manifest entry that allows them.
+pub const REQUESTABLE: [&str; 4] = ["fs.read", "fs.write", "net.http", "tool"];
+
+/// A request for one access, written as a run report's denial names it (`fs.read /data/in.csv`,
+/// `net.http https://api.example.com/v1`, `tool gh.search`), as the denial [`propose_for_denials`] answers.
+pub fn requested_denial(capability: &str) -> Result<Denial, String> {
+    let grammar = || {
+        format!(
+            "a capability is a refused access as the run report names it: one of {} followed by its target, e.g. \
+             \"fs.read /data/in.csv\", \"net.http https://api.example.com/v1\", \"tool gh.search\"; got {:?}",
+            REQUESTABLE.join(", "),
+            capability.chars().take(200).collect::<String>()
+        )
+    };
+    let (kind, target) = capability.trim().split_once(' ').ok_or_else(grammar)?;
+    let target = target.trim();
+    if !REQUESTABLE.contains(&kind) || target.is_empty() || target.chars().any(char::is_control) {
+        return Err(grammar());
+    }
+    Ok(Denial { capability: kind.to_owned(), target: target.to_owned(), reason: "asked for".to_owned() })
+}
+
+/// Adds to `into` the mounts, hosts and grants of `from` it does not list (what approvals add, and nothing else).
+pub fn add_grants(into: &mut CapabilityManifest, from: &CapabilityManifest) {
+    let lists = [
+        (&mut into.allowed_read_paths, &from.allowed_read_paths),
+        (&mut into.allowed_write_paths, &from.allowed_write_paths),
+        (&mut into.allowed_hosts, &from.allowed_hosts),
+        (&mut into.extra_capabilities, &from.extra_capabilities),
+    ];
+    for (into, from) in lists {
+        for entry in from {
+            if !into.contains(entry) {
+                into.push(entry.clone());
+            }
+        }
+    }
+}
+
 /// Proposes the narrowest manifest that would have allowed `denials` alone (no limit is raised): how a request
 /// for one refused access, named as its report names it, becomes manifest entries.
 pub fn propose_for_denials(
