@@ -228,6 +228,12 @@ fn the_mcp_server_offers_the_browser_tools_to_code_and_search_docs() {
     for tool in ["browser.navigate", "browser.extract", "browser.screenshot"] {
         assert!(search.contains(tool), "search_docs does not list {tool}: {search}");
     }
+    // The signatures code is written against, in both languages.
+    let results = summary["search"]["structured"]["results"].as_array().unwrap();
+    let navigate = results.iter().find(|r| r["name"] == "browser.navigate").unwrap();
+    assert_eq!(navigate["javascript"], "tools.browser.navigate(args: { url: string }): any", "{navigate}");
+    assert_eq!(navigate["python"], "tools.browser.navigate(*, url: str)", "{navigate}");
+    assert_eq!(navigate["granted"], true, "{navigate}");
     assert_eq!(summary["js"]["is_error"], false, "{summary}");
     assert_eq!(summary["js"]["structured"]["value"], "[\"Local page\",\"42 EUR\"]", "{summary}");
     assert_eq!(summary["python"]["is_error"], false, "{summary}");
