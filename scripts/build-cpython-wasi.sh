@@ -1,15 +1,13 @@
 #!/usr/bin/env bash
 # Builds CPython for wasm32-wasi (WASI preview 1) from pinned, digest-checked sources: a static, non-PIC core module
 # (`python.wasm`, no component wrapper) plus the pure-Python standard library it reads at start-up.
-# This is issue 24's first milestone (Python engine v2); the current engine (guests/dist/python.wasm,
-# componentize-py) is not touched.
 #
 #   WASI_LIBC_GIT=/path/to/wasi-libc/.git scripts/build-cpython-wasi.sh
 #
-# Output (never committed; its digests are quoted in README): target/cpython-wasi/dist/
-#   python.wasm          the interpreter, debug info stripped
-#   python-bridge.wasm   the same interpreter embedded by guests/python-v2/bridge.c (a WASI reactor exporting
-#                        `wizer-initialize`, `code_buffer` and `run`), for `cargo xtask python-v2-snapshot DIST`
+# Output (never committed; `cargo xtask guests` builds the Python engine from it): target/cpython-wasi/dist/
+#   python.wasm          the interpreter as CPython links it (a WASI command), debug info stripped
+#   link/, include/,     the link kit: the interpreter's static archives, its headers and the wasi-libc sysroot,
+#   sysroot/             which `cargo xtask guests` links with guests/python/bridge.c into the engine
 #   lib/python3.13/      the standard library (no tests, no Tk/IDLE/ensurepip) with its bytecode, plus the WASI
 #                        sysconfig data
 #   provenance.json      input and output digests, toolchain versions, configure arguments
@@ -22,6 +20,8 @@
 #     PEP 816 ties both 3.13 and 3.14 to WASI SDK 24, so the recipe is the same — bump the four PY_* lines.)
 #   - wasi-libc at tag wasi-sdk-24 (commit below), read from a git directory given in WASI_LIBC_GIT (a clone or
 #     mirror of the public wasi-libc repository); the tag must resolve to the pinned commit.
+#   - zlib 1.3.1: Debian 13's source package (same route and checks as CPython's), compiled into the sysroot so that
+#     CPython's `zlib` module (and with it `gzip` and compressed `zipfile` members) is built in.
 #   - Debian 12 packages clang-19, lld-19 (wasm-ld), llvm-19 (llvm-ar, llvm-ranlib, llvm-strip) and
 #     libclang-rt-19-dev-wasm32 (compiler-rt builtins for wasm32), installed by this script if missing.
 #
@@ -39,6 +39,9 @@ PY_VERSION=3.13.5
 PY_DEBIAN_PACKAGE=python3.13
 PY_ORIG=python3.13_3.13.5.orig.tar.xz
 PY_ORIG_SHA256=93e583f243454e6e9e4588ca2c2662206ad961659863277afcdb96801647d640
+ZLIB_DEBIAN_VERSION=1:1.3.dfsg+really1.3.1-1
+ZLIB_ORIG=zlib_1.3.dfsg+really1.3.1.orig.tar.gz
+ZLIB_ORIG_SHA256=60dd315c07f616887caa029408308a018ace66e3d142726a97db164b3b8f69fb
 WASI_LIBC_TAG=wasi-sdk-24
 WASI_LIBC_COMMIT=b9ef79d7dbd47c6c5bafdae760823467c2f60b70
 DEBIAN_SOURCES_SUITE=trixie
@@ -97,6 +100,21 @@ git --git-dir="$WASI_LIBC_GIT" archive "$WASI_LIBC_COMMIT" | tar -x -C "$W/wasi-
     THREAD_MODEL=single >"$W/wasi-libc.log" 2>&1 || { tail -20 "$W/wasi-libc.log"; exit 1; }
 SYSROOT="$W/wasi-libc/sysroot"
 
+say "zlib (for the zlib, gzip and zipfile modules: Debian $DEBIAN_SOURCES_SUITE source package zlib)"
+(cd "$W/src" && apt-get "${apt_opts[@]}" source --download-only -qq "zlib=$ZLIB_DEBIAN_VERSION")
+echo "$ZLIB_ORIG_SHA256  $W/src/$ZLIB_ORIG" | sha256sum -c -
+tar -xzf "$W/src/$ZLIB_ORIG" -C "$W/src"
+ZSRC="$W/src/zlib-1.3.1"
+mkdir -p "$W/zlib"
+# zlib's own configure probes the build machine; its library is these files, compiled as CPython is (LTO bitcode).
+for c in adler32 crc32 deflate infback inffast inflate inftrees trees zutil compress uncompr gzclose gzlib gzread \
+    gzwrite; do
+    "${NICE[@]}" "$CLANG" --target=wasm32-wasi --sysroot="$SYSROOT" -O3 -flto=full -D_LARGEFILE64_SOURCE=1 \
+        -DHAVE_HIDDEN -c "$ZSRC/$c.c" -o "$W/zlib/$c.o"
+done
+"$LLVM_BIN/llvm-ar" rcs "$SYSROOT/lib/wasm32-wasi/libz.a" "$W"/zlib/*.o
+cp "$ZSRC/zlib.h" "$ZSRC/zconf.h" "$SYSROOT/include/wasm32-wasi/"
+
 say "native build Python (for freezing modules)"
 mkdir -p "$W/build-native"
 (cd "$W/build-native" &&
@@ -129,20 +147,19 @@ say "make (wasm32-wasi, $JOBS jobs)"
 (cd "$W/build-wasi" && PATH="$LLVM_BIN:$PATH" "${NICE[@]}" make -j"$JOBS" all >"$W/make-wasi.log" 2>&1) ||
     { tail -30 "$W/make-wasi.log"; exit 1; }
 
-say "link the embedding (guests/python-v2/bridge.c) as a WASI reactor"
-# The same archives and flags as python.wasm's own link, with the bridge in place of Programs/python.o.
-B="$W/build-wasi"
-"${NICE[@]}" "$CLANG" --target=wasm32-wasi --sysroot="$SYSROOT" -O3 $([[ "${PLAIN:-0}" != 1 ]] && echo -flto=full) \
-    -I"$B" -I"$SRC/Include" -c "$ROOT/guests/python-v2/bridge.c" -o "$B/bridge.o"
-"${NICE[@]}" "$CLANG" --target=wasm32-wasi --sysroot="$SYSROOT" -mexec-model=reactor -O3 \
-    $([[ "${PLAIN:-0}" != 1 ]] && echo -flto=full) -z stack-size=8388608 -Wl,--stack-first -Wl,--initial-memory=20971520 \
-    -o "$B/python-bridge.wasm" "$B/bridge.o" "$B/libpython${PY_VERSION%.*}.a" -ldl -lwasi-emulated-signal \
-    -lwasi-emulated-getpid -lwasi-emulated-process-clocks -lm "$B/Modules/_decimal/libmpdec/libmpdec.a" \
-    "$B/Modules/_hacl/libHacl_Hash_SHA2.a" "$B/Modules/expat/libexpat.a"
-
 say "stage dist/"
 "$LLVM_BIN/llvm-strip" --strip-debug -o "$W/dist/python.wasm" "$W/build-wasi/python.wasm"
-"$LLVM_BIN/llvm-strip" --strip-debug -o "$W/dist/python-bridge.wasm" "$B/python-bridge.wasm"
+# The link kit `cargo xtask guests` links the embedding (guests/python/bridge.c) with: the interpreter's static
+# archives (LLVM bitcode under LTO), its headers, and the wasi-libc sysroot they were compiled against.
+B="$W/build-wasi"
+mkdir -p "$W/dist/link" "$W/dist/include/python${PY_VERSION%.*}"
+cp "$B/libpython${PY_VERSION%.*}.a" "$B/Modules/_decimal/libmpdec/libmpdec.a" "$B/Modules/_hacl/libHacl_Hash_SHA2.a" \
+    "$B/Modules/expat/libexpat.a" "$W/dist/link/"
+cp -r "$SRC/Include/." "$W/dist/include/python${PY_VERSION%.*}/"
+cp "$B/pyconfig.h" "$W/dist/include/python${PY_VERSION%.*}/"
+cp -r "$SYSROOT" "$W/dist/sysroot"
+echo "$(grep '^CONFIGURE_LDFLAGS_NODIST=' "$B/Makefile" | cut -d= -f2-)" >"$W/dist/link/ldflags"
+echo "$(grep '^LIBS=' "$B/Makefile" | cut -d= -f2-)" >"$W/dist/link/libs"
 LIB="$W/dist/lib/python${PY_VERSION%.*}"
 mkdir -p "$LIB"
 (cd "$SRC/Lib" && tar -c --exclude=__pycache__ --exclude=./test --exclude=./idlelib --exclude=./tkinter \
@@ -160,12 +177,13 @@ json.dump({
     "cpython": {"version": "$PY_VERSION", "source": "Debian $DEBIAN_SOURCES_SUITE source package $PY_DEBIAN_PACKAGE",
                 "file": "$PY_ORIG", "sha256": "$PY_ORIG_SHA256"},
     "wasi_libc": {"tag": "$WASI_LIBC_TAG", "commit": "$WASI_LIBC_COMMIT"},
+    "zlib": {"source": "Debian $DEBIAN_SOURCES_SUITE source package zlib $ZLIB_DEBIAN_VERSION",
+             "file": "$ZLIB_ORIG", "sha256": "$ZLIB_ORIG_SHA256"},
     "toolchain": """$("$CLANG" --version | head -1)""",
     "configure": "${configure_args[*]}".replace("$W", "target/cpython-wasi"),
     "config_site": "Tools/wasm/config.site-wasm32-wasi",
     "python_wasm": {"bytes": $(stat -c %s "$W/dist/python.wasm"), "sha256": "$wasm_sha"},
-    "python_bridge_wasm": {"bytes": $(stat -c %s "$W/dist/python-bridge.wasm"),
-                           "sha256": "$(sha256sum "$W/dist/python-bridge.wasm" | cut -d' ' -f1)"},
+    "link_kit_sha256": "$(cd "$W/dist" && find link include sysroot -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)",
     "optimisations": "$([[ "${PLAIN:-0}" != 1 ]] && echo "pymalloc, full LTO" || echo "none (PLAIN=1)")",
     "stdlib": {"files": $(find "$W/dist/lib" -type f | wc -l),
                "sha256_of_sorted_file_digests": "$lib_sha"},
@@ -175,7 +193,8 @@ cat "$W/dist/provenance.json"
 
 if [[ "${KEEP_BUILD:-0}" != 1 ]]; then
     say "removing intermediate build trees (KEEP_BUILD=1 keeps them)"
-    rm -rf "$W/build-native" "$W/build-wasi" "$W/wasi-libc/build" "$W/src/Python-$PY_VERSION" "$W/apt"
+    rm -rf "$W/build-native" "$W/build-wasi" "$W/wasi-libc/build" "$W/src/Python-$PY_VERSION" "$W/src/zlib-1.3.1" \
+        "$W/zlib" "$W/apt"
 fi
 say "done: $W/dist/python.wasm"
 exit

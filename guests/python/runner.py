@@ -1,10 +1,11 @@
 """The Python engine's entry point: runs one program per instance and answers with JSON (a session runs one per
-call, in one namespace kept for the instance).
+call, in one namespace kept for the instance). `bridge.c` calls `_entry` for each run.
 
-componentize-py pre-initialises the interpreter with this module imported, so a run starts from a ready snapshot.
-Anything captured at that time (environment, arguments, random seeds) is reset here, at the start of each run.
+The engine is pre-initialised with this module imported (`cargo xtask guests`, wasmtime-wizer), so a run starts from
+a ready snapshot. Anything captured at that time (environment, arguments, random seeds) is reset here, at the start
+of each run.
 
-The component carries no files: only modules imported during pre-initialisation exist at run time. So the standard
+The engine carries no files: only modules imported during pre-initialisation exist at run time. So the standard
 library modules below are imported here, once, at build time, and `sys.path` is then emptied so a run never looks
 for modules on the (sandboxed) filesystem.
 """
@@ -19,8 +20,6 @@ import os
 import random
 import sys
 import traceback
-
-import wit_world
 
 import wasmagent
 
@@ -170,6 +169,47 @@ sys.path.clear()
 sys.path_importer_cache.clear()
 
 
+def _freeze(root="/packages"):
+    """Build time only (`wasmagent engine build python`): imports every module of the packages unpacked in `root`,
+    so a custom engine's snapshot holds them; a run never sees `root`. Prints one JSON line: the modules imported and
+    those that failed to import (a module needing a standard library module the engine was not built with, or an
+    optional dependency). Raises when a top-level module fails.
+    """
+    modules = []
+    for entry in sorted(os.listdir(root)):
+        path = os.path.join(root, entry)
+        if entry.endswith(".py") and entry != "__init__.py":
+            modules.append(entry[:-3])
+        elif os.path.isfile(os.path.join(path, "__init__.py")):
+            for directory, subdirectories, files in os.walk(path):
+                subdirectories[:] = sorted(d for d in subdirectories if d != "__pycache__")
+                if "__init__.py" not in files:
+                    subdirectories[:] = []
+                    continue
+                package = os.path.relpath(directory, root).replace(os.sep, ".")
+                modules.append(package)
+                modules.extend(f"{package}.{f[:-3]}" for f in sorted(files) if f.endswith(".py") and f != "__init__.py")
+    sys.path[:] = [root]
+    sys.meta_path.remove(_NotInSnapshot)
+    imported, failed = [], {}
+    try:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+                imported.append(name)
+            except BaseException as error:  # an optional submodule may need what the sandbox lacks
+                failed[name] = f"{type(error).__name__}: {error}"
+    finally:
+        sys.meta_path.append(_NotInSnapshot)
+        sys.path.clear()
+        sys.path_importer_cache.clear()
+    # Flushed now: anything left in the buffer would be in the snapshot, and printed by the engine's first run.
+    print(json.dumps({"imported": imported, "failed": failed}), flush=True)
+    top_level = [name for name in failed if "." not in name]
+    if top_level:
+        raise ImportError(f"top-level modules failed to import: {', '.join(top_level)}")
+
+
 def _reset_process(request):
     """Makes the snapshot's process state this run's: environment, arguments, random seed."""
     environ = request.get("env", {})
@@ -267,19 +307,17 @@ def _run(request):
     return '{"value":' + value_json + "}"
 
 
-class WitWorld(wit_world.WitWorld):
-    def run(self, request: str) -> str:
-        return _run(json.loads(request))
+def _entry(request):
+    """Runs the program `request` (JSON) describes; the answer is JSON."""
+    return _run(json.loads(request))
 
 
 def _warm_up():
     """Runs two programs at build time, so the snapshot holds what the first run of every instance would otherwise
-    build: componentize-py's export object (a `typing.Protocol` subclass resolves its `__init__` on first
-    instantiation), the interpreter's type and attribute caches, and this module's specialised bytecode. Nothing a
-    run can observe is left behind: each run resets the environment, arguments and random seed, and the source line
-    cache entries are removed here.
+    build: the interpreter's type and attribute caches and this module's specialised bytecode. Nothing a run can
+    observe is left behind: each run resets the environment, arguments and random seed, and the source line cache
+    entries are removed here.
     """
-    WitWorld()
     answers = [_run({"code": code, "name": "warm-up.py"}) for code in ("x = [1]\nx[0] + 1", "{}['missing']")]
     linecache.cache.pop("warm-up.py", None)
     if answers[0] != '{"value":2}' or '"kind":"exception"' not in answers[1]:
@@ -290,18 +328,18 @@ _warm_up()
 
 
 def _fill_allocator_holes():
-    """Fills every free chunk left in the heap, so that a run allocates from memory past the snapshot's heap.
+    """Fills the free blocks left in the heap, so that a run allocates from memory past the snapshot's heap.
 
-    componentize-py's CPython has no pymalloc: every object comes from wasi-libc's dlmalloc, which reuses the smallest
-    free chunk that fits. After the set-up above, free chunks are holes scattered over megabytes of heap, so a run
-    wrote a page here and a page there, and the engine resets and faults in every one of those pages again on the
-    next run (over 200 scattered pages for `1+1`). Filling the holes with the smallest objects there are, until
-    allocations come from the top of the heap, leaves a run nothing to reuse but what it frees itself, so its writes
-    stay close together.
+    After the set-up above, the allocators' free blocks are holes scattered over megabytes of heap, so a run's
+    allocations would write a page here and a page there, and the engine resets and faults in every one of those
+    pages again on the next run. Filling the holes with the smallest objects there are, until allocations come from
+    the top of the heap, leaves a run nothing to reuse but what it frees itself, so its writes stay close together.
+    (Measured on the earlier componentize-py engine, whose CPython had no pymalloc: over 200 scattered pages for
+    `1+1` before. Here the smallest objects come from pymalloc's pools, so the fillers take the free blocks of the
+    16-byte size class and then fresh pools.)
 
-    The fillers (about 150,000 16-byte chunks, all but a few inside existing holes; the heap grows by little more
-    than the tuple that holds them, about 0.6 MB) are held by a tuple that the collector stops tracking (it holds
-    only untracked objects), so they cost a collection nothing.
+    The fillers are held by a tuple that the collector stops tracking (it holds only untracked objects), so they
+    cost a collection nothing.
     """
     fillers = []
     highest = streak = 0

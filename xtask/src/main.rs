@@ -8,8 +8,9 @@
 //!
 //! The JavaScript engine: `cargo build --release --target wasm32-wasip1` (QuickJS's C code compiled by Debian's
 //! clang-19 against Debian's wasi-libc, through a sysroot laid out the way clang expects), then pre-initialisation
-//! with wasmtime-wizer (`wizer-initialize`). The Python engine: `componentize-py` (pinned, installed from PyPI into
-//! `target/componentize-py`) builds `guests/python` into a component with the interpreter pre-initialised.
+//! with wasmtime-wizer (`wizer-initialize`). The Python engine: CPython built from source by
+//! `scripts/build-cpython-wasi.sh`, linked with `guests/python/bridge.c` and pre-initialised with wasmtime-wizer
+//! (`python.rs`); its provenance also records the script's digest, which `--check` compares.
 //! Each is written to `guests/dist/<name>.wasm` with `guests/dist/<name>.provenance.json`:
 //! the digest of the guest's sources and lockfile, the toolchain versions, the exact commands, and the artifact's
 //! digest. With `--check`, nothing is written and nothing is built: the task fails when the committed provenance
@@ -23,7 +24,7 @@ use source_digest::source_digest;
 
 mod matrix;
 mod owasp;
-mod python_v2;
+mod python;
 mod source_digest;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -44,16 +45,11 @@ fn main() -> anyhow::Result<()> {
         ["matrix", "--check"] => matrix::matrix(&root, true),
         ["owasp"] => owasp::owasp(&root, false),
         ["owasp", "--check"] => owasp::owasp(&root, true),
-        ["python-v2-snapshot", dist] => python_v2::snapshot(Path::new(dist)),
         _ => bail!(
-            "usage: cargo xtask guests [--check [--rebuild]] | cargo xtask matrix [--check] | cargo xtask owasp [--check] \
-             | cargo xtask python-v2-snapshot DIST"
+            "usage: cargo xtask guests [--check [--rebuild]] | cargo xtask matrix [--check] | cargo xtask owasp [--check]"
         ),
     }
 }
-
-/// The componentize-py release the Python engine is built with (it ships CPython 3.14 for WASI).
-const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 
 struct Guest {
     /// Name of the artifact under guests/dist/.
@@ -67,14 +63,13 @@ struct Guest {
 enum GuestKind {
     /// A Rust crate built for wasm32-wasip1 into this cdylib, then pre-initialised with wasmtime-wizer.
     Wizer { wasm: &'static str },
-    /// A Python app built into a component by componentize-py for the `runner` world in `wit/`, whose entry module
-    /// is `app`.
-    Componentize { app: &'static str },
+    /// CPython built from source and linked with the guest's embedding (`python.rs`).
+    CPython,
 }
 
 const GUESTS: &[Guest] = &[
     Guest { name: "js", dir: "js", kind: GuestKind::Wizer { wasm: "wasmagent_js_guest.wasm" } },
-    Guest { name: "python", dir: "python", kind: GuestKind::Componentize { app: "runner" } },
+    Guest { name: "python", dir: "python", kind: GuestKind::CPython },
 ];
 
 /// What `cargo xtask guests` does.
@@ -97,7 +92,7 @@ fn guests(root: &Path, mode: Mode) -> anyhow::Result<()> {
         let wasm_path = dist.join(format!("{}.wasm", guest.name));
         let provenance_path = dist.join(format!("{}.provenance.json", guest.name));
         if mode == Mode::Check {
-            failures.extend(committed_mismatches(guest, &source_digest, &wasm_path, &provenance_path)?);
+            failures.extend(committed_mismatches(root, guest, &source_digest, &wasm_path, &provenance_path)?);
             println!(
                 "{}: checked against its sources and provenance (not rebuilt; `--check --rebuild` rebuilds)",
                 guest.name
@@ -108,7 +103,7 @@ fn guests(root: &Path, mode: Mode) -> anyhow::Result<()> {
         let artifact_digest = format!("sha256:{}", hex::encode(Sha256::digest(&built)));
         let provenance = provenance(root, guest, &source_digest, &artifact_digest, built.len())?;
         if mode == Mode::CheckAndRebuild {
-            failures.extend(committed_mismatches(guest, &source_digest, &wasm_path, &provenance_path)?);
+            failures.extend(committed_mismatches(root, guest, &source_digest, &wasm_path, &provenance_path)?);
             let committed_digest = format!("sha256:{}", hex::encode(Sha256::digest(std::fs::read(&wasm_path)?)));
             let committed: serde_json::Value = serde_json::from_slice(&std::fs::read(&provenance_path)?)?;
             let reproducible = committed_digest == artifact_digest;
@@ -131,6 +126,7 @@ fn guests(root: &Path, mode: Mode) -> anyhow::Result<()> {
 /// Why the committed `wasm_path` and its provenance do not fit `source_digest` (stale sources, or an artifact that
 /// is not the one its provenance names); empty when they fit.
 fn committed_mismatches(
+    root: &Path,
     guest: &Guest,
     source_digest: &str,
     wasm_path: &Path,
@@ -147,6 +143,17 @@ fn committed_mismatches(
             "{}: the sources changed since guests/dist/{}.wasm was built; run `cargo xtask guests`",
             guest.name, guest.name
         ));
+    }
+    if let GuestKind::CPython = guest.kind {
+        let script = python::build_script_digest(root)?;
+        if committed["inputs"]["build_script_digest"] != script.as_str() {
+            failures.push(format!(
+                "{}: {} changed since guests/dist/{}.wasm was built; run `cargo xtask guests`",
+                guest.name,
+                python::BUILD_SCRIPT,
+                guest.name
+            ));
+        }
     }
     if committed["artifact_digest"] != committed_digest.as_str() {
         failures.push(format!("{}: guests/dist/{}.wasm does not match its provenance", guest.name, guest.name));
@@ -196,52 +203,11 @@ fn build(root: &Path, guest: &Guest) -> anyhow::Result<Vec<u8>> {
             let wasm = std::fs::read(target_dir.join("wasm32-wasip1/release").join(wasm))?;
             preinitialize(&wasm)
         }
-        GuestKind::Componentize { app } => {
-            let venv = componentize_py(root)?;
-            let out = root.join("target/guests").join(format!("{}.wasm", guest.name));
-            std::fs::create_dir_all(root.join("target/guests"))?;
-            let status =
-                componentize_command(root, guest, app, &venv, &out).status().context("running componentize-py")?;
-            if !status.success() {
-                bail!("building guest {} failed", guest.name);
-            }
-            // componentize-py leaves bytecode caches beside the sources; they are not sources.
-            remove_pycache(&root.join("guests").join(guest.dir))?;
-            Ok(std::fs::read(&out)?)
-        }
+        GuestKind::CPython => python::build(root),
     }
 }
 
-/// A virtual environment in `target/componentize-py` with the pinned componentize-py installed (pip does nothing
-/// when it already is).
-fn componentize_py(root: &Path) -> anyhow::Result<PathBuf> {
-    let venv = root.join("target/componentize-py");
-    if !venv.join("bin/python").exists() {
-        let status =
-            Command::new("python3").args(["-m", "venv"]).arg(&venv).status().context("running python3 -m venv")?;
-        if !status.success() {
-            bail!("python3 -m venv failed (Debian: apt-get install python3-venv)");
-        }
-    }
-    let status = Command::new(venv.join("bin/python"))
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", COMPONENTIZE_PY])
-        .status()
-        .context("running pip")?;
-    if !status.success() {
-        bail!("pip install {COMPONENTIZE_PY} failed");
-    }
-    Ok(venv)
-}
-
-fn componentize_command(root: &Path, guest: &Guest, app: &str, venv: &Path, out: &Path) -> Command {
-    let mut cmd = Command::new(venv.join("bin/componentize-py"));
-    cmd.current_dir(root.join("guests").join(guest.dir))
-        .args(["-d", "wit", "-w", "runner", "componentize", app, "-o"])
-        .arg(out);
-    cmd
-}
-
-fn remove_pycache(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn remove_pycache(dir: &Path) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.file_name().is_some_and(|n| n == "__pycache__") {
@@ -255,10 +221,15 @@ fn remove_pycache(dir: &Path) -> anyhow::Result<()> {
 
 /// Runs `wizer-initialize` once and snapshots the instance, with an empty WASI context (no files, no env).
 fn preinitialize(wasm: &[u8]) -> anyhow::Result<Vec<u8>> {
+    preinitialize_with(wasm, wasmtime_wasi::WasiCtxBuilder::new())
+}
+
+/// Runs `wizer-initialize` once in `context` and snapshots the instance.
+pub(crate) fn preinitialize_with(wasm: &[u8], mut context: wasmtime_wasi::WasiCtxBuilder) -> anyhow::Result<Vec<u8>> {
     let engine = wasmtime::Engine::default();
     let mut linker: wasmtime::Linker<wasmtime_wasi::p1::WasiP1Ctx> = wasmtime::Linker::new(&engine);
     wasmtime_wasi::p1::add_to_linker_async(&mut linker, |cx| cx)?;
-    let mut store = wasmtime::Store::new(&engine, wasmtime_wasi::WasiCtxBuilder::new().build_p1());
+    let mut store = wasmtime::Store::new(&engine, context.build_p1());
     let wizer = wasmtime_wizer::Wizer::new();
     let future = wizer.run(&mut store, wasm, async |store, module| {
         // The host bridge (`wasmagent.*`) is not available during initialisation; calling it there traps.
@@ -281,7 +252,7 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
-fn version(program: &str, arg: &str) -> String {
+pub(crate) fn version(program: &str, arg: &str) -> String {
     Command::new(program)
         .arg(arg)
         .output()
@@ -328,21 +299,21 @@ fn provenance(
                 ]),
             )
         }
-        GuestKind::Componentize { app } => (
-            serde_json::json!({
-                "componentize-py": COMPONENTIZE_PY,
-                "python": version("python3", "--version"),
-            }),
-            serde_json::json!([
-                format!(
-                    "python3 -m venv <repo>/target/componentize-py && <repo>/target/componentize-py/bin/pip install {COMPONENTIZE_PY}"
-                ),
-                format!(
-                    "cd guests/{} && <repo>/target/componentize-py/bin/componentize-py -d wit -w runner componentize {app} -o <repo>/target/guests/{}.wasm",
-                    guest.dir, guest.name
-                ),
-            ]),
-        ),
+        GuestKind::CPython => {
+            let (toolchain, commands, inputs) = python::provenance(root)?;
+            return Ok(serde_json::json!({
+                "guest": guest.name,
+                "source": format!("guests/{}", guest.dir),
+                "source_digest": source_digest,
+                "inputs": inputs,
+                "artifact": format!("guests/dist/{}.wasm", guest.name),
+                "artifact_digest": artifact_digest,
+                "artifact_bytes": size,
+                "toolchain": toolchain,
+                "commands": commands,
+                "rebuild": "cargo xtask guests (WASMAGENT_GUESTS=python for this engine only)",
+            }));
+        }
     };
     Ok(serde_json::json!({
         "guest": guest.name,

@@ -7,8 +7,11 @@
 //! `wasmagent run -e '1+1'` end to end; then the same for Python (`1+1` in a fresh sandbox, the CPU-bound script,
 //! `wasmagent run --lang python -e '1+1'`) and a small data script (records to JSON, then a regular expression).
 //! When `node` is installed and `npm ci` has been run in `crates/cli/benches/node`, quickjs-emscripten and Pyodide in
-//! Node are measured beside them, and so is the python kernel's own engine run by V8 (jco), which splits the
-//! CPU-bound gap to Pyodide into runtime and CPython build. `BENCH_RUNS` sets the in-process run count.
+//! Node are measured beside them, and so is the python kernel's own engine run by V8 (Node's WASI), which splits the
+//! CPU-bound gap to Pyodide into runtime and CPython build. The Python comparison runs in alternating rounds
+//! (wasmagent, Pyodide, the engine in V8; the order turns each round) and prints the median and spread of the
+//! per-round ratios, because this machine's speed drifts between and within runs. `BENCH_RUNS` sets the in-process
+//! run count, `BENCH_ROUNDS` the number of rounds (7).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark harness")]
 
@@ -134,28 +137,94 @@ fn quickjs_reference() -> Option<serde_json::Value> {
     Some(value)
 }
 
-/// Pyodide in Node.
-fn pyodide_reference() -> Option<serde_json::Value> {
-    let value = node_reference("pyodide", "pyodide.mjs", CPU_BOUND_PY)?;
-    println!("{:<44} {:>12.1} ms   (Node {})", "node: loadPyodide()", value["load_ms"].as_f64()?, value["node"]);
-    println!(
-        "{:<44} p50 {:>8.1} µs   (on the loaded, shared interpreter)",
-        "node: Pyodide `1+1`",
-        value["trivial_p50_ms"].as_f64()? * 1000.0
-    );
-    println!("{:<44} p50 {:>8.1} ms", "node: Pyodide fib(25) + sum(1e6)", value["cpu_p50_ms"].as_f64()?);
-    Some(value)
+/// The median of `samples` (sorted in place).
+fn median(samples: &mut [f64]) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
 }
 
-/// wasmagent's own Python engine in Node (V8), transpiled by jco: the kernel's CPython build on another runtime.
-fn python_engine_in_node() -> Option<serde_json::Value> {
-    let value = node_reference("@bytecodealliance/jco-transpile", "python-engine.mjs", CPU_BOUND_PY)?;
+/// wasmagent's Python against Pyodide (and its own engine in V8) on the CPU-bound script, in alternating rounds:
+/// each round measures every engine once (5 runs, median; wasmagent with a fresh sandbox per run, the Node engines
+/// loaded once per round and warmed up), in an order that turns each round; the per-round ratios' median and
+/// spread are printed.
+fn python_rounds(sandbox: &Sandbox, rounds: usize) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/node");
+    if !dir.join("node_modules/pyodide").exists() {
+        println!("(Pyodide in Node not measured: run `npm ci` in crates/cli/benches/node)");
+        return;
+    }
+    let manifest = sandbox.resolve(&CapabilityManifest::default(), Path::new("/")).unwrap();
+    let request = RunRequest::source("bench.py", Language::Python, CPU_BOUND_PY);
+    let wasmagent = || {
+        let mut samples: Vec<f64> = (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                assert_eq!(sandbox.run(&manifest, &request).unwrap().outcome, Outcome::Ok);
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        median(&mut samples)
+    };
+    let node = |script: &str| -> f64 {
+        let out = Command::new("node").current_dir(&dir).args([script, CPU_BOUND_PY, "200"]).output().unwrap();
+        let value: serde_json::Value = serde_json::from_slice(out.stdout.trim_ascii()).unwrap_or_else(|e| {
+            panic!("{script}: {e}: {}", String::from_utf8_lossy(&out.stderr));
+        });
+        value["cpu_p50_ms"].as_f64().unwrap()
+    };
+    let (mut ours, mut pyodide, mut v8) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let mut measured = [0.0; 3];
+        for step in 0..3 {
+            let engine = (round + step) % 3;
+            measured[engine] = match engine {
+                0 => wasmagent(),
+                1 => node("pyodide.mjs"),
+                _ => node("python-engine.mjs"),
+            };
+        }
+        println!(
+            "  round {}: wasmagent {:.1} ms · Pyodide {:.1} ms · the engine in V8 {:.1} ms",
+            round + 1,
+            measured[0],
+            measured[1],
+            measured[2]
+        );
+        ours.push(measured[0]);
+        pyodide.push(measured[1]);
+        v8.push(measured[2]);
+    }
+    let ratio = |a: &[f64], b: &[f64]| {
+        let mut ratios: Vec<f64> = a.iter().zip(b).map(|(a, b)| a / b).collect();
+        let median = median(&mut ratios);
+        (median, ratios[0], ratios[ratios.len() - 1])
+    };
+    let report = |label: &str, (median, low, high): (f64, f64, f64)| {
+        println!("{label:<60} {median:.2}x (spread {low:.2}-{high:.2}x over {rounds} rounds)");
+    };
     println!(
-        "{:<44} p50 {:>8.1} ms   (the kernel's engine, jco + V8)",
-        "node: python.wasm fib(25) + sum(1e6)",
-        value["cpu_p50_ms"].as_f64()?
+        "{:<44} p50 {:>8.1} ms (medians of the rounds; Pyodide {:.1} ms, the engine in V8 {:.1} ms)",
+        "python: fib(25) + sum(1e6), in rounds",
+        median(&mut ours.clone()),
+        median(&mut pyodide.clone()),
+        median(&mut v8.clone())
     );
-    Some(value)
+    report("ratio: CPU-bound, wasmagent / Pyodide", ratio(&ours, &pyodide));
+    report("ratio: CPU-bound, same engine, wasmtime / V8 (runtime)", ratio(&ours, &v8));
+    report("ratio: CPU-bound, same V8, python.wasm / Pyodide (CPython build)", ratio(&v8, &pyodide));
+}
+
+/// The first Python run of the CLI with an empty code cache: the engine is compiled, then run once.
+fn first_compile() {
+    let cache = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmagent"))
+        .args(["run", "--lang", "python", "-e", "1+1"])
+        .env("WASMAGENT_CACHE_DIR", cache.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    println!("{:<44} {:>12.2} s", "cli: first python run, empty code cache", t.elapsed().as_secs_f64());
 }
 
 fn main() {
@@ -197,27 +266,13 @@ fn main() {
     }
 
     let py_one = RunRequest::source("bench.py", Language::Python, "1+1");
-    let py_p50 = in_process("python: `1+1`, fresh sandbox per run", &sandbox, &py_one, runs / 10);
+    in_process("python: `1+1`, fresh sandbox per run", &sandbox, &py_one, runs / 10);
     let py_cpu = RunRequest::source("bench.py", Language::Python, CPU_BOUND_PY);
-    let py_cpu_p50 = in_process("python: fib(25) + sum(1e6), fresh sandbox", &sandbox, &py_cpu, 10);
+    in_process("python: fib(25) + sum(1e6), fresh sandbox", &sandbox, &py_cpu, 10);
     let py_data = RunRequest::source("bench.py", Language::Python, DATA_SCRIPT_PY);
     in_process("python: 2,000 records to JSON + regex, fresh", &sandbox, &py_data, runs / 10);
     cli_end_to_end("cli: `wasmagent run --lang python -e '1+1'`", &["run", "--lang", "python", "-e", "1+1"], 50);
-    if let Some(node) = pyodide_reference() {
-        let node_load = node["load_ms"].as_f64().unwrap_or(f64::NAN);
-        let node_cpu = node["cpu_p50_ms"].as_f64().unwrap_or(f64::NAN);
-        println!(
-            "ratios: python fresh sandbox `1+1` / loadPyodide() = {:.5}x; CPU-bound wasmagent / Pyodide = {:.2}x",
-            py_p50.as_secs_f64() * 1000.0 / node_load,
-            py_cpu_p50.as_secs_f64() * 1000.0 / node_cpu
-        );
-        if let Some(engine) = python_engine_in_node() {
-            let engine_cpu = engine["cpu_p50_ms"].as_f64().unwrap_or(f64::NAN);
-            println!(
-                "ratios: CPU-bound, same engine: wasmtime / V8 = {:.2}x (runtime); same V8: python.wasm / Pyodide = {:.2}x (CPython build)",
-                py_cpu_p50.as_secs_f64() * 1000.0 / engine_cpu,
-                engine_cpu / node_cpu
-            );
-        }
-    }
+    first_compile();
+    let rounds = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
+    python_rounds(&sandbox, rounds);
 }

@@ -110,6 +110,34 @@ pub(crate) enum Command {
     /// Work with webhook deliveries from a wasmagent server.
     #[command(subcommand)]
     Webhook(WebhookCommand),
+    /// Build custom engines.
+    #[command(subcommand)]
+    Engine(EngineCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum EngineCommand {
+    /// Build a Python engine that also holds the pure-Python packages a requirements file declares, imported into
+    /// its snapshot (no filesystem access at run time). Every requirement must be pinned with `--hash`; pip
+    /// installs wheels tagged py3-none-any only, without resolving dependencies (list them all). Writes OUT and
+    /// OUT.json (its provenance) and prints the digest to pass as --python-engine-digest.
+    Build {
+        /// The engine to build (only `python`).
+        #[arg(value_parser = ["python"])]
+        kind: String,
+        /// The requirements file.
+        #[arg(long, value_name = "FILE")]
+        requirements: PathBuf,
+        /// Where to write the engine.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Install from this directory of wheels only (no index), for offline builds.
+        #[arg(long = "find-links", value_name = "DIR")]
+        find_links: Option<PathBuf>,
+        /// The Python whose pip installs the packages.
+        #[arg(long, value_name = "PYTHON", default_value = "python3")]
+        python: PathBuf,
+    },
 }
 
 /// Flags of `wasmagent mcp`.
@@ -141,6 +169,8 @@ pub(crate) struct McpArgs {
     /// Secret key that signs audit records.
     #[arg(long = "record-key", value_name = "KEY", requires = "record")]
     pub(crate) record_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) python: PythonEngineArgs,
     #[command(flatten)]
     pub(crate) operator: OperatorArgs,
 }
@@ -209,6 +239,28 @@ pub(crate) struct AgentArgs {
     pub(crate) record_key: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) operator: OperatorArgs,
+}
+
+/// A custom Python engine (`wasmagent engine build python`), pinned by digest.
+#[derive(Debug, Args, Default)]
+pub(crate) struct PythonEngineArgs {
+    /// Run Python on this engine (a build with declared packages) instead of the shipped one. Needs
+    /// --python-engine-digest.
+    #[arg(long = "python-engine", value_name = "FILE", requires = "python_engine_digest")]
+    pub(crate) python_engine: Option<PathBuf>,
+    /// The engine's SHA-256 (`sha256:<hex>`, as `engine build` prints it): a file with another digest is refused.
+    #[arg(long = "python-engine-digest", value_name = "DIGEST", requires = "python_engine")]
+    pub(crate) python_engine_digest: Option<String>,
+}
+
+impl PythonEngineArgs {
+    /// The engine named by the flags, read and checked (before the process is confined), if any.
+    pub(crate) fn load(&self) -> anyhow::Result<Option<wasmagent::PythonEngine>> {
+        match (&self.python_engine, &self.python_engine_digest) {
+            (Some(path), Some(digest)) => Ok(Some(wasmagent::PythonEngine::from_file(path, digest)?)),
+            _ => Ok(None),
+        }
+    }
 }
 
 /// Operator settings shared by commands that reach the network.
@@ -302,6 +354,9 @@ pub(crate) enum ManifestCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) python: PythonEngineArgs,
+
     /// The module or component (.wasm binary or .wat text) or script; `-` reads it from standard input.
     #[arg(value_name = "FILE|-", required_unless_present = "eval", conflicts_with = "eval")]
     pub(crate) file: Option<String>,

@@ -11,6 +11,7 @@ mod args;
 mod artifacts;
 mod browser_cmd;
 mod confine_cmd;
+mod engine_cmd;
 mod manifest_cmd;
 mod mcp_cmd;
 mod repl_cmd;
@@ -61,6 +62,9 @@ fn main() -> ExitCode {
             tools_cmd::list(&tools, manifest.as_deref())
         }
         args::Command::Tools(args::ToolsCommand::Check { tools, operator }) => tools_cmd::check(&tools, &operator),
+        args::Command::Engine(args::EngineCommand::Build { kind: _, requirements, out, find_links, python }) => {
+            engine_cmd::build_python(&requirements, &out, find_links, python)
+        }
         args::Command::Webhook(args::WebhookCommand::Verify { secret_env, signature, body, tolerance }) => {
             serve_cmd::webhook_verify(&secret_env, &signature, &body, tolerance)
         }

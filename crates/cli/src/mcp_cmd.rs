@@ -36,6 +36,7 @@ pub(crate) fn mcp(args: &McpArgs, no_confine: bool) -> anyhow::Result<u8> {
         browser: browser.as_ref().map(crate::browser_cmd::confinement_paths).transpose()?,
         ..Default::default()
     };
+    let python_engine = args.python.load()?;
     let confinement = crate::confine_cmd::begin(no_confine, &needs)?;
     let egress = egress_config(&args.operator)?;
     let toolbox = args.tools.as_deref().map(|path| load_tools(path, &egress)).transpose()?;
@@ -50,6 +51,9 @@ pub(crate) fn mcp(args: &McpArgs, no_confine: bool) -> anyhow::Result<u8> {
     let mut builder = tool_sandbox_builder(tools.clone(), egress.clone())?;
     if let Some(log) = &audit_log {
         builder = builder.shared_audit_log(log.clone());
+    }
+    if let Some(engine) = python_engine {
+        builder = builder.python_engine(engine);
     }
     let sandbox = builder.build()?;
     crate::confine_cmd::seal(confinement, true)?;

@@ -16,6 +16,8 @@ use wasmagent::{
 /// Arguments of `wasmagent repl`.
 #[derive(Debug, Args)]
 pub(crate) struct ReplArgs {
+    #[command(flatten)]
+    pub(crate) python: crate::args::PythonEngineArgs,
     /// The session's language.
     #[arg(long, value_name = "LANG", value_parser = ["js", "python"])]
     pub(crate) lang: String,
@@ -78,7 +80,11 @@ pub(crate) fn repl(args: &ReplArgs) -> anyhow::Result<u8> {
         ..CapabilityManifest::default()
     });
     let interactive = std::io::stdin().is_terminal();
-    let sandbox = Sandbox::builder()
+    let mut builder = Sandbox::builder();
+    if let Some(engine) = args.python.load()? {
+        builder = builder.python_engine(engine);
+    }
+    let sandbox = builder
         .cache_dir(default_cache_dir())
         .max_cache_bytes(default_max_cache_bytes()?)
         .ceilings(ManifestCeilings::default())

@@ -31,6 +31,7 @@ pub(crate) fn run(args: RunArgs, no_confine: bool) -> anyhow::Result<u8> {
         write_dirs: args.artifacts.as_deref().into_iter().collect(),
         browser: browser.as_ref().map(crate::browser_cmd::confinement_paths).transpose()?,
     };
+    let python_engine = args.python.load()?;
     let confinement = crate::confine_cmd::begin(no_confine, &needs)?;
 
     let show_compile = std::io::stderr().is_terminal();
@@ -59,6 +60,9 @@ pub(crate) fn run(args: RunArgs, no_confine: bool) -> anyhow::Result<u8> {
     let ceilings =
         ManifestCeilings { allow_any_public_host: args.allow_any_public_host, ..ManifestCeilings::default() };
     builder = builder.egress(egress.clone()).tools(tools.clone()).ceilings(ceilings.clone());
+    if let Some(engine) = python_engine {
+        builder = builder.python_engine(engine);
+    }
     let sandbox = builder.build()?;
     crate::confine_cmd::seal(confinement, false)?;
     let manifest = sandbox.resolve(&given, &cwd)?;

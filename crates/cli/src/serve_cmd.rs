@@ -57,7 +57,7 @@ pub(crate) fn serve(
 fn config_files(config: &ServerConfig) -> Vec<&Path> {
     let keys = config.auth.jwt_keys.iter().flat_map(|k| [&k.secret_file, &k.public_key_file, &k.jwks_file]);
     let models = config.agent.models.iter().map(|m| &m.api_key_file);
-    [&config.audit.key_file, &config.egress_config]
+    [&config.audit.key_file, &config.egress_config, &config.python.engine]
         .into_iter()
         .chain(keys)
         .chain(models)

@@ -2,9 +2,9 @@
 //! with the regression test that replays `fuzz/seeds/` and `fuzz/regressions/` on the stable toolchain. It panics
 //! when an invariant breaks; a refused call is not a failure. Not part of the crate's API.
 
-use crate::bridge::{pending_response, tool_call_request};
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
+use wasmagent_kernel_wasi::script_bridge::{pending_response, tool_call_request};
 use wasmagent_manifest::{CapabilityManifest, EffectiveManifest, ManifestCeilings};
 use wasmagent_tools::{MAX_TOOL_ARGS_BYTES, MAX_TOOL_NAME_BYTES, Tool, ToolRegistry, ToolSession};
 

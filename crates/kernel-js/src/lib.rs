@@ -10,20 +10,19 @@
 //!
 //! It must not decide policy, and must not give scripts anything the manifest does not grant.
 
-mod bridge;
 #[doc(hidden)]
 pub mod fuzzing;
 mod session;
 
 pub use session::{JsSession, JsSnapshot};
 
-use bridge::Bridge;
 use std::sync::{Arc, OnceLock};
 use wasmagent_egress::Egress;
 use wasmagent_engine::{CacheSource, CodeTrust, Metering, SandboxEngine, Termination};
 use wasmagent_kernel::{Code, ErrorKind, Kernel, KernelError, Language, Outcome, RunReport, RunRequest};
 use wasmagent_kernel_wasi::host::{EmptyRoot, GuestIo, ModuleRun, ModuleState, Verdict, module_linker, run_module};
 use wasmagent_kernel_wasi::script;
+use wasmagent_kernel_wasi::script_bridge::{self as bridge, Bridge};
 use wasmagent_manifest::EffectiveManifest;
 use wasmagent_tools::ToolRegistry;
 use wasmtime::{Instance, InstancePre, Store};

@@ -1,46 +1,61 @@
-//! Python sessions: one CPython instance kept between calls ([`PythonSession`]).
+//! Python sessions: one CPython instance kept between calls ([`PythonSession`]), which can be forked and
+//! snapshotted.
 //!
 //! Every call runs in one namespace kept for the instance (the engine's `{"session": true}` requests), so
 //! variables, functions, classes and imports one call defines are there in the next.
 //!
 //! A call that ends with a Python exception or `sys.exit` leaves the interpreter usable. A call that traps
-//! (timeout, fuel, memory growth past the limit, output flood, stack overflow) stopped CPython part-way, and
-//! wasmtime does not let a component instance that trapped be entered again, so it ends the session: the report
-//! says so in `session_ended`, and the next call is refused with that reason.
+//! (timeout, fuel, memory growth past the limit, output flood, stack overflow) stopped CPython part-way through its
+//! own bookkeeping, and CPython has no way to be interrupted cleanly from outside its one thread, so it ends the
+//! session: the report says so in `session_ended`, and the next call is refused with that reason.
 //!
-//! Sessions cannot be forked: the engine is a component, and wasmtime does not expose a component's inner core
-//! memories, globals and tables, so there is no honest way to copy its state into a new instance (re-running the
-//! session's code would not be a copy: it repeats side effects and may compute different values).
+//! A fork or snapshot copies the engine module's whole state (its memory and exported mutable globals; its table
+//! never changes after instantiation: `check_forkable`) into a fresh instance of the same engine, and the
+//! scratch directory's files into a new one; nothing is shared afterwards.
 
-use crate::bridge::Bridge;
-use crate::{KERNEL_NAME, PythonKernel, enter, into_report};
+use crate::{EnginePre, KERNEL_NAME, PythonEngine, PythonKernel, enter, into_report, new_bridge, request_json};
 use std::sync::Arc;
 use wasmagent_egress::Egress;
 use wasmagent_engine::{CacheSource, Metering, SandboxEngine};
 use wasmagent_kernel::{Code, Kernel, KernelError, Language, RunReport, RunRequest, Session};
-use wasmagent_kernel_wasi::host::GuestIo;
+use wasmagent_kernel_wasi::host::{EmptyRoot, GuestIo};
 use wasmagent_kernel_wasi::script;
-use wasmagent_kernel_wasi::session::{ComponentSession, SessionBook, check_scratch_path};
+use wasmagent_kernel_wasi::session::{ModuleSession, ModuleSnapshot, SessionBook, check_scratch_path};
 use wasmagent_manifest::EffectiveManifest;
 use wasmagent_tools::ToolRegistry;
 
 /// The program name a session's instance is created with (each call names its own script).
 const SESSION_NAME: &str = "session.py";
 
-/// Why a Python session cannot be forked.
-const FORK_REFUSED: &str = "the Python engine is a WebAssembly component, and wasmtime does not expose a \
-    component's inner memories, globals and tables, so its state cannot be copied into a new instance (re-running \
-    the session's code is not a copy, and is never done silently)";
-
 /// A live Python instance kept between calls; see the module documentation.
 pub struct PythonSession {
     engine: SandboxEngine,
+    python: PythonEngine,
     tools: Arc<ToolRegistry>,
     egress: Arc<Egress>,
+    root: Arc<EmptyRoot>,
+    pre: EnginePre,
     cache: CacheSource,
     manifest: EffectiveManifest,
-    instance: ComponentSession<Bridge>,
+    instance: ModuleSession<wasmagent_kernel_wasi::script_bridge::Bridge>,
     book: SessionBook,
+}
+
+/// A Python session's state held on the host ([`Session::snapshot`]); [`PythonKernel::restore_session`] makes new
+/// sessions from it, each a copy.
+pub struct PythonSnapshot {
+    state: ModuleSnapshot,
+    /// The digest of the engine it was taken from: only that engine's instances can hold it.
+    engine: String,
+    manifest: EffectiveManifest,
+    scratch_limit: u64,
+}
+
+impl PythonSnapshot {
+    /// Bytes of engine memory the snapshot holds.
+    pub fn memory_bytes(&self) -> usize {
+        self.state.memory_bytes()
+    }
 }
 
 impl PythonKernel {
@@ -51,17 +66,57 @@ impl PythonKernel {
         check_scratch_path(KERNEL_NAME, manifest)?;
         let (pre, cache) = self.prepared(Metering::for_manifest(manifest))?;
         let io = GuestIo { name: SESSION_NAME, args: &[], stdin: &[] };
-        let bridge = Bridge::new(self.tools.clone(), manifest, self.egress.run_session(manifest));
-        let instance = ComponentSession::open(&self.engine, &self.empty_root, pre, manifest, io, bridge)?;
-        Ok(PythonSession {
+        let bridge = new_bridge(&self.tools, &self.egress, manifest);
+        let instance = ModuleSession::open(&self.engine, &self.empty_root, pre, manifest, io, bridge)?;
+        Ok(self.session(pre, cache, manifest, instance, scratch_limit))
+    }
+
+    /// A new session holding a copy of `snapshot`'s state, under the manifest the snapshot's session had.
+    pub fn restore_session(&self, snapshot: &PythonSnapshot) -> Result<PythonSession, KernelError> {
+        if snapshot.engine != self.python.digest() {
+            return Err(KernelError::Unavailable(format!(
+                "the snapshot was taken from the Python engine {}, and this kernel runs {}",
+                snapshot.engine,
+                self.python.digest()
+            )));
+        }
+        let manifest = &snapshot.manifest;
+        let (pre, cache) = self.prepared(Metering::for_manifest(manifest))?;
+        let io = GuestIo { name: SESSION_NAME, args: &[], stdin: &[] };
+        let bridge = new_bridge(&self.tools, &self.egress, manifest);
+        let instance =
+            ModuleSession::restore(&self.engine, &self.empty_root, pre, manifest, io, bridge, &snapshot.state)?;
+        Ok(self.session(pre, cache, manifest, instance, snapshot.scratch_limit))
+    }
+
+    fn session(
+        &self,
+        pre: &EnginePre,
+        cache: CacheSource,
+        manifest: &EffectiveManifest,
+        instance: ModuleSession<wasmagent_kernel_wasi::script_bridge::Bridge>,
+        scratch_limit: u64,
+    ) -> PythonSession {
+        PythonSession {
             engine: self.engine.clone(),
+            python: self.python.clone(),
             tools: self.tools.clone(),
             egress: self.egress.clone(),
+            root: self.empty_root.clone(),
+            pre: pre.clone(),
             cache,
             manifest: manifest.clone(),
             instance,
             book: SessionBook::new(scratch_limit),
-        })
+        }
+    }
+}
+
+impl PythonSession {
+    /// Whether the instance's memory holds `needle` (for tests that look for leaked data).
+    #[doc(hidden)]
+    pub fn memory_contains(&mut self, needle: &[u8]) -> bool {
+        self.instance.memory_contains(needle)
     }
 }
 
@@ -77,22 +132,11 @@ impl Session for PythonSession {
         };
         script::check_source_size(&self.engine, text)?;
         let manifest = &self.manifest;
-        let input = serde_json::json!({
-            "code": text,
-            "name": request.name,
-            "args": [],
-            "env": manifest.env(),
-            "session": true,
-        })
-        .to_string();
-        let bridge = Bridge::new(self.tools.clone(), manifest, self.egress.run_session(manifest))
-            .for_caller(request.caller.clone());
-        let mut answer = None;
-        let call = self.instance.call(&self.engine, manifest, None, bridge, |store, instance| {
-            answer = Some(enter(store, instance, &input)?);
-            Ok(())
-        })?;
-        let mut report = into_report(call.run, self.cache, manifest, request, answer.as_deref());
+        let input = request_json(text, &request.name, &[], manifest, true);
+        let bridge = new_bridge(&self.tools, &self.egress, manifest).for_caller(request.caller.clone());
+        let call =
+            self.instance.call(&self.engine, manifest, bridge, |store, instance| enter(store, instance, &input))?;
+        let mut report = into_report(call.run, self.cache, manifest, request);
         let scratch = if call.usable { self.instance.scratch_bytes() } else { Ok(0) };
         self.book.finish(&mut report, call.usable, scratch);
         Ok(report)
@@ -100,12 +144,35 @@ impl Session for PythonSession {
 
     fn fork(&mut self) -> Result<Box<dyn Session>, KernelError> {
         self.book.next_call()?;
-        Err(KernelError::ForkUnsupported { kernel: KERNEL_NAME, reason: FORK_REFUSED.into() })
+        self.python.forkable().map_err(|reason| KernelError::ForkUnsupported { kernel: KERNEL_NAME, reason })?;
+        let manifest = &self.manifest;
+        let io = GuestIo { name: SESSION_NAME, args: &[], stdin: &[] };
+        let bridge = new_bridge(&self.tools, &self.egress, manifest);
+        let instance = self.instance.fork(&self.engine, &self.root, &self.pre, manifest, io, bridge)?;
+        Ok(Box::new(PythonSession {
+            engine: self.engine.clone(),
+            python: self.python.clone(),
+            tools: self.tools.clone(),
+            egress: self.egress.clone(),
+            root: self.root.clone(),
+            pre: self.pre.clone(),
+            cache: self.cache,
+            manifest: manifest.clone(),
+            instance,
+            book: SessionBook::new(self.book.scratch_limit()),
+        }))
     }
 
     fn snapshot(&mut self) -> Result<Arc<dyn std::any::Any + Send + Sync>, KernelError> {
         self.book.next_call()?;
-        Err(KernelError::ForkUnsupported { kernel: KERNEL_NAME, reason: FORK_REFUSED.into() })
+        self.python.forkable().map_err(|reason| KernelError::ForkUnsupported { kernel: KERNEL_NAME, reason })?;
+        let state = self.instance.snapshot()?;
+        Ok(Arc::new(PythonSnapshot {
+            state,
+            engine: self.python.digest().to_owned(),
+            manifest: self.manifest.clone(),
+            scratch_limit: self.book.scratch_limit(),
+        }))
     }
 
     fn end(&mut self, reason: String) {

@@ -25,6 +25,7 @@ pub mod instrument;
 mod prepared;
 mod runner;
 pub mod script;
+pub mod script_bridge;
 pub mod session;
 mod sockets_audit;
 mod special_files;

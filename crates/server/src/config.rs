@@ -72,6 +72,9 @@ pub struct ServerConfig {
     /// host's files to find the directory to propose for a refused path, so it tells callers which directories
     /// exist; proposals never go beyond `max_manifest`.
     pub allow_learn: bool,
+    /// `[python]`: a custom Python engine (`wasmagent engine build python`, with declared packages) in place of the
+    /// shipped one, pinned by digest.
+    pub python: PythonEngineConfig,
     /// The browser tools (`wasmagent serve --browser`, or `[browser]` in the tools file), set by the front end:
     /// `None` leaves them out.
     #[serde(skip)]
@@ -212,9 +215,20 @@ impl Default for ServerConfig {
             sessions: wasmagent::SessionLimits::default(),
             snapshots: crate::snapshots::SnapshotConfig::default(),
             allow_learn: false,
+            python: PythonEngineConfig::default(),
             browser: None,
         }
     }
+}
+
+/// `[python]`: the Python engine runs use. Both fields or neither.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PythonEngineConfig {
+    /// The engine file (relative to the configuration file).
+    pub engine: Option<PathBuf>,
+    /// Its SHA-256 (`sha256:<hex>`): a file with another digest is refused at start-up.
+    pub engine_digest: Option<String>,
 }
 
 /// How callers prove who they are. With no keys configured every request is refused (401), unless the server
@@ -355,8 +369,13 @@ impl ServerConfig {
                 fix(path);
             }
         }
-        let paths =
-            [self.egress_config.as_mut(), self.tools.as_mut(), self.audit.log.as_mut(), self.audit.key_file.as_mut()];
+        let paths = [
+            self.egress_config.as_mut(),
+            self.tools.as_mut(),
+            self.audit.log.as_mut(),
+            self.audit.key_file.as_mut(),
+            self.python.engine.as_mut(),
+        ];
         for path in paths.into_iter().flatten() {
             fix(path);
         }
@@ -369,6 +388,9 @@ impl ServerConfig {
 
     /// Checks what the types cannot.
     pub fn validate(&self) -> Result<(), String> {
+        if self.python.engine.is_some() != self.python.engine_digest.is_some() {
+            return Err("[python] needs both engine and engine_digest (the engine is pinned by its digest)".into());
+        }
         if self.max_concurrent_runs == 0 {
             return Err("max_concurrent_runs must be at least 1".into());
         }

@@ -101,8 +101,18 @@ impl AppState {
             .map_err(|e| format!("browser: {e}"))?;
         }
         let max_cache_bytes = wasmagent::default_max_cache_bytes().map_err(|e| e.to_string())?;
+        let python_engine = match (&config.python.engine, &config.python.engine_digest) {
+            (Some(path), Some(digest)) => {
+                Some(wasmagent::PythonEngine::from_file(path, digest).map_err(|e| format!("[python] {e}"))?)
+            }
+            _ => None,
+        };
         let sandbox_builder = |tools: &ToolRegistry| {
-            Sandbox::builder()
+            let builder = match &python_engine {
+                Some(engine) => Sandbox::builder().python_engine(engine.clone()),
+                None => Sandbox::builder(),
+            };
+            builder
                 .ceilings(config.ceilings.clone())
                 .cache_dir(wasmagent::default_cache_dir())
                 .max_cache_bytes(max_cache_bytes)

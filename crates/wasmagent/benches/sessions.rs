@@ -1,8 +1,8 @@
 //! Session costs, measured: `cargo bench -p wasmagent --bench sessions`.
 //!
 //! Prints medians for: a call in a JavaScript session and in a Python session (`1+1`) beside a fresh sandbox per
-//! run; and forking a JavaScript session that holds 1 MiB and 100 MiB of data (time to fork, the fork's linear
-//! memory, and how much the process's resident memory grew while the fork was alive). `BENCH_RUNS` sets the call
+//! run; and forking a JavaScript and a Python session that hold 1 MiB and 100 MiB of data (time to fork, the fork's
+//! linear memory, and how much the process's resident memory grew while the fork was alive). `BENCH_RUNS` sets the call
 //! count.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark harness")]
@@ -63,16 +63,23 @@ fn calls(sandbox: &Sandbox, language: Language, runs: usize) {
     );
 }
 
-fn fork_cost(sandbox: &Sandbox, mib: usize, forks: usize) {
+fn fork_cost(sandbox: &Sandbox, language: Language, mib: usize, forks: usize) {
     let toml = "memory_limit_bytes = \"256MiB\"\ncpu_ms = 30000";
     let manifest = sandbox.resolve(&CapabilityManifest::from_toml_str(toml).unwrap(), Path::new("/")).unwrap();
-    let mut parent = sandbox.session(&manifest, Language::Js).unwrap();
-    call(
-        &mut parent,
-        &format!(
-            "var data = new Uint8Array({mib} << 20); for (let i = 0; i < data.length; i += 4096) data[i] = i & 255; 1"
+    let mut parent = sandbox.session(&manifest, language).unwrap();
+    let (fill, check) = match language {
+        Language::Js => (
+            format!(
+                "var data = new Uint8Array({mib} << 20); for (let i = 0; i < data.length; i += 4096) data[i] = i & 255; 1"
+            ),
+            "data[4096]",
         ),
-    );
+        _ => (
+            format!("data = bytearray({mib} << 20)\nfor i in range(0, len(data), 4096): data[i] = i & 255"),
+            "data[4096]",
+        ),
+    };
+    call(&mut parent, &fill);
     let mut times = Vec::with_capacity(forks);
     let mut grown = Vec::with_capacity(forks);
     let mut memory = 0;
@@ -82,13 +89,13 @@ fn fork_cost(sandbox: &Sandbox, mib: usize, forks: usize) {
         let mut child = parent.fork().unwrap();
         times.push(t.elapsed());
         grown.push(rss_bytes().saturating_sub(before));
-        let report = child.run(&RunRequest::source("check", Language::Js, "data[4096]")).unwrap();
+        let report = child.run(&RunRequest::source("check", language, check)).unwrap();
         assert_eq!(report.value, serde_json::json!(0), "{report:?}");
         memory = report.usage.memory_peak_bytes;
     }
     grown.sort();
     println!(
-        "fork of a JS session holding {mib:>3} MiB: p50 {:>9.1} µs   fork's linear memory {:>5.1} MiB   resident memory +{:>5.1} MiB (p50 of {forks})",
+        "fork of a {language:?} session holding {mib:>3} MiB: p50 {:>9.1} µs   fork's linear memory {:>5.1} MiB   resident memory +{:>5.1} MiB (p50 of {forks})",
         micros(median(times)),
         memory as f64 / (1 << 20) as f64,
         grown[grown.len() / 2] as f64 / (1 << 20) as f64
@@ -100,6 +107,8 @@ fn main() {
     let sandbox = Sandbox::builder().pool_slots(8).build().unwrap();
     calls(&sandbox, Language::Js, runs);
     calls(&sandbox, Language::Python, runs / 3);
-    fork_cost(&sandbox, 1, 30);
-    fork_cost(&sandbox, 100, 10);
+    for language in [Language::Js, Language::Python] {
+        fork_cost(&sandbox, language, 1, 30);
+        fork_cost(&sandbox, language, 100, 10);
+    }
 }

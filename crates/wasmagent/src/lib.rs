@@ -32,6 +32,7 @@ use std::sync::Arc;
 use wasmagent_egress::Egress;
 use wasmagent_engine::{EngineOptions, SandboxEngine};
 use wasmagent_kernel_js::JsKernel;
+pub use wasmagent_kernel_python::PythonEngine;
 use wasmagent_kernel_python::PythonKernel;
 use wasmagent_kernel_wasi::WasiKernel;
 use wasmagent_signing::keys::PublicKey;
@@ -83,6 +84,7 @@ pub struct SandboxBuilder {
     egress: EgressConfig,
     resolver: Option<Arc<dyn Resolve>>,
     session_limits: SessionLimits,
+    python_engine: Option<PythonEngine>,
 }
 
 impl SandboxBuilder {
@@ -155,6 +157,13 @@ impl SandboxBuilder {
         self
     }
 
+    /// Runs Python on `engine` (a custom build with declared packages, `wasmagent engine build python`) instead of
+    /// the shipped engine.
+    pub fn python_engine(mut self, engine: PythonEngine) -> Self {
+        self.python_engine = Some(engine);
+        self
+    }
+
     /// Appends a signed record of every run to `log`.
     pub fn audit_log(mut self, log: AuditLog) -> Self {
         self.audit_log = Some(Arc::new(log));
@@ -179,6 +188,9 @@ impl SandboxBuilder {
         let mut wasi = WasiKernel::new(engine.clone(), egress.clone())?;
         let mut js = JsKernel::new(engine.clone(), tools.clone(), egress.clone())?;
         let mut python = PythonKernel::new(engine, tools, egress)?;
+        if let Some(custom) = self.python_engine {
+            python = python.with_engine(custom);
+        }
         if let Some(notify) = self.on_compile {
             let (for_js, for_python) = (notify.clone(), notify.clone());
             wasi = wasi.on_compile(move || notify());

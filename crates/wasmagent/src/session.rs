@@ -104,7 +104,7 @@ pub struct SessionInfo {
 }
 
 /// A session's state at one moment, held on the host ([`SandboxSession::snapshot`]); [`Sandbox::restore_for`] makes
-/// new sessions from it, each a copy. Cheap to clone (shared, never changed). JavaScript sessions only.
+/// new sessions from it, each a copy. Cheap to clone (shared, never changed).
 #[derive(Clone)]
 pub struct SessionSnapshot {
     language: Language,
@@ -131,7 +131,10 @@ impl SessionSnapshot {
 
     /// Bytes of engine memory the snapshot holds.
     pub fn memory_bytes(&self) -> usize {
-        self.state.downcast_ref::<wasmagent_kernel_js::JsSnapshot>().map_or(0, |s| s.memory_bytes())
+        if let Some(js) = self.state.downcast_ref::<wasmagent_kernel_js::JsSnapshot>() {
+            return js.memory_bytes();
+        }
+        self.state.downcast_ref::<wasmagent_kernel_python::PythonSnapshot>().map_or(0, |s| s.memory_bytes())
     }
 }
 
@@ -205,12 +208,16 @@ impl Sandbox {
     pub fn restore_for(&self, subject: &str, snapshot: &SessionSnapshot) -> Result<SandboxSession, SessionError> {
         let limits = self.session_limits;
         let place = self.live_sessions.admit(subject, &limits)?;
-        let Some(state) = snapshot.state.downcast_ref::<wasmagent_kernel_js::JsSnapshot>() else {
+        let state = &snapshot.state;
+        let inner: Box<dyn Session> = if let Some(js) = state.downcast_ref::<wasmagent_kernel_js::JsSnapshot>() {
+            Box::new(self.js.restore_session(js)?)
+        } else if let Some(python) = state.downcast_ref::<wasmagent_kernel_python::PythonSnapshot>() {
+            Box::new(self.python.restore_session(python)?)
+        } else {
             return Err(SessionError::Kernel(KernelError::Unavailable(
                 "the snapshot is not one this sandbox's kernels took".into(),
             )));
         };
-        let inner: Box<dyn Session> = Box::new(self.js.restore_session(state)?);
         let now = Instant::now();
         Ok(SandboxSession {
             id: new_id()?,

@@ -180,19 +180,51 @@ fn a_snapshot_restores_into_independent_copies_of_that_moment() {
 }
 
 #[test]
-fn a_python_session_refuses_to_fork_and_says_why() {
-    let mut s = open("py-fork", Language::Python, "");
-    value(&mut s, "x = 1");
-    let Err(SessionError::Kernel(KernelError::ForkUnsupported { kernel, reason })) = s.fork() else {
-        panic!("a Python session was forked");
-    };
-    assert_eq!(kernel, "python");
-    assert!(reason.contains("component") && reason.contains("never done silently"), "{reason}");
-    let Err(SessionError::Kernel(KernelError::ForkUnsupported { .. })) = s.snapshot() else {
-        panic!("a Python session was snapshotted");
-    };
-    // The refusal leaves the session as it was.
-    assert_eq!(value(&mut s, "x"), json!(1));
+fn a_python_fork_starts_with_its_parents_state_and_shares_nothing_afterwards() {
+    let mut parent = open("py-fork", Language::Python, "");
+    call(
+        &mut parent,
+        "import statistics\ncounter = 1\nbig = 'x' * 100000\ndef double(n): return 2 * n\n\
+         open('/scratch/f', 'w').write('from parent')",
+    );
+    let mut child = parent.fork().unwrap();
+    assert_eq!(child.info().forked_from.as_deref(), Some(parent.id()));
+    let read = "open('/scratch/f').read()";
+    assert_eq!(
+        value(&mut child, &format!("[counter, len(big), double(21), statistics.mean([1, 3]), {read}]")),
+        json!([1, 100000, 42, 2, "from parent"])
+    );
+    call(&mut child, "counter = 2\nonly_child = True\nopen('/scratch/f', 'w').write('from child')");
+    call(&mut parent, "counter = 3\nonly_parent = True");
+    assert_eq!(
+        value(&mut parent, &format!("[counter, 'only_child' in globals(), {read}]")),
+        json!([3, false, "from parent"])
+    );
+    assert_eq!(
+        value(&mut child, &format!("[counter, 'only_parent' in globals(), {read}]")),
+        json!([2, false, "from child"])
+    );
+}
+
+#[test]
+fn a_python_snapshot_restores_into_independent_copies_of_that_moment() {
+    let mut s = open("py-snapshot", Language::Python, "cpu_ms = 500");
+    call(&mut s, "n = 1\nopen('/scratch/f', 'w').write('at snapshot')");
+    let snapshot = s.snapshot().unwrap();
+    assert_eq!(snapshot.language(), Language::Python);
+    assert!(snapshot.memory_bytes() > 1 << 20, "{}", snapshot.memory_bytes());
+    call(&mut s, "n = 2");
+    let mut a = sandbox().restore_for("py-snapshot-a", &snapshot).unwrap();
+    let mut b = sandbox().restore_for("py-snapshot-b", &snapshot).unwrap();
+    assert_eq!(value(&mut a, "[n, open('/scratch/f').read()]"), json!([1, "at snapshot"]));
+    call(&mut a, "n = 10");
+    assert_eq!(value(&mut b, "n"), json!(1), "restores share state");
+    assert_eq!(value(&mut s, "n"), json!(2));
+    // A fork of a session that ended is refused with the reason it ended.
+    let ended = call(&mut s, "while True: pass");
+    assert!(ended.session_ended.is_some(), "{ended:?}");
+    let Err(refused) = s.fork() else { panic!("a session that ended was forked") };
+    assert!(refused.to_string().contains("timeout"), "{refused}");
 }
 
 /// JavaScript: QuickJS interrupts a looping call just before `cpu_ms`, cleanly, so the session goes on with its
@@ -365,7 +397,7 @@ fn the_live_session_caps_refuse_with_a_clear_message() {
         };
         assert!(message.contains("max_sessions_per_subject 2"), "{message}");
     }
-    // A fork is refused by the cap before the kernel is asked (a Python session could not fork anyway).
+    // A fork is refused by the cap before the kernel is asked.
     assert!(matches!(a2.fork(), Err(SessionError::TooManyForSubject(_))));
     let _b1 = sandbox.session_for("bob", &m, Language::Js).unwrap();
     for language in [Language::Js, Language::Python] {

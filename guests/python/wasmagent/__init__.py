@@ -8,8 +8,7 @@ granted; a refused or failing call raises `ToolError`.
 
 import json
 
-from wit_world.imports import host
-from componentize_py_types import Err
+import _wasmagent_host as _host
 
 from wasmagent import display, http
 
@@ -28,9 +27,9 @@ def _call(name, args):
     except (TypeError, ValueError) as error:
         raise TypeError(f"tool arguments cannot be converted to JSON: {error}") from None
     try:
-        result = host.call_tool(name, text)
-    except Err as error:
-        raise ToolError(error.value) from None
+        result = _host.call_tool(name, text)
+    except _host.HostError as error:
+        raise ToolError(str(error)) from None
     return json.loads(result)
 
 

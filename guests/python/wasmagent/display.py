@@ -8,8 +8,7 @@ artifacts a run may show); the report's denials say why. A malformed call raises
 
 import json as _json
 
-from wit_world.imports import host
-from componentize_py_types import Err
+import _wasmagent_host as _host
 
 __all__ = ["html", "image", "json", "markdown", "svg", "table"]
 
@@ -17,10 +16,11 @@ __all__ = ["html", "image", "json", "markdown", "svg", "table"]
 def _show(kind, content, title, mime=""):
     if title is not None and not isinstance(title, str):
         raise TypeError(f"display.{kind}: the title must be a str, not {type(title).__name__}")
+    meta = _json.dumps({"kind": kind, "mime": mime, "title": title}).encode("utf-8")
     try:
-        return host.display(kind, mime, title, content)
-    except Err as error:
-        raise ValueError(error.value) from None
+        return _host.artifact(meta, bytes(content))
+    except _host.HostError as error:
+        raise ValueError(str(error)) from None
 
 
 def _text(kind, text, title):

@@ -8,8 +8,7 @@ raises `HTTPRequestError` (an `OSError`). `urllib.request.urlopen` uses the same
 
 import json as _json
 
-from wit_world.imports import host
-from componentize_py_types import Err
+import _wasmagent_host as _host
 
 __all__ = ["HTTPRequestError", "Response", "get", "post", "request"]
 
@@ -50,13 +49,29 @@ class Response:
         return f"<Response [{self.status}] {self.url}>"
 
 
+class _RawResponse:
+    """The host's response as it arrived: `status`, `url`, `redirected`, `headers` (pairs) and `body`."""
+
+    __slots__ = ("status", "url", "redirected", "headers", "body")
+
+
 def send(method, url, headers, body):
-    """Sends one request; returns the raw `http-response` record or raises HTTPRequestError."""
-    request = host.HttpRequest(method=method, url=url, headers=headers, body=body)
+    """Sends one request; returns the raw response or raises HTTPRequestError."""
+    meta = _json.dumps({"method": method, "url": url, "headers": headers}).encode("utf-8")
     try:
-        return host.http_fetch(request)
-    except Err as error:
-        raise HTTPRequestError(error.value) from None
+        raw = _host.http_request(meta, bytes(body))
+    except _host.HostError as error:
+        raise HTTPRequestError(str(error)) from None
+    # The host's framing: the metadata's length (u32, little-endian), the metadata (JSON), the body.
+    meta_len = int.from_bytes(raw[:4], "little")
+    fields = _json.loads(raw[4 : 4 + meta_len])
+    response = _RawResponse()
+    response.status = fields["status"]
+    response.url = fields["url"]
+    response.redirected = fields["redirected"]
+    response.headers = [(name, value) for name, value in fields["headers"]]
+    response.body = raw[4 + meta_len :]
+    return response
 
 
 def request(method, url, *, headers=None, data=None, json=None):

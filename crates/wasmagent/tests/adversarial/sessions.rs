@@ -50,6 +50,9 @@ fn poison_in_one_session_reaches_no_other_session_and_no_fresh_run() {
         "import builtins, sys, math\nsecret = open('/data/secret.txt').read()\nbuiltins.leak = secret\n\
          sys.modules['math'].pi = secret\nsys.modules['poison'] = secret\nopen('/scratch/s', 'w').write(secret)",
     );
+    let mut forked = py.fork().unwrap();
+    assert_eq!(call(&mut forked, "import math\n[leak, math.pi]"), json!(["SESSION-SECRET-42", "SESSION-SECRET-42"]));
+    drop(forked);
     drop(py);
 
     let clean = manifest("");

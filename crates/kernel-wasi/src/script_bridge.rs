@@ -1,4 +1,5 @@
-//! The host side of the JavaScript engine's imports (`wasmagent.*`).
+//! The host side of the script engines' imports (`wasmagent.*`): the JavaScript engine (`guests/js`) and the Python
+//! engine (`guests/python/bridge.c`) import the same functions.
 //!
 //! Every pointer and length comes from the guest and is checked against its memory before use; a bad one gets an
 //! error, never a panic. Tool calls are checked against the grants, the size caps and `max_host_calls` on the host,
@@ -7,17 +8,17 @@
 //! Responses use a two-step protocol (`tool_call` or `http_request` returns the length,
 //! `tool_response` copies the bytes), so the host never calls back into the guest from an import.
 
+use crate::artifacts::{ArtifactSession, Displayed};
+use crate::host::{ModuleState, guest_bytes};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmagent_egress::{EgressRecords, EgressSession, HttpRequest, HttpResponse};
-use wasmagent_kernel_wasi::artifacts::{ArtifactSession, Displayed};
-use wasmagent_kernel_wasi::host::{ModuleState, guest_bytes};
 use wasmagent_manifest::EffectiveManifest;
 use wasmagent_tools::{MAX_TOOL_ARGS_BYTES, MAX_TOOL_NAME_BYTES, ToolRecords, ToolRegistry, ToolSession};
 use wasmtime::{Caller, Extern, Linker};
 
 /// Per-run state of the bridge.
-pub(crate) struct Bridge {
+pub struct Bridge {
     tools: ToolSession,
     egress: EgressSession,
     artifacts: ArtifactSession,
@@ -28,7 +29,7 @@ pub(crate) struct Bridge {
 
 impl Bridge {
     /// The bridge of a run starting now: its tool calls end by the run's `cpu_ms` deadline.
-    pub(crate) fn new(tools: Arc<ToolRegistry>, manifest: &EffectiveManifest, egress: EgressSession) -> Self {
+    pub fn new(tools: Arc<ToolRegistry>, manifest: &EffectiveManifest, egress: EgressSession) -> Self {
         let deadline = Instant::now() + Duration::from_millis(manifest.cpu_ms());
         Bridge {
             tools: ToolSession::new(tools, manifest, deadline),
@@ -40,19 +41,25 @@ impl Bridge {
         }
     }
 
+    /// The bridge with `result` accepting at most `cap` bytes (by default the manifest's `max_output_bytes`).
+    pub fn with_result_cap(mut self, cap: usize) -> Self {
+        self.result_cap = cap;
+        self
+    }
+
     /// The bridge with its tools told whom the run is for (`RunRequest::caller`).
-    pub(crate) fn for_caller(mut self, caller: Option<String>) -> Self {
+    pub fn for_caller(mut self, caller: Option<String>) -> Self {
         self.tools = self.tools.with_caller(caller);
         self
     }
 
     /// The JSON the guest reported, or `Err(len)` when it was larger than the cap (and not copied).
-    pub(crate) fn result(&self) -> Option<Result<&[u8], usize>> {
+    pub fn result(&self) -> Option<Result<&[u8], usize>> {
         self.result.as_ref().map(|r| r.as_ref().map(Vec::as_slice).map_err(|len| *len))
     }
 
     /// Tool calls, host-call count and denials, HTTP requests, and artifacts, for the report.
-    pub(crate) fn into_records(self) -> (ToolRecords, EgressRecords, ArtifactSession) {
+    pub fn into_records(self) -> (ToolRecords, EgressRecords, ArtifactSession) {
         (self.tools.into_records(), self.egress.take_records(), self.artifacts)
     }
 }
@@ -70,7 +77,7 @@ fn read_guest<T>(caller: &mut Caller<'_, T>, ptr: i32, len: i32, cap: usize, wha
 const NO_MEMORY: &str = "the guest exports no memory";
 
 /// Copies `len` bytes at `ptr` out of the guest memory `memory`, refusing ranges outside it or longer than `cap`.
-pub(crate) fn copy_from_guest(memory: &[u8], ptr: i32, len: i32, cap: usize, what: &str) -> Result<Vec<u8>, String> {
+pub fn copy_from_guest(memory: &[u8], ptr: i32, len: i32, cap: usize, what: &str) -> Result<Vec<u8>, String> {
     let len = len as u32 as usize;
     if len > cap {
         return Err(format!("the {what} is {len} bytes; the largest accepted is {cap}"));
@@ -79,7 +86,7 @@ pub(crate) fn copy_from_guest(memory: &[u8], ptr: i32, len: i32, cap: usize, wha
 }
 
 /// What a `tool_call` reads from guest memory: the tool name (UTF-8) and the arguments (JSON, parsed later).
-pub(crate) fn tool_call_request(
+pub fn tool_call_request(
     memory: &[u8],
     (name_ptr, name_len): (i32, i32),
     (args_ptr, args_len): (i32, i32),
@@ -92,7 +99,7 @@ pub(crate) fn tool_call_request(
 
 /// A response the guest collects with `tool_response`: the length `tool_call` or `http_request` returns (negative
 /// for an error message) and the bytes kept pending until then.
-pub(crate) fn pending_response(outcome: Result<Vec<u8>, String>) -> (i32, Vec<u8>) {
+pub fn pending_response(outcome: Result<Vec<u8>, String>) -> (i32, Vec<u8>) {
     let (bytes, is_error) = match outcome {
         Ok(bytes) => (bytes, false),
         Err(message) => (message.into_bytes(), true),
@@ -148,7 +155,7 @@ struct ArtifactMeta {
 }
 
 /// Adds the `wasmagent` imports.
-pub(crate) fn add_to_linker(linker: &mut Linker<ModuleState<Bridge>>) -> wasmtime::Result<()> {
+pub fn add_to_linker(linker: &mut Linker<ModuleState<Bridge>>) -> wasmtime::Result<()> {
     linker.func_wrap("wasmagent", "result", |mut caller: Caller<'_, ModuleState<Bridge>>, ptr: i32, len: i32| {
         let cap = caller.data().ext.result_cap;
         let result = read_guest(&mut caller, ptr, len, cap, "result").map_err(|_| len as u32 as usize);

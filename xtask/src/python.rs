@@ -1,0 +1,143 @@
+//! The Python engine (`guests/python`): CPython built for `wasm32-wasi` by `scripts/build-cpython-wasi.sh` (its
+//! output, the "kit", in `target/cpython-wasi/dist`), linked here with the embedding `guests/python/bridge.c` into a
+//! static, non-PIC WASI reactor, then pre-initialised with wasmtime-wizer: `wizer-initialize` starts the
+//! interpreter and imports `runner` (the standard library and the `wasmagent` package come from the kit and the
+//! guest's directory, preopened read-only for that step only), and the snapshot is the engine.
+
+use anyhow::{Context, bail};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+/// Where `scripts/build-cpython-wasi.sh` leaves its output.
+pub(crate) const KIT: &str = "target/cpython-wasi/dist";
+/// The script, whose digest the provenance records (a change to it means a different interpreter).
+pub(crate) const BUILD_SCRIPT: &str = "scripts/build-cpython-wasi.sh";
+const LLVM_BIN: &str = "/usr/lib/llvm-19/bin";
+
+/// Compiler and linker arguments (after `clang-19`), with `<kit>`, `<repo>` and `<out>` for paths.
+fn compile_args() -> Vec<String> {
+    let args = "--target=wasm32-wasi --sysroot=<kit>/sysroot -O3 -flto=full -I<kit>/include/python3.13 \
+        -c <repo>/guests/python/bridge.c -o <out>/python-bridge.o";
+    args.split(' ').map(str::to_owned).collect()
+}
+
+fn link_args() -> Vec<String> {
+    // As CPython links python.wasm (its Makefile's LDFLAGS and LIBS, recorded in the kit's link/), with the
+    // embedding for Programs/python.o, as a reactor, and the stack pointer exported so sessions can be forked.
+    let args = "--target=wasm32-wasi --sysroot=<kit>/sysroot -mexec-model=reactor -O3 -flto=full \
+        -z stack-size=8388608 -Wl,--stack-first -Wl,--initial-memory=20971520 -Wl,--export=__stack_pointer \
+        -o <out>/python-bridge.wasm <out>/python-bridge.o <kit>/link/libpython3.13.a -ldl -lwasi-emulated-signal \
+        -lwasi-emulated-getpid -lwasi-emulated-process-clocks -lm -lz <kit>/link/libmpdec.a \
+        <kit>/link/libHacl_Hash_SHA2.a <kit>/link/libexpat.a";
+    args.split(' ').map(str::to_owned).collect()
+}
+
+fn expand(args: &[String], root: &Path, out: &Path) -> Vec<String> {
+    let kit = root.join(KIT);
+    args.iter()
+        .map(|a| {
+            a.replace("<kit>", &kit.display().to_string())
+                .replace("<repo>", &root.display().to_string())
+                .replace("<out>", &out.display().to_string())
+        })
+        .collect()
+}
+
+/// The kit, built by the script first when it is missing.
+fn kit(root: &Path) -> anyhow::Result<PathBuf> {
+    let kit = root.join(KIT);
+    if !kit.join("link/libpython3.13.a").exists() {
+        if std::env::var_os("WASI_LIBC_GIT").is_none() {
+            bail!(
+                "{KIT} is missing: set WASI_LIBC_GIT to a git directory of the wasi-libc repository (tag wasi-sdk-24) \
+                 so {BUILD_SCRIPT} can build CPython (about 8 minutes on 2 cores)"
+            );
+        }
+        let status = Command::new("bash").arg(root.join(BUILD_SCRIPT)).status().context("running the script")?;
+        if !status.success() {
+            bail!("{BUILD_SCRIPT} failed");
+        }
+    }
+    Ok(kit)
+}
+
+fn run(program: &str, args: &[String]) -> anyhow::Result<()> {
+    let path = format!("{LLVM_BIN}:{}", std::env::var("PATH").unwrap_or_default());
+    let status =
+        Command::new(program).args(args).env("PATH", path).status().with_context(|| format!("running {program}"))?;
+    if !status.success() {
+        bail!("{program} {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Links and pre-initialises the engine; returns the snapshot.
+pub(crate) fn build(root: &Path) -> anyhow::Result<Vec<u8>> {
+    let kit = kit(root)?;
+    let out = root.join("target/guests");
+    std::fs::create_dir_all(&out)?;
+    run(crate::CLANG, &expand(&compile_args(), root, &out))?;
+    run(crate::CLANG, &expand(&link_args(), root, &out))?;
+    let linked = out.join("python-bridge.wasm");
+    run(&format!("{LLVM_BIN}/llvm-strip"), &["--strip-debug".into(), linked.display().to_string()])?;
+    let wasm = std::fs::read(&linked)?;
+    let mut context = WasiCtxBuilder::new();
+    context.preopened_dir(&kit, "/", FsPerms::ReadOnly)?;
+    context.preopened_dir(root.join("guests/python"), "/guest", FsPerms::ReadOnly)?;
+    // A fixed seed: CPython's hash secret and the snapshot's `random` state come from it, so a rebuild gives the same
+    // bytes (the engine is public, so a random secret would be no secret; each run reseeds `random`).
+    let seed = Sha256::digest(b"wasmagent python engine build").to_vec();
+    context.secure_random(wasmtime_wasi::Deterministic::new(seed.clone()));
+    context.insecure_random(wasmtime_wasi::Deterministic::new(seed));
+    context.insecure_random_seed(0);
+    let snapshot = crate::preinitialize_with(&wasm, context)?;
+    crate::remove_pycache(&root.join("guests/python"))?;
+    Ok(snapshot)
+}
+
+fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
+}
+
+/// The digest of the build script, recorded in the provenance and checked by `cargo xtask guests --check`.
+pub(crate) fn build_script_digest(root: &Path) -> anyhow::Result<String> {
+    sha256_file(&root.join(BUILD_SCRIPT))
+}
+
+/// Toolchain and commands for the provenance file.
+pub(crate) fn provenance(root: &Path) -> anyhow::Result<(serde_json::Value, serde_json::Value, serde_json::Value)> {
+    let kit: serde_json::Value = serde_json::from_slice(&std::fs::read(root.join(KIT).join("provenance.json"))?)?;
+    let placeholders = |args: Vec<String>| {
+        args.iter()
+            .map(|a| a.replace("<kit>", KIT).replace("<out>", "target/guests").replace("<repo>/", ""))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let toolchain = serde_json::json!({
+        "clang": crate::version(crate::CLANG, "--version"),
+        "wasmtime-wizer": "48.0.8",
+        "cpython": kit["cpython"],
+        "wasi-libc": kit["wasi_libc"],
+    });
+    let commands = serde_json::json!([
+        "apt-get install clang-19 lld-19 llvm-19 libclang-rt-19-dev-wasm32",
+        format!("WASI_LIBC_GIT=<wasi-libc git directory> {BUILD_SCRIPT}   # the kit in {KIT}"),
+        format!("clang-19 {}", placeholders(compile_args())),
+        format!("clang-19 {}", placeholders(link_args())),
+        "llvm-strip-19 --strip-debug target/guests/python-bridge.wasm",
+        format!(
+            "wasmtime-wizer 48.0.8: Wizer::new() (init func `wizer-initialize`) over target/guests/python-bridge.wasm \
+                 with {KIT} preopened read-only at / and guests/python at /guest, no environment, and WASI randomness \
+                 cycling SHA-256(\"wasmagent python engine build\") (xtask/src/python.rs)"
+        ),
+    ]);
+    let inputs = serde_json::json!({
+        "build_script": BUILD_SCRIPT,
+        "build_script_digest": build_script_digest(root)?,
+        "kit": kit,
+    });
+    Ok((toolchain, commands, inputs))
+}
