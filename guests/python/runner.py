@@ -12,7 +12,6 @@ for modules on the (sandboxed) filesystem.
 
 import ast
 import builtins
-import gc
 import importlib
 import json
 import linecache
@@ -325,41 +324,3 @@ def _warm_up():
 
 
 _warm_up()
-
-
-def _fill_allocator_holes():
-    """Fills the free blocks left in the heap, so that a run allocates from memory past the snapshot's heap.
-
-    After the set-up above, the allocators' free blocks are holes scattered over megabytes of heap, so a run's
-    allocations would write a page here and a page there, and the engine resets and faults in every one of those
-    pages again on the next run. Filling the holes with the smallest objects there are, until allocations come from
-    the top of the heap, leaves a run nothing to reuse but what it frees itself, so its writes stay close together.
-    (Measured on the earlier componentize-py engine, whose CPython had no pymalloc: over 200 scattered pages for
-    `1+1` before. Here the smallest objects come from pymalloc's pools, so the fillers take the free blocks of the
-    16-byte size class and then fresh pools.)
-
-    The fillers are held by a tuple that the collector stops tracking (it holds only untracked objects), so they
-    cost a collection nothing.
-    """
-    fillers = []
-    highest = streak = 0
-    # From the top of the heap, each allocation lies above all earlier ones; 2,048 in a row (32 KiB) means the holes
-    # are used up (a larger hole left over is itself contiguous). The list's own reallocations leave holes behind,
-    # which later fillers take as well.
-    while streak < 2048:
-        if len(fillers) == 1 << 20:
-            raise RuntimeError("the heap has more than 16 MiB of holes: the build-time set-up changed; look at it")
-        filler = object()
-        address = id(filler)  # CPython: the object's address
-        streak = streak + 1 if address > highest else 0
-        highest = max(highest, address)
-        fillers.append(filler)
-    held = tuple(fillers)
-    del fillers
-    gc.collect(0)
-    if gc.is_tracked(held):
-        raise RuntimeError("the hole fillers are still tracked by the garbage collector")
-    return held
-
-
-_HOLE_FILLERS = _fill_allocator_holes()

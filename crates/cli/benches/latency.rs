@@ -11,7 +11,7 @@
 //! CPU-bound gap to Pyodide into runtime and CPython build. The Python comparison runs in alternating rounds
 //! (wasmagent, Pyodide, the engine in V8; the order turns each round) and prints the median and spread of the
 //! per-round ratios, because this machine's speed drifts between and within runs. `BENCH_RUNS` sets the in-process
-//! run count, `BENCH_ROUNDS` the number of rounds (7).
+//! run count, `BENCH_ROUNDS` the number of rounds (7); `BENCH_ONLY=python` measures the Python rows only.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark harness")]
 
@@ -232,11 +232,19 @@ fn main() {
     let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
     let sandbox = Sandbox::builder().build().unwrap();
     println!("wasmagent latency benchmark ({runs} in-process runs each)");
+    if std::env::var("BENCH_ONLY").as_deref() != Ok("python") {
+        everything_but_python(&sandbox, runs);
+    }
+    python(&sandbox, runs);
+}
+
+/// The WASI and JavaScript rows.
+fn everything_but_python(sandbox: &Sandbox, runs: usize) {
     let trivial = RunRequest::wasm("trivial.wat", TRIVIAL.as_bytes().to_vec());
-    let trivial_p50 = in_process("wasi: trivial module, fresh sandbox per run", &sandbox, &trivial, runs);
+    let trivial_p50 = in_process("wasi: trivial module, fresh sandbox per run", sandbox, &trivial, runs);
     let probe = RunRequest::wasm("probe.wasm", std::fs::read(wasmagent_test_guests::PROBE_MODULE).unwrap())
         .with_args(["hello"]);
-    let probe_p50 = in_process("wasi: Rust command printing a line", &sandbox, &probe, runs / 4);
+    let probe_p50 = in_process("wasi: Rust command printing a line", sandbox, &probe, runs / 4);
 
     let dir = tempfile::tempdir().unwrap();
     let trivial_path = dir.path().join("trivial.wat");
@@ -250,10 +258,10 @@ fn main() {
     );
 
     let js_one = RunRequest::source("bench.js", Language::Js, "1+1");
-    let js_p50 = in_process("js: `1+1`, fresh sandbox per run", &sandbox, &js_one, runs / 4);
+    let js_p50 = in_process("js: `1+1`, fresh sandbox per run", sandbox, &js_one, runs / 4);
     let cpu = RunRequest::source("bench.js", Language::Js, CPU_BOUND_JS);
-    let cpu_p50 = in_process("js: fib(25) + sum(1e6), fresh sandbox", &sandbox, &cpu, 10);
-    js_throughput(&sandbox, 3.0);
+    let cpu_p50 = in_process("js: fib(25) + sum(1e6), fresh sandbox", sandbox, &cpu, 10);
+    js_throughput(sandbox, 3.0);
     cli_end_to_end("cli: `wasmagent run -e '1+1'`, warm cache", &["run", "-e", "1+1"], 50);
     if let Some(node) = quickjs_reference() {
         let node_trivial = node["trivial_p50_ms"].as_f64().unwrap_or(f64::NAN);
@@ -264,15 +272,18 @@ fn main() {
             cpu_p50.as_secs_f64() * 1000.0 / node_cpu
         );
     }
+}
 
+/// The Python rows.
+fn python(sandbox: &Sandbox, runs: usize) {
     let py_one = RunRequest::source("bench.py", Language::Python, "1+1");
-    in_process("python: `1+1`, fresh sandbox per run", &sandbox, &py_one, runs / 10);
+    in_process("python: `1+1`, fresh sandbox per run", sandbox, &py_one, runs / 10);
     let py_cpu = RunRequest::source("bench.py", Language::Python, CPU_BOUND_PY);
-    in_process("python: fib(25) + sum(1e6), fresh sandbox", &sandbox, &py_cpu, 10);
+    in_process("python: fib(25) + sum(1e6), fresh sandbox", sandbox, &py_cpu, 10);
     let py_data = RunRequest::source("bench.py", Language::Python, DATA_SCRIPT_PY);
-    in_process("python: 2,000 records to JSON + regex, fresh", &sandbox, &py_data, runs / 10);
+    in_process("python: 2,000 records to JSON + regex, fresh", sandbox, &py_data, runs / 10);
     cli_end_to_end("cli: `wasmagent run --lang python -e '1+1'`", &["run", "--lang", "python", "-e", "1+1"], 50);
     first_compile();
     let rounds = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
-    python_rounds(&sandbox, rounds);
+    python_rounds(sandbox, rounds);
 }
