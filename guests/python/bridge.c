@@ -173,6 +173,16 @@ __attribute__((export_name("wizer-initialize"))) void wizer_initialize(void) {
         PyErr_Print();
         abort();
     }
+    /* Every object of the snapshot made immortal (`runner._snapshot_objects` says why). */
+    PyObject *objects = PyObject_CallMethod(runner, "_snapshot_objects", NULL);
+    if (objects == NULL || !PyList_Check(objects)) {
+        PyErr_Print();
+        abort();
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(objects); i++) {
+        Py_SET_REFCNT(PyList_GET_ITEM(objects, i), _Py_IMMORTAL_REFCNT);
+    }
+    Py_DECREF(objects);
     Py_DECREF(runner);
     /* A run sees its own preopened directories and environment, found again on first use. */
     __wasilibc_reset_preopens();

@@ -230,12 +230,12 @@ impl SandboxEngine {
     }
 }
 
-/// Core instances one component may instantiate. The Python engine (componentize-py: CPython, libc, the WASI
-/// adapter and their shims) instantiates 14 core modules.
+/// Core instances one component may instantiate. A CPython component built by componentize-py (CPython, libc, the
+/// WASI adapter and their shims) instantiates 14 core modules.
 const CORE_INSTANCES_PER_COMPONENT: u32 = 20;
-/// Linear memories one component may define (the Python engine defines 1).
+/// Linear memories one component may define (such a component defines 1).
 const MEMORIES_PER_COMPONENT: u32 = 2;
-/// Tables one component may define (the Python engine defines 2).
+/// Tables one component may define (such a component defines 2).
 const TABLES_PER_COMPONENT: u32 = 4;
 
 /// Whether memory slots may be reset with `PAGEMAP_SCAN`: the kernel supports it and the host has no swap.

@@ -14,19 +14,15 @@
 //! and mutable globals (all of which the module must export; [`check_forkable`]) and its scratch directory.
 //! Tables are not copied: [`check_forkable`] admits only modules whose tables cannot change after instantiation.
 
-use crate::component_host::{ComponentState, handle_table};
 use crate::fs_audit::FsAudit;
 use crate::host::{EmptyRoot, GuestIo, ModuleRun, ModuleState, WasiEnvironment};
-use crate::http_hooks::EgressHooks;
 use crate::sockets_audit;
 use std::path::{Path, PathBuf};
-use wasmagent_egress::EgressSession;
-use wasmagent_engine::{MAX_OPEN_HANDLES, Metering, SandboxEngine};
+use wasmagent_engine::{MAX_OPEN_HANDLES, SandboxEngine};
 use wasmagent_kernel::KernelError;
 use wasmagent_manifest::EffectiveManifest;
 use wasmtime::{Extern, Instance, InstancePre, Mutability, Store};
 use wasmtime_wasi::WasiView;
-use wasmtime_wasi_http::WasiHttpCtx;
 
 /// Where a session's scratch directory appears to the guest.
 pub const SCRATCH_GUEST_PATH: &str = "/scratch";
@@ -441,86 +437,6 @@ pub fn check_forkable(wasm: &[u8]) -> Result<(), String> {
         return Err(format!("mutable global {global} of the module is not exported"));
     }
     Ok(())
-}
-
-/// A component instance kept between calls (the Python engine's).
-///
-/// It cannot be forked: wasmtime does not expose a component's inner core memories and globals, so its state
-/// cannot be copied into another instance.
-pub struct ComponentSession<E: 'static> {
-    store: Store<ComponentState<E>>,
-    instance: wasmtime::component::Instance,
-    env: WasiEnvironment,
-    scratch: Scratch,
-}
-
-impl<E: Send + 'static> ComponentSession<E> {
-    /// Instantiates `pre` in a store held to `manifest`, with a new scratch directory.
-    pub fn open(
-        engine: &SandboxEngine,
-        root: &EmptyRoot,
-        pre: &wasmtime::component::InstancePre<ComponentState<E>>,
-        manifest: &EffectiveManifest,
-        io: GuestIo<'_>,
-        ext: E,
-    ) -> Result<Self, KernelError> {
-        let scratch = Scratch::new()?;
-        let mut env = WasiEnvironment::new(root, manifest, io, Some(scratch.path()))?;
-        let state = ComponentState {
-            ctx: env.builder.build(),
-            table: handle_table(),
-            limiter: engine.limiter(manifest),
-            audit: FsAudit::new(std::mem::take(&mut env.preopens)),
-            http: WasiHttpCtx::new(),
-            hooks: EgressHooks::new(None, env.clock.deadline()),
-            clock: env.clock,
-            net_denials: env.net_denials.clone(),
-            ext,
-        };
-        let mut store = Store::new(engine.engine(Metering::for_manifest(manifest)), state);
-        store.limiter(|s| &mut s.limiter);
-        engine.arm(&mut store, manifest)?;
-        let active = engine.start_run();
-        let instance = pre.instantiate(&mut store).map_err(instantiation_error)?;
-        drop(active);
-        Ok(ComponentSession { store, instance, env, scratch })
-    }
-
-    /// Runs one call, as [`ModuleSession::call`]; `wasi:http` requests of the call go to `egress` (refused with
-    /// none).
-    pub fn call(
-        &mut self,
-        engine: &SandboxEngine,
-        manifest: &EffectiveManifest,
-        egress: Option<EgressSession>,
-        ext: E,
-        entry: impl FnOnce(&mut Store<ComponentState<E>>, &wasmtime::component::Instance) -> wasmtime::Result<()>,
-    ) -> Result<CallResult<E>, KernelError> {
-        self.env.stdout.restart();
-        self.env.stderr.restart();
-        drop(sockets_audit::take(&self.env.net_denials));
-        let data = self.store.data_mut();
-        data.clock = data.clock.restarted(manifest.cpu_ms());
-        data.hooks = EgressHooks::new(egress, data.clock.deadline());
-        let idle = std::mem::replace(&mut data.ext, ext);
-        let fuel_given = engine.arm(&mut self.store, manifest)?;
-        let active = engine.start_run();
-        let result = entry(&mut self.store, &self.instance);
-        let fuel_consumed = fuel_given.saturating_sub(self.store.get_fuel().unwrap_or(0));
-        let wall_ms = active.elapsed_ms();
-        drop(active);
-        let usable = result.is_ok();
-        let data = self.store.data_mut();
-        let used = std::mem::replace(&mut data.ext, idle);
-        let denials = data.audit.take_denials();
-        let run = self.env.conclude(result, &data.limiter, denials, fuel_consumed, wall_ms, manifest, used)?;
-        Ok(CallResult { run, usable })
-    }
-
-    /// Bytes the scratch directory holds now.
-    pub fn scratch_bytes(&self) -> Result<u64, String> {
-        self.scratch.bytes()
-    }
 }
 
 /// A session's bookkeeping shared by the script kernels: the call count, whether (and why) the session ended, and
