@@ -40,8 +40,12 @@ impl TestServer {
                 let now = load.active.fetch_add(1, Ordering::SeqCst) + 1;
                 load.peak.fetch_max(now, Ordering::SeqCst);
                 std::thread::spawn(move || {
-                    handle(request);
-                    load.active.fetch_sub(1, Ordering::SeqCst);
+                    // A request stops counting as active before its response is sent: the client can only release
+                    // its in-flight place after that, so the peak seen here never exceeds the client's own count
+                    // (counting after the response let a loaded machine see the next request first).
+                    handle(request, || {
+                        load.active.fetch_sub(1, Ordering::SeqCst);
+                    });
                 });
             }
         });
@@ -74,7 +78,8 @@ fn header(name: &str, value: &str) -> Header {
     Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("a valid header")
 }
 
-fn handle(mut request: tiny_http::Request) {
+/// Answers `request`; `answered` is called just before the response is sent.
+fn handle(mut request: tiny_http::Request, answered: impl FnOnce()) {
     let url = request.url().to_owned();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let param = |name: &str| {
@@ -138,6 +143,7 @@ fn handle(mut request: tiny_http::Request) {
             None => Response::from_string("not found").with_status_code(404),
         },
     };
+    answered();
     let _ = request.respond(response);
 }
 
