@@ -92,9 +92,44 @@ pub(crate) fn build(root: &Path) -> anyhow::Result<Vec<u8>> {
     context.secure_random(wasmtime_wasi::Deterministic::new(seed.clone()));
     context.insecure_random(wasmtime_wasi::Deterministic::new(seed));
     context.insecure_random_seed(0);
+    // Fixed clocks too (modules such as `logging` keep the time they were imported at): a rebuild gives the same bytes.
+    context.wall_clock(BuildClock::default());
+    context.monotonic_clock(BuildClock::default());
     let snapshot = crate::preinitialize_with(&wasm, context)?;
     crate::remove_pycache(&root.join("guests/python"))?;
     Ok(snapshot)
+}
+
+/// The build's clocks: the wall clock starts at 2026-01-01T00:00:00Z and both advance 1 µs per reading, so time
+/// moves (code waiting for it ends) but the same build reads the same times.
+#[derive(Default)]
+struct BuildClock(std::sync::atomic::AtomicU64);
+
+/// 2026-01-01T00:00:00Z, in nanoseconds since the Unix epoch.
+const BUILD_EPOCH_NANOS: u64 = 1_767_225_600_000_000_000;
+
+impl BuildClock {
+    fn tick(&self) -> u64 {
+        self.0.fetch_add(1_000, std::sync::atomic::Ordering::Relaxed) + 1_000
+    }
+}
+
+impl wasmtime_wasi::HostWallClock for BuildClock {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(1)
+    }
+    fn now(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(BUILD_EPOCH_NANOS + self.tick())
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for BuildClock {
+    fn resolution(&self) -> u64 {
+        1_000
+    }
+    fn now(&self) -> u64 {
+        self.tick()
+    }
 }
 
 fn sha256_file(path: &Path) -> anyhow::Result<String> {
@@ -131,7 +166,7 @@ pub(crate) fn provenance(root: &Path) -> anyhow::Result<(serde_json::Value, serd
         format!(
             "wasmtime-wizer 48.0.8: Wizer::new() (init func `wizer-initialize`) over target/guests/python-bridge.wasm \
                  with {KIT} preopened read-only at / and guests/python at /guest, no environment, and WASI randomness \
-                 cycling SHA-256(\"wasmagent python engine build\") (xtask/src/python.rs)"
+                 cycling SHA-256(\"wasmagent python engine build\"), and clocks that start at 2026-01-01 and advance 1 µs per reading (xtask/src/python.rs)"
         ),
     ]);
     let inputs = serde_json::json!({
