@@ -12,14 +12,14 @@
 //! overflow) stopped QuickJS part-way through its own bookkeeping, so it ends the session: the report says so in
 //! `session_ended`, and the next call is refused with that reason.
 
-use crate::{ENGINE_WASM, EnginePre, JsKernel, KERNEL_NAME, enter, into_report, request_json};
+use crate::{ENGINE_WASM, EnginePre, JsKernel, KERNEL_NAME, into_report, request_json};
 use std::sync::{Arc, OnceLock};
 use wasmagent_egress::Egress;
 use wasmagent_engine::{CacheSource, Metering, SandboxEngine};
 use wasmagent_kernel::{Code, Kernel, KernelError, Language, RunReport, RunRequest, Session};
 use wasmagent_kernel_wasi::host::{EmptyRoot, GuestIo};
 use wasmagent_kernel_wasi::script;
-use wasmagent_kernel_wasi::script_bridge::Bridge;
+use wasmagent_kernel_wasi::script_bridge::{Bridge, enter};
 use wasmagent_kernel_wasi::session::{ModuleSession, ModuleSnapshot, SessionBook, check_forkable, check_scratch_path};
 use wasmagent_manifest::EffectiveManifest;
 use wasmagent_tools::ToolRegistry;

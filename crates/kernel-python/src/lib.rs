@@ -27,10 +27,10 @@ use wasmagent_kernel::bounds::{REPORT_ERROR_BYTES, cut};
 use wasmagent_kernel::{Code, ErrorKind, Kernel, KernelError, Language, Outcome, RunReport, RunRequest};
 use wasmagent_kernel_wasi::host::{EmptyRoot, GuestIo, ModuleRun, ModuleState, Verdict, module_linker, run_module};
 use wasmagent_kernel_wasi::script;
-use wasmagent_kernel_wasi::script_bridge::{self as bridge, Bridge};
+use wasmagent_kernel_wasi::script_bridge::{self as bridge, Bridge, enter};
 use wasmagent_manifest::EffectiveManifest;
 use wasmagent_tools::ToolRegistry;
-use wasmtime::{Instance, InstancePre, Store};
+use wasmtime::InstancePre;
 
 /// Name used in reports.
 pub const KERNEL_NAME: &str = "python";
@@ -163,19 +163,6 @@ impl Kernel for PythonKernel {
         })?;
         Ok(into_report(run, cache, manifest, request))
     }
-}
-
-/// Writes `input` into the engine's memory and calls `wasmagent_run` on it.
-fn enter(store: &mut Store<ModuleState<Bridge>>, instance: Instance, input: &str) -> wasmtime::Result<()> {
-    let alloc = instance.get_typed_func::<u32, u32>(&mut *store, "wasmagent_alloc")?;
-    let start = instance.get_typed_func::<(u32, u32), ()>(&mut *store, "wasmagent_run")?;
-    let len = u32::try_from(input.len()).map_err(|_| wasmtime::format_err!("the script is too large"))?;
-    let ptr = alloc.call(&mut *store, len)?;
-    let memory = instance
-        .get_memory(&mut *store, "memory")
-        .ok_or_else(|| wasmtime::format_err!("the engine exports no memory"))?;
-    memory.write(&mut *store, ptr as usize, input.as_bytes())?;
-    start.call(&mut *store, (ptr, len))
 }
 
 /// The report of a run or a session's call.

@@ -13,13 +13,14 @@
 //! never changes after instantiation: `check_forkable`) into a fresh instance of the same engine, and the
 //! scratch directory's files into a new one; nothing is shared afterwards.
 
-use crate::{EnginePre, KERNEL_NAME, PythonEngine, PythonKernel, enter, into_report, new_bridge, request_json};
+use crate::{EnginePre, KERNEL_NAME, PythonEngine, PythonKernel, into_report, new_bridge, request_json};
 use std::sync::Arc;
 use wasmagent_egress::Egress;
 use wasmagent_engine::{CacheSource, Metering, SandboxEngine};
 use wasmagent_kernel::{Code, Kernel, KernelError, Language, RunReport, RunRequest, Session};
 use wasmagent_kernel_wasi::host::{EmptyRoot, GuestIo};
 use wasmagent_kernel_wasi::script;
+use wasmagent_kernel_wasi::script_bridge::{Bridge, enter};
 use wasmagent_kernel_wasi::session::{ModuleSession, ModuleSnapshot, SessionBook, check_scratch_path};
 use wasmagent_manifest::EffectiveManifest;
 use wasmagent_tools::ToolRegistry;
@@ -37,7 +38,7 @@ pub struct PythonSession {
     pre: EnginePre,
     cache: CacheSource,
     manifest: EffectiveManifest,
-    instance: ModuleSession<wasmagent_kernel_wasi::script_bridge::Bridge>,
+    instance: ModuleSession<Bridge>,
     book: SessionBook,
 }
 
@@ -94,7 +95,7 @@ impl PythonKernel {
         pre: &EnginePre,
         cache: CacheSource,
         manifest: &EffectiveManifest,
-        instance: ModuleSession<wasmagent_kernel_wasi::script_bridge::Bridge>,
+        instance: ModuleSession<Bridge>,
         scratch_limit: u64,
     ) -> PythonSession {
         PythonSession {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use wasmagent_egress::{EgressRecords, EgressSession, HttpRequest, HttpResponse};
 use wasmagent_manifest::EffectiveManifest;
 use wasmagent_tools::{MAX_TOOL_ARGS_BYTES, MAX_TOOL_NAME_BYTES, ToolRecords, ToolRegistry, ToolSession};
-use wasmtime::{Caller, Extern, Linker};
+use wasmtime::{Caller, Extern, Instance, Linker, Store};
 
 /// Per-run state of the bridge.
 pub struct Bridge {
@@ -152,6 +152,20 @@ struct ArtifactMeta {
     mime: String,
     #[serde(default)]
     title: Option<String>,
+}
+
+/// Starts a run of a script engine: writes `input` (the request, JSON) into the engine's memory through its
+/// `wasmagent_alloc` export and calls `wasmagent_run` on it; the engine answers through `wasmagent.result`.
+pub fn enter(store: &mut Store<ModuleState<Bridge>>, instance: Instance, input: &str) -> wasmtime::Result<()> {
+    let alloc = instance.get_typed_func::<u32, u32>(&mut *store, "wasmagent_alloc")?;
+    let start = instance.get_typed_func::<(u32, u32), ()>(&mut *store, "wasmagent_run")?;
+    let len = u32::try_from(input.len()).map_err(|_| wasmtime::format_err!("the script is too large"))?;
+    let ptr = alloc.call(&mut *store, len)?;
+    let memory = instance
+        .get_memory(&mut *store, "memory")
+        .ok_or_else(|| wasmtime::format_err!("the engine exports no memory"))?;
+    memory.write(&mut *store, ptr as usize, input.as_bytes())?;
+    start.call(&mut *store, (ptr, len))
 }
 
 /// Adds the `wasmagent` imports.
