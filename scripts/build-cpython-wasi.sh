@@ -22,12 +22,19 @@
 #     mirror of the public wasi-libc repository); the tag must resolve to the pinned commit.
 #   - zlib 1.3.1: Debian 13's source package (same route and checks as CPython's), compiled into the sysroot so that
 #     CPython's `zlib` module (and with it `gzip` and compressed `zipfile` members) is built in.
-#   - Debian 12 packages clang-19, lld-19 (wasm-ld), llvm-19 (llvm-ar, llvm-ranlib, llvm-strip) and
-#     libclang-rt-19-dev-wasm32 (compiler-rt builtins for wasm32), installed by this script if missing.
+#   - Debian 12 packages clang-19, lld-19 (wasm-ld), llvm-19 (llvm-ar, llvm-ranlib) and libclang-rt-19-dev-wasm32
+#     (compiler-rt builtins for wasm32) for wasi-libc and zlib, and the same packages at version 22 for CPython
+#     (llvm-22 also gives llvm-strip and llvm-profdata), installed by this script if missing.
+#   - The profile-guided optimisation profile, guests/python/cpython.profdata (committed). PGO_TRAIN=1 makes it
+#     again first: an instrumented interpreter (clang-22 -fprofile-generate, linked with LLVM's profile runtime from
+#     crates.io's minicov 0.3.8 crate, digest-checked, and scripts/cpython-pgo/profile-dump.c) runs CPython's own
+#     PGO task (regrtest's --pgo tests) in Node's node:wasi (scripts/cpython-pgo/run-wasi.mjs); llvm-profdata
+#     merges the counts. Training runs are not bit-for-bit repeatable, so the profile is an input like the sources.
 #
 # Steps: build wasi-libc's sysroot; build a native CPython of the same version (`--with-build-python` needs one to
 # freeze modules); configure CPython with Tools/wasm/config.site-wasm32-wasi exactly as Tools/wasm/wasi.py does
-# (host wasm32-unknown-wasi, static, no shared libpython, no -fPIC) plus pymalloc and full LTO; make; strip; stage
+# (host wasm32-unknown-wasi, static, no shared libpython, no -fPIC) plus pymalloc, full LTO and the PGO profile
+# (-fprofile-use); make; strip; stage
 # the stdlib; write digests.
 # Long compiles run under `nice -n 10` with JOBS (default 2) make jobs. Intermediate build trees are removed at the
 # end unless KEEP_BUILD=1. Rerunning starts from scratch.
@@ -46,9 +53,19 @@ WASI_LIBC_TAG=wasi-sdk-24
 WASI_LIBC_COMMIT=b9ef79d7dbd47c6c5bafdae760823467c2f60b70
 DEBIAN_SOURCES_SUITE=trixie
 LLVM=19
+# CPython and the embedding are compiled with clang-22: LLVM 20+ can instrument wasm32 for profile-guided
+# optimisation (section-based counters). wasi-libc and zlib stay on clang-19 (its bitcode links into clang-22's LTO).
+PY_LLVM=22
+PY_TARGET="--target=wasm32-wasi -Wno-deprecated"
+# PGO: the profile, committed (so a rebuild gives the same bytes); PGO_TRAIN=1 trains and rewrites it, with LLVM's
+# profile runtime as crates.io's minicov packages it (compiler-rt's profile runtime without file I/O, Apache-2.0/MIT).
+PGO_PROFILE_REL=guests/python/cpython.profdata
+MINICOV_VERSION=0.3.8
+MINICOV_SHA256=4869b6a491569605d66d3952bcdf03df789e5b536e5f0cf7758a7f08a55ae24d
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 W=${CPYTHON_WASI_DIR:-$ROOT/target/cpython-wasi}
+PGO_PROFILE="$ROOT/$PGO_PROFILE_REL"
 JOBS=${JOBS:-2}
 NICE=(nice -n ${NICE_LEVEL:-10})
 : "${WASI_LIBC_GIT:?set WASI_LIBC_GIT to a git directory of the wasi-libc repository that has tag $WASI_LIBC_TAG}"
@@ -57,7 +74,8 @@ say() { printf '\n== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
 
 say "toolchain (Debian packages)"
 need=()
-for pkg in clang-$LLVM lld-$LLVM llvm-$LLVM libclang-rt-$LLVM-dev-wasm32; do
+for pkg in clang-$LLVM lld-$LLVM llvm-$LLVM libclang-rt-$LLVM-dev-wasm32 clang-$PY_LLVM lld-$PY_LLVM llvm-$PY_LLVM \
+    libclang-rt-$PY_LLVM-dev-wasm32; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -66,6 +84,8 @@ if ((${#need[@]})); then
 fi
 CLANG=clang-$LLVM
 LLVM_BIN=/usr/lib/llvm-$LLVM/bin
+PY_CLANG=clang-$PY_LLVM
+PY_LLVM_BIN=/usr/lib/llvm-$PY_LLVM/bin
 test -x "$LLVM_BIN/wasm-ld" || { echo "wasm-ld missing from $LLVM_BIN (lld-$LLVM)" >&2; exit 1; }
 test -f "$("$CLANG" --target=wasm32-wasi --print-libgcc-file-name)" || {
     echo "compiler-rt builtins for wasm32 missing (libclang-rt-$LLVM-dev-wasm32)" >&2
@@ -123,32 +143,90 @@ mkdir -p "$W/build-native"
 BUILD_PYTHON="$W/build-native/python"
 "$BUILD_PYTHON" -c "import sys; assert sys.version.startswith('$PY_VERSION'), sys.version"
 
-say "configure for wasm32-wasi"
-mkdir -p "$W/build-wasi"
+# Configures and makes CPython for wasm32-wasi in build directory $1 with extra compiler and linker flags $2.
 # The configure path must be relative (Tools/wasm/wasi.py says so: the interpreter finds a checkout's stdlib by it).
 configure_args=(--host=wasm32-unknown-wasi --build="$("$SRC/config.guess")" --with-build-python="$BUILD_PYTHON"
     --disable-test-modules)
 # pymalloc (which CPython's configure turns off for WASI unless asked) and full LTO: together 1.13x -> 0.97x of the
-# current engine's time on the CPU-bound script (README, "Python engine v2"). PLAIN=1 builds without them.
+# componentize-py engine's time on the CPU-bound script (README, "Python engine v2"). PLAIN=1 builds without them
+# (and without the profile).
 if [[ "${PLAIN:-0}" != 1 ]]; then
     configure_args+=(--with-pymalloc --with-lto=full)
 fi
-(cd "$W/build-wasi" &&
-    CONFIG_SITE="$SRC/Tools/wasm/config.site-wasm32-wasi" \
-    CC="$CLANG --target=wasm32-wasi --sysroot=$SYSROOT" \
-    CPP="$CLANG --target=wasm32-wasi --sysroot=$SYSROOT -E" \
-    AR="$LLVM_BIN/llvm-ar" RANLIB="$LLVM_BIN/llvm-ranlib" \
-    PKG_CONFIG_PATH="" PKG_CONFIG_LIBDIR="$SYSROOT/lib/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$SYSROOT" \
-    PATH="$LLVM_BIN:$PATH" \
-    "${NICE[@]}" "$(realpath --relative-to="$W/build-wasi" "$SRC/configure")" "${configure_args[@]}" \
-    >"$W/configure-wasi.log" 2>&1) || { tail -30 "$W/configure-wasi.log"; exit 1; }
+build_cpython() {
+    local dir=$1 flags=$2
+    mkdir -p "$dir"
+    (cd "$dir" &&
+        CONFIG_SITE="$SRC/Tools/wasm/config.site-wasm32-wasi" \
+        CC="$PY_CLANG $PY_TARGET --sysroot=$SYSROOT" CPP="$PY_CLANG $PY_TARGET --sysroot=$SYSROOT -E" \
+        CFLAGS="$flags" LDFLAGS="$flags" \
+        AR="$PY_LLVM_BIN/llvm-ar" RANLIB="$PY_LLVM_BIN/llvm-ranlib" \
+        PKG_CONFIG_PATH="" PKG_CONFIG_LIBDIR="$SYSROOT/lib/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$SYSROOT" \
+        PATH="$PY_LLVM_BIN:$PATH" \
+        "${NICE[@]}" "$(realpath --relative-to="$dir" "$SRC/configure")" "${configure_args[@]}" \
+        >"$dir/configure.log" 2>&1) || { tail -30 "$dir/configure.log"; exit 1; }
+    (cd "$dir" && PATH="$PY_LLVM_BIN:$PATH" "${NICE[@]}" make -j"$JOBS" all >"$dir/make.log" 2>&1) ||
+        { tail -30 "$dir/make.log"; exit 1; }
+}
 
-say "make (wasm32-wasi, $JOBS jobs)"
-(cd "$W/build-wasi" && PATH="$LLVM_BIN:$PATH" "${NICE[@]}" make -j"$JOBS" all >"$W/make-wasi.log" 2>&1) ||
-    { tail -30 "$W/make-wasi.log"; exit 1; }
+pgo_flags=""
+if [[ "${PLAIN:-0}" != 1 ]]; then
+    if [[ "${PGO_TRAIN:-0}" == 1 ]]; then
+        say "PGO: LLVM's profile runtime for wasm32 (crates.io minicov $MINICOV_VERSION) and the training interpreter"
+        command -v node >/dev/null || { echo "PGO_TRAIN=1 needs Node.js (node:wasi runs the training)" >&2; exit 1; }
+        curl -sSfL -o "$W/src/minicov.crate" "https://static.crates.io/crates/minicov/minicov-$MINICOV_VERSION.crate"
+        echo "$MINICOV_SHA256  $W/src/minicov.crate" | sha256sum -c -
+        tar -xzf "$W/src/minicov.crate" -C "$W/src"
+        MSRC="$W/src/minicov-$MINICOV_VERSION/c"
+        mkdir -p "$W/pgo-runtime"
+        rt_flags=($PY_TARGET -O2 -fno-profile-generate -DCOMPILER_RT_HAS_ATOMICS=1 -DCOMPILER_RT_PROFILE_BAREMETAL=1
+            -I"$MSRC")
+        for c in InstrProfiling InstrProfilingBuffer InstrProfilingInternal InstrProfilingMerge \
+            InstrProfilingPlatformLinux InstrProfilingPlatformWindows InstrProfilingWriter InstrProfilingValue \
+            InstrProfilingVersionVar; do
+            "$PY_CLANG" "${rt_flags[@]}" -nostdlibinc -c "$MSRC/$c.c" -o "$W/pgo-runtime/$c.o"
+        done
+        "$PY_CLANG" "${rt_flags[@]}" --sysroot="$SYSROOT" -c "$ROOT/scripts/cpython-pgo/profile-dump.c" \
+            -o "$W/pgo-runtime/profile-dump.o"
+        # clang links the profile runtime from its resource directory, which has none for wasm32: a private copy of
+        # that directory (links to Debian's files) adds this one, so the system's toolchain is not changed.
+        RESOURCE="$W/pgo-runtime/resource"
+        system_resource=$("$PY_CLANG" -print-resource-dir)
+        mkdir -p "$RESOURCE/lib/wasm32-unknown-wasi"
+        for entry in "$system_resource"/*; do [[ $entry == */lib ]] || ln -s "$entry" "$RESOURCE/"; done
+        for entry in "$system_resource"/lib/*; do
+            [[ -e "$RESOURCE/lib/${entry##*/}" ]] || ln -s "$entry" "$RESOURCE/lib/"
+        done
+        "$PY_LLVM_BIN/llvm-ar" rcs "$RESOURCE/lib/wasm32-unknown-wasi/libclang_rt.profile.a" "$W"/pgo-runtime/*.o
+        build_cpython "$W/build-train" "-resource-dir=$RESOURCE -fprofile-generate"
+
+        say "PGO: training run (CPython's own PGO task, regrtest --pgo's tests, in node:wasi)"
+        # regrtest's PGO list (Lib/test/libregrtest/pgo.py) but test_datetime and test_time, which wait forever
+        # under node:wasi's clocks; regrtest itself picks nothing else here (no subprocesses, no network on WASI).
+        tests=$("$BUILD_PYTHON" -c "import re, sys; print(' '.join(t for t in re.findall(r\"'(test_\\w+)'\", \
+            open(sys.argv[1]).read()) if t not in ('test_datetime', 'test_time')))" "$SRC/Lib/test/libregrtest/pgo.py")
+        mkdir -p "$W/pgo-profile"
+        # Deep recursion tests need a large native stack in V8; node can crash after the module exits, so the
+        # outcome is judged by regrtest's result line and the profile, not node's exit status.
+        (ulimit -s 262144
+            WASI_PREOPENS="{\"/\": \"$W\", \"/profile\": \"$W/pgo-profile\"}" \
+            WASI_ENV="{\"PYTHONPATH\": \"/build-train/build/lib.wasi-wasm32-${PY_VERSION%.*}\", \"PYTHONHASHSEED\": \"0\", \"LLVM_PROFILE_FILE\": \"/profile/python.profraw\"}" \
+            "${NICE[@]}" node --no-warnings --stack-size=60000 "$ROOT/scripts/cpython-pgo/run-wasi.mjs" \
+            "$W/build-train/python.wasm" /build-train/python.wasm -m test $tests >"$W/pgo-training.log" 2>&1) || true
+        grep -q "^Result: SUCCESS" "$W/pgo-training.log" || { tail -30 "$W/pgo-training.log"; exit 1; }
+        grep -E "^Total (duration|tests)" "$W/pgo-training.log"
+        "$PY_LLVM_BIN/llvm-profdata" merge -o "$PGO_PROFILE" "$W/pgo-profile/python.profraw"
+        echo "wrote $PGO_PROFILE ($(stat -c %s "$PGO_PROFILE") bytes): commit it with the engine"
+    fi
+    test -f "$PGO_PROFILE" || { echo "$PGO_PROFILE is missing: PGO_TRAIN=1 makes it" >&2; exit 1; }
+    pgo_flags="-fprofile-use=$PGO_PROFILE -Wno-profile-instr-unprofiled -Wno-profile-instr-out-of-date"
+fi
+
+say "configure and make (wasm32-wasi, $JOBS jobs${pgo_flags:+, with the PGO profile})"
+build_cpython "$W/build-wasi" "$pgo_flags"
 
 say "stage dist/"
-"$LLVM_BIN/llvm-strip" --strip-debug -o "$W/dist/python.wasm" "$W/build-wasi/python.wasm"
+"$PY_LLVM_BIN/llvm-strip" --strip-debug -o "$W/dist/python.wasm" "$W/build-wasi/python.wasm"
 # The link kit `cargo xtask guests` links the embedding (guests/python/bridge.c) with: the interpreter's static
 # archives (LLVM bitcode under LTO), its headers, and the wasi-libc sysroot they were compiled against.
 B="$W/build-wasi"
@@ -179,12 +257,13 @@ json.dump({
     "wasi_libc": {"tag": "$WASI_LIBC_TAG", "commit": "$WASI_LIBC_COMMIT"},
     "zlib": {"source": "Debian $DEBIAN_SOURCES_SUITE source package zlib $ZLIB_DEBIAN_VERSION",
              "file": "$ZLIB_ORIG", "sha256": "$ZLIB_ORIG_SHA256"},
-    "toolchain": """$("$CLANG" --version | head -1)""",
+    "toolchain": """$("$PY_CLANG" --version | head -1) (CPython); $("$CLANG" --version | head -1) (wasi-libc, zlib)""",
     "configure": "${configure_args[*]}".replace("$W", "target/cpython-wasi"),
     "config_site": "Tools/wasm/config.site-wasm32-wasi",
     "python_wasm": {"bytes": $(stat -c %s "$W/dist/python.wasm"), "sha256": "$wasm_sha"},
     "link_kit_sha256": "$(cd "$W/dist" && find link include sysroot -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)",
-    "optimisations": "$([[ "${PLAIN:-0}" != 1 ]] && echo "pymalloc, full LTO" || echo "none (PLAIN=1)")",
+    "optimisations": "$([[ "${PLAIN:-0}" != 1 ]] && echo "pymalloc, full LTO, PGO" || echo "none (PLAIN=1)")",
+    "pgo_profile": $([[ "${PLAIN:-0}" != 1 ]] && echo "{\"file\": \"$PGO_PROFILE_REL\", \"sha256\": \"$(sha256sum "$PGO_PROFILE" | cut -d' ' -f1)\", \"training\": \"PGO_TRAIN=1: CPython's regrtest PGO tests but test_datetime and test_time, in node:wasi\"}" || echo null),
     "stdlib": {"files": $(find "$W/dist/lib" -type f | wc -l),
                "sha256_of_sorted_file_digests": "$lib_sha"},
 }, open(sys.argv[1], "w"), indent=2)
@@ -193,7 +272,8 @@ cat "$W/dist/provenance.json"
 
 if [[ "${KEEP_BUILD:-0}" != 1 ]]; then
     say "removing intermediate build trees (KEEP_BUILD=1 keeps them)"
-    rm -rf "$W/build-native" "$W/build-wasi" "$W/wasi-libc/build" "$W/src/Python-$PY_VERSION" "$W/src/zlib-1.3.1" \
+    rm -rf "$W/build-native" "$W/build-wasi" "$W/build-train" "$W/pgo-runtime" "$W/wasi-libc/build" \
+        "$W/src/Python-$PY_VERSION" "$W/src/zlib-1.3.1" "$W/src/minicov-$MINICOV_VERSION" \
         "$W/zlib" "$W/apt"
 fi
 say "done: $W/dist/python.wasm"

@@ -14,11 +14,14 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 pub(crate) const KIT: &str = "target/cpython-wasi/dist";
 /// The script, whose digest the provenance records (a change to it means a different interpreter).
 pub(crate) const BUILD_SCRIPT: &str = "scripts/build-cpython-wasi.sh";
-const LLVM_BIN: &str = "/usr/lib/llvm-19/bin";
+/// The kit's CPython is compiled with clang-22 (its profile-guided optimisation for wasm32), as LLVM bitcode under
+/// LTO: the embedding is compiled and linked with the same LLVM.
+const CLANG: &str = "clang-22";
+const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 
-/// Compiler and linker arguments (after `clang-19`), with `<kit>`, `<repo>` and `<out>` for paths.
+/// Compiler and linker arguments (after `clang-22`), with `<kit>`, `<repo>` and `<out>` for paths.
 fn compile_args() -> Vec<String> {
-    let args = "--target=wasm32-wasi --sysroot=<kit>/sysroot -O3 -flto=full -I<kit>/include/python3.13 \
+    let args = "--target=wasm32-wasi -Wno-deprecated --sysroot=<kit>/sysroot -O3 -flto=full -I<kit>/include/python3.13 \
         -c <repo>/guests/python/bridge.c -o <out>/python-bridge.o";
     args.split(' ').map(str::to_owned).collect()
 }
@@ -26,7 +29,7 @@ fn compile_args() -> Vec<String> {
 fn link_args() -> Vec<String> {
     // As CPython links python.wasm (its Makefile's LDFLAGS and LIBS, recorded in the kit's link/), with the
     // embedding for Programs/python.o, as a reactor, and the stack pointer exported so sessions can be forked.
-    let args = "--target=wasm32-wasi --sysroot=<kit>/sysroot -mexec-model=reactor -O3 -flto=full \
+    let args = "--target=wasm32-wasi -Wno-deprecated --sysroot=<kit>/sysroot -mexec-model=reactor -O3 -flto=full \
         -z stack-size=8388608 -Wl,--stack-first -Wl,--initial-memory=20971520 -Wl,--export=__stack_pointer \
         -o <out>/python-bridge.wasm <out>/python-bridge.o <kit>/link/libpython3.13.a -ldl -lwasi-emulated-signal \
         -lwasi-emulated-getpid -lwasi-emulated-process-clocks -lm -lz <kit>/link/libmpdec.a \
@@ -78,8 +81,8 @@ pub(crate) fn build(root: &Path) -> anyhow::Result<Vec<u8>> {
     let kit = kit(root)?;
     let out = root.join("target/guests");
     std::fs::create_dir_all(&out)?;
-    run(crate::CLANG, &expand(&compile_args(), root, &out))?;
-    run(crate::CLANG, &expand(&link_args(), root, &out))?;
+    run(CLANG, &expand(&compile_args(), root, &out))?;
+    run(CLANG, &expand(&link_args(), root, &out))?;
     let linked = out.join("python-bridge.wasm");
     run(&format!("{LLVM_BIN}/llvm-strip"), &["--strip-debug".into(), linked.display().to_string()])?;
     let wasm = std::fs::read(&linked)?;
@@ -152,17 +155,17 @@ pub(crate) fn provenance(root: &Path) -> anyhow::Result<(serde_json::Value, serd
             .join(" ")
     };
     let toolchain = serde_json::json!({
-        "clang": crate::version(crate::CLANG, "--version"),
+        "clang": crate::version(CLANG, "--version"),
         "wasmtime-wizer": "48.0.8",
         "cpython": kit["cpython"],
         "wasi-libc": kit["wasi_libc"],
     });
     let commands = serde_json::json!([
-        "apt-get install clang-19 lld-19 llvm-19 libclang-rt-19-dev-wasm32",
+        "apt-get install clang-19 lld-19 llvm-19 libclang-rt-19-dev-wasm32 clang-22 lld-22 llvm-22 libclang-rt-22-dev-wasm32",
         format!("WASI_LIBC_GIT=<wasi-libc git directory> {BUILD_SCRIPT}   # the kit in {KIT}"),
-        format!("clang-19 {}", placeholders(compile_args())),
-        format!("clang-19 {}", placeholders(link_args())),
-        "llvm-strip-19 --strip-debug target/guests/python-bridge.wasm",
+        format!("{CLANG} {}", placeholders(compile_args())),
+        format!("{CLANG} {}", placeholders(link_args())),
+        "llvm-strip-22 --strip-debug target/guests/python-bridge.wasm",
         format!(
             "wasmtime-wizer 48.0.8: Wizer::new() (init func `wizer-initialize`) over target/guests/python-bridge.wasm \
                  with {KIT} preopened read-only at / and guests/python at /guest, no environment, and WASI randomness \

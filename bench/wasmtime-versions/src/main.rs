@@ -1,7 +1,8 @@
 //! The Python engine (`guests/dist/python.wasm`) on wasmtime 48.0.10 and on wasmtime 51, configured as the runtime
 //! configures it (pooling allocator, epoch interruption, copy-on-write memory images), in alternating rounds: a fresh
 //! instance per run of `1+1` and of the CPU-bound script. Prints each round and the median and spread of the per-round
-//! ratios (51 / 48). `ROUNDS` (7) and `RUNS` (`1+1` runs per round, 2000) change the counts.
+//! ratios (51 / 48). `ROUNDS` (7) and `RUNS` (`1+1` runs per round, 2000) change the counts. `ENGINES=A.wasm,B.wasm`
+//! compares two engine files instead, both on wasmtime 48 (printed as 48 for A and 51 for B; ratios are B / A).
 //!
 //! The WASI preview 1 functions a run calls are written here (an empty environment, no arguments, no preopened
 //! directories, output counted and dropped); any other import traps, which would show as a failed run.
@@ -165,6 +166,23 @@ macro_rules! engine {
     };
 }
 
+/// A runner of either wasmtime version.
+trait Run {
+    fn run(&self, code: &str) -> String;
+}
+
+impl Run for v48::Runner {
+    fn run(&self, code: &str) -> String {
+        v48::Runner::run(self, code)
+    }
+}
+
+impl Run for v51::Runner {
+    fn run(&self, code: &str) -> String {
+        v51::Runner::run(self, code)
+    }
+}
+
 engine!(v48, wasmtime48);
 engine!(v51, wasmtime51);
 
@@ -189,13 +207,24 @@ fn main() {
     let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let (rounds, runs) = (env("ROUNDS", 7), env("RUNS", 2000));
     let wasm = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../guests/dist/python.wasm")).unwrap();
+    // ENGINES=A.wasm,B.wasm: two engine files, both on wasmtime 48 ("48" below is A, "51" is B).
+    let engines = std::env::var("ENGINES").ok();
     let t = Instant::now();
-    let old = v48::Runner::new(&wasm);
+    let old = match &engines {
+        Some(pair) => v48::Runner::new(&std::fs::read(pair.split(',').next().unwrap()).unwrap()),
+        None => v48::Runner::new(&wasm),
+    };
     let compile48 = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let new = v51::Runner::new(&wasm);
+    let new: Box<dyn Run> = match &engines {
+        Some(pair) => Box::new(v48::Runner::new(&std::fs::read(pair.split(',').nth(1).expect("ENGINES=A,B")).unwrap())),
+        None => Box::new(v51::Runner::new(&wasm)),
+    };
     let compile51 = t.elapsed().as_secs_f64();
-    println!("first compile: wasmtime 48 {compile48:.2} s, wasmtime 51 {compile51:.2} s");
+    match &engines {
+        Some(pair) => println!("comparing {pair} on wasmtime 48: below, 48 is the first and 51 the second"),
+        None => println!("first compile: wasmtime 48 {compile48:.2} s, wasmtime 51 {compile51:.2} s"),
+    }
     assert_eq!(old.run("1+1"), r#"{"value":2}"#);
     assert_eq!(new.run("1+1"), r#"{"value":2}"#);
     let (mut trivial, mut cpu) = (Vec::new(), Vec::new());
