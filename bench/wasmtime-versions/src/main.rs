@@ -208,21 +208,21 @@ fn main() {
     let (rounds, runs) = (env("ROUNDS", 7), env("RUNS", 2000));
     let wasm = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../guests/dist/python.wasm")).unwrap();
     // ENGINES=A.wasm,B.wasm: two engine files, both on wasmtime 48 ("48" below is A, "51" is B).
-    let engines = std::env::var("ENGINES").ok();
+    let engines = std::env::var("ENGINES").ok().map(|pair| {
+        let (a, b) = pair.split_once(',').expect("ENGINES=A.wasm,B.wasm");
+        (std::fs::read(a).unwrap(), std::fs::read(b).unwrap(), pair.clone())
+    });
     let t = Instant::now();
-    let old = match &engines {
-        Some(pair) => v48::Runner::new(&std::fs::read(pair.split(',').next().unwrap()).unwrap()),
-        None => v48::Runner::new(&wasm),
-    };
+    let old = v48::Runner::new(engines.as_ref().map_or(&wasm, |(a, _, _)| a));
     let compile48 = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let new: Box<dyn Run> = match &engines {
-        Some(pair) => Box::new(v48::Runner::new(&std::fs::read(pair.split(',').nth(1).expect("ENGINES=A,B")).unwrap())),
+        Some((_, b, _)) => Box::new(v48::Runner::new(b)),
         None => Box::new(v51::Runner::new(&wasm)),
     };
     let compile51 = t.elapsed().as_secs_f64();
     match &engines {
-        Some(pair) => println!("comparing {pair} on wasmtime 48: below, 48 is the first and 51 the second"),
+        Some((_, _, pair)) => println!("comparing {pair} on wasmtime 48: below, 48 is the first and 51 the second"),
         None => println!("first compile: wasmtime 48 {compile48:.2} s, wasmtime 51 {compile51:.2} s"),
     }
     assert_eq!(old.run("1+1"), r#"{"value":2}"#);
