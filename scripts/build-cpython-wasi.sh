@@ -107,6 +107,13 @@ echo "$PY_ORIG_SHA256  $W/src/$PY_ORIG" | sha256sum -c -
 tar -xf "$W/src/$PY_ORIG" -C "$W/src"
 SRC="$W/src/Python-$PY_VERSION"
 test -f "$SRC/Tools/wasm/config.site-wasm32-wasi"
+# One change to the sources: the eval loop is never inlined. Under the profile, clang inlines the whole
+# _PyEval_EvalFrameDefault into _PyEval_Vector: a second copy of the interpreter loop (373 KB of the engine's 6.1 MB
+# of code; 1.0 s of the 8.2 s wasmtime's Cranelift spent compiling its functions), to save one call per call from C
+# into Python.
+sed -i 's/^_PyEval_EvalFrameDefault(PyThreadState \*tstate, _PyInterpreterFrame \*frame, int throwflag)$/Py_NO_INLINE &/' \
+    "$SRC/Python/ceval.c"
+test "$(grep -c '^Py_NO_INLINE _PyEval_EvalFrameDefault(' "$SRC/Python/ceval.c")" = 1
 
 say "wasi-libc $WASI_LIBC_TAG"
 got=$(git --git-dir="$WASI_LIBC_GIT" rev-parse "$WASI_LIBC_TAG^{commit}")
@@ -169,54 +176,59 @@ build_cpython() {
         { tail -30 "$dir/make.log"; exit 1; }
 }
 
+# PGO_TRAIN=1: builds an instrumented interpreter, runs the training and writes the profile.
+train_profile() {
+    say "PGO: LLVM's profile runtime for wasm32 (crates.io minicov $MINICOV_VERSION) and the training interpreter"
+    command -v node >/dev/null || { echo "PGO_TRAIN=1 needs Node.js (node:wasi runs the training)" >&2; exit 1; }
+    curl -sSfL -o "$W/src/minicov.crate" "https://static.crates.io/crates/minicov/minicov-$MINICOV_VERSION.crate"
+    echo "$MINICOV_SHA256  $W/src/minicov.crate" | sha256sum -c -
+    tar -xzf "$W/src/minicov.crate" -C "$W/src"
+    MSRC="$W/src/minicov-$MINICOV_VERSION/c"
+    mkdir -p "$W/pgo-runtime"
+    rt_flags=($PY_TARGET -O2 -fno-profile-generate -DCOMPILER_RT_HAS_ATOMICS=1 -DCOMPILER_RT_PROFILE_BAREMETAL=1
+        -I"$MSRC")
+    for c in InstrProfiling InstrProfilingBuffer InstrProfilingInternal InstrProfilingMerge \
+        InstrProfilingPlatformLinux InstrProfilingPlatformWindows InstrProfilingWriter InstrProfilingValue \
+        InstrProfilingVersionVar; do
+        "$PY_CLANG" "${rt_flags[@]}" -nostdlibinc -c "$MSRC/$c.c" -o "$W/pgo-runtime/$c.o"
+    done
+    "$PY_CLANG" "${rt_flags[@]}" --sysroot="$SYSROOT" -c "$ROOT/scripts/cpython-pgo/profile-dump.c" \
+        -o "$W/pgo-runtime/profile-dump.o"
+    # clang links the profile runtime from its resource directory, which has none for wasm32: a private copy of
+    # that directory (links to Debian's files) adds this one, so the system's toolchain is not changed.
+    RESOURCE="$W/pgo-runtime/resource"
+    system_resource=$("$PY_CLANG" -print-resource-dir)
+    mkdir -p "$RESOURCE/lib/wasm32-unknown-wasi"
+    for entry in "$system_resource"/*; do [[ $entry == */lib ]] || ln -s "$entry" "$RESOURCE/"; done
+    for entry in "$system_resource"/lib/*; do
+        [[ -e "$RESOURCE/lib/${entry##*/}" ]] || ln -s "$entry" "$RESOURCE/lib/"
+    done
+    "$PY_LLVM_BIN/llvm-ar" rcs "$RESOURCE/lib/wasm32-unknown-wasi/libclang_rt.profile.a" "$W"/pgo-runtime/*.o
+    build_cpython "$W/build-train" "-resource-dir=$RESOURCE -fprofile-generate"
+
+    say "PGO: training run (CPython's own PGO task, regrtest --pgo's tests, in node:wasi)"
+    # regrtest's PGO list (Lib/test/libregrtest/pgo.py) but test_datetime and test_time, which wait forever
+    # under node:wasi's clocks; regrtest itself picks nothing else here (no subprocesses, no network on WASI).
+    tests=$("$BUILD_PYTHON" -c "import re, sys; print(' '.join(t for t in re.findall(r\"'(test_\\w+)'\", \
+        open(sys.argv[1]).read()) if t not in ('test_datetime', 'test_time')))" "$SRC/Lib/test/libregrtest/pgo.py")
+    mkdir -p "$W/pgo-profile"
+    # Deep recursion tests need a large native stack in V8; node can crash after the module exits, so the
+    # outcome is judged by regrtest's result line and the profile, not node's exit status.
+    (ulimit -s 262144
+        WASI_PREOPENS="{\"/\": \"$W\", \"/profile\": \"$W/pgo-profile\"}" \
+        WASI_ENV="{\"PYTHONPATH\": \"/build-train/build/lib.wasi-wasm32-${PY_VERSION%.*}\", \"PYTHONHASHSEED\": \"0\", \"LLVM_PROFILE_FILE\": \"/profile/python.profraw\"}" \
+        "${NICE[@]}" node --no-warnings --stack-size=60000 "$ROOT/scripts/cpython-pgo/run-wasi.mjs" \
+        "$W/build-train/python.wasm" /build-train/python.wasm -m test $tests >"$W/pgo-training.log" 2>&1) || true
+    grep -q "^Result: SUCCESS" "$W/pgo-training.log" || { tail -30 "$W/pgo-training.log"; exit 1; }
+    grep -E "^Total (duration|tests)" "$W/pgo-training.log"
+    "$PY_LLVM_BIN/llvm-profdata" merge -o "$PGO_PROFILE" "$W/pgo-profile/python.profraw"
+    echo "wrote $PGO_PROFILE ($(stat -c %s "$PGO_PROFILE") bytes): commit it with the engine"
+}
+
 pgo_flags=""
 if [[ "${PLAIN:-0}" != 1 ]]; then
     if [[ "${PGO_TRAIN:-0}" == 1 ]]; then
-        say "PGO: LLVM's profile runtime for wasm32 (crates.io minicov $MINICOV_VERSION) and the training interpreter"
-        command -v node >/dev/null || { echo "PGO_TRAIN=1 needs Node.js (node:wasi runs the training)" >&2; exit 1; }
-        curl -sSfL -o "$W/src/minicov.crate" "https://static.crates.io/crates/minicov/minicov-$MINICOV_VERSION.crate"
-        echo "$MINICOV_SHA256  $W/src/minicov.crate" | sha256sum -c -
-        tar -xzf "$W/src/minicov.crate" -C "$W/src"
-        MSRC="$W/src/minicov-$MINICOV_VERSION/c"
-        mkdir -p "$W/pgo-runtime"
-        rt_flags=($PY_TARGET -O2 -fno-profile-generate -DCOMPILER_RT_HAS_ATOMICS=1 -DCOMPILER_RT_PROFILE_BAREMETAL=1
-            -I"$MSRC")
-        for c in InstrProfiling InstrProfilingBuffer InstrProfilingInternal InstrProfilingMerge \
-            InstrProfilingPlatformLinux InstrProfilingPlatformWindows InstrProfilingWriter InstrProfilingValue \
-            InstrProfilingVersionVar; do
-            "$PY_CLANG" "${rt_flags[@]}" -nostdlibinc -c "$MSRC/$c.c" -o "$W/pgo-runtime/$c.o"
-        done
-        "$PY_CLANG" "${rt_flags[@]}" --sysroot="$SYSROOT" -c "$ROOT/scripts/cpython-pgo/profile-dump.c" \
-            -o "$W/pgo-runtime/profile-dump.o"
-        # clang links the profile runtime from its resource directory, which has none for wasm32: a private copy of
-        # that directory (links to Debian's files) adds this one, so the system's toolchain is not changed.
-        RESOURCE="$W/pgo-runtime/resource"
-        system_resource=$("$PY_CLANG" -print-resource-dir)
-        mkdir -p "$RESOURCE/lib/wasm32-unknown-wasi"
-        for entry in "$system_resource"/*; do [[ $entry == */lib ]] || ln -s "$entry" "$RESOURCE/"; done
-        for entry in "$system_resource"/lib/*; do
-            [[ -e "$RESOURCE/lib/${entry##*/}" ]] || ln -s "$entry" "$RESOURCE/lib/"
-        done
-        "$PY_LLVM_BIN/llvm-ar" rcs "$RESOURCE/lib/wasm32-unknown-wasi/libclang_rt.profile.a" "$W"/pgo-runtime/*.o
-        build_cpython "$W/build-train" "-resource-dir=$RESOURCE -fprofile-generate"
-
-        say "PGO: training run (CPython's own PGO task, regrtest --pgo's tests, in node:wasi)"
-        # regrtest's PGO list (Lib/test/libregrtest/pgo.py) but test_datetime and test_time, which wait forever
-        # under node:wasi's clocks; regrtest itself picks nothing else here (no subprocesses, no network on WASI).
-        tests=$("$BUILD_PYTHON" -c "import re, sys; print(' '.join(t for t in re.findall(r\"'(test_\\w+)'\", \
-            open(sys.argv[1]).read()) if t not in ('test_datetime', 'test_time')))" "$SRC/Lib/test/libregrtest/pgo.py")
-        mkdir -p "$W/pgo-profile"
-        # Deep recursion tests need a large native stack in V8; node can crash after the module exits, so the
-        # outcome is judged by regrtest's result line and the profile, not node's exit status.
-        (ulimit -s 262144
-            WASI_PREOPENS="{\"/\": \"$W\", \"/profile\": \"$W/pgo-profile\"}" \
-            WASI_ENV="{\"PYTHONPATH\": \"/build-train/build/lib.wasi-wasm32-${PY_VERSION%.*}\", \"PYTHONHASHSEED\": \"0\", \"LLVM_PROFILE_FILE\": \"/profile/python.profraw\"}" \
-            "${NICE[@]}" node --no-warnings --stack-size=60000 "$ROOT/scripts/cpython-pgo/run-wasi.mjs" \
-            "$W/build-train/python.wasm" /build-train/python.wasm -m test $tests >"$W/pgo-training.log" 2>&1) || true
-        grep -q "^Result: SUCCESS" "$W/pgo-training.log" || { tail -30 "$W/pgo-training.log"; exit 1; }
-        grep -E "^Total (duration|tests)" "$W/pgo-training.log"
-        "$PY_LLVM_BIN/llvm-profdata" merge -o "$PGO_PROFILE" "$W/pgo-profile/python.profraw"
-        echo "wrote $PGO_PROFILE ($(stat -c %s "$PGO_PROFILE") bytes): commit it with the engine"
+        train_profile
     fi
     test -f "$PGO_PROFILE" || { echo "$PGO_PROFILE is missing: PGO_TRAIN=1 makes it" >&2; exit 1; }
     pgo_flags="-fprofile-use=$PGO_PROFILE -Wno-profile-instr-unprofiled -Wno-profile-instr-out-of-date"

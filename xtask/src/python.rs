@@ -31,7 +31,7 @@ fn link_args() -> Vec<String> {
     // embedding for Programs/python.o, as a reactor, and the stack pointer exported so sessions can be forked.
     let args = "--target=wasm32-wasi -Wno-deprecated --sysroot=<kit>/sysroot -mexec-model=reactor -O3 -flto=full \
         -z stack-size=8388608 -Wl,--stack-first -Wl,--initial-memory=20971520 -Wl,--export=__stack_pointer \
-        -o <out>/python-bridge.wasm <out>/python-bridge.o <kit>/link/libpython3.13.a -ldl -lwasi-emulated-signal \
+        -Wl,-mllvm,-hot-callsite-threshold=325 -o <out>/python-bridge.wasm <out>/python-bridge.o <kit>/link/libpython3.13.a -ldl -lwasi-emulated-signal \
         -lwasi-emulated-getpid -lwasi-emulated-process-clocks -lm -lz <kit>/link/libmpdec.a \
         <kit>/link/libHacl_Hash_SHA2.a <kit>/link/libexpat.a";
     args.split(' ').map(str::to_owned).collect()
