@@ -22,6 +22,7 @@
 use anyhow::{Context, bail};
 use source_digest::source_digest;
 
+mod build_context;
 mod matrix;
 mod owasp;
 mod python;
@@ -201,7 +202,7 @@ fn build(root: &Path, guest: &Guest) -> anyhow::Result<Vec<u8>> {
                 bail!("building guest {} failed", guest.name);
             }
             let wasm = std::fs::read(target_dir.join("wasm32-wasip1/release").join(wasm))?;
-            preinitialize(&wasm)
+            preinitialize(&wasm, guest.name)
         }
         GuestKind::CPython => python::build(root),
     }
@@ -219,9 +220,10 @@ pub(crate) fn remove_pycache(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `wizer-initialize` once and snapshots the instance, with an empty WASI context (no files, no env).
-fn preinitialize(wasm: &[u8]) -> anyhow::Result<Vec<u8>> {
-    preinitialize_with(wasm, wasmtime_wasi::WasiCtxBuilder::new())
+/// Runs `wizer-initialize` once and snapshots the instance, in a context with no files and no environment, and
+/// randomness and clocks that are the same in every build (`build_context`).
+fn preinitialize(wasm: &[u8], guest: &str) -> anyhow::Result<Vec<u8>> {
+    preinitialize_with(wasm, build_context::deterministic(format!("wasmagent {guest} engine build").as_bytes()))
 }
 
 /// Runs `wizer-initialize` once in `context` and snapshots the instance.
@@ -294,7 +296,8 @@ fn provenance(
                         env.join(" ")
                     ),
                     format!(
-                        "wasmtime-wizer 48.0.8: Wizer::new() (init func `wizer-initialize`) over target/guests/wasm32-wasip1/release/{wasm} with an empty WASI preview1 context"
+                        "wasmtime-wizer 48.0.8: Wizer::new() (init func `wizer-initialize`) over target/guests/wasm32-wasip1/release/{wasm} with a WASI preview1 context with no files and no environment, randomness cycling SHA-256(\"wasmagent {name} engine build\") and clocks that start at 2026-01-01 and advance 1 µs per reading (xtask/src/build_context.rs)",
+                        name = guest.name
                     ),
                 ]),
             )

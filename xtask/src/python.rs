@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+use wasmtime_wasi::FsPerms;
 
 /// Where `scripts/build-cpython-wasi.sh` leaves its output.
 pub(crate) const KIT: &str = "target/cpython-wasi/dist";
@@ -86,53 +86,13 @@ pub(crate) fn build(root: &Path) -> anyhow::Result<Vec<u8>> {
     let linked = out.join("python-bridge.wasm");
     run(&format!("{LLVM_BIN}/llvm-strip"), &["--strip-debug".into(), linked.display().to_string()])?;
     let wasm = std::fs::read(&linked)?;
-    let mut context = WasiCtxBuilder::new();
+    // CPython's hash secret and the snapshot's `random` state come from the seed (each run reseeds `random`).
+    let mut context = crate::build_context::deterministic(b"wasmagent python engine build");
     context.preopened_dir(&kit, "/", FsPerms::ReadOnly)?;
     context.preopened_dir(root.join("guests/python"), "/guest", FsPerms::ReadOnly)?;
-    // A fixed seed: CPython's hash secret and the snapshot's `random` state come from it, so a rebuild gives the same
-    // bytes (the engine is public, so a random secret would be no secret; each run reseeds `random`).
-    let seed = Sha256::digest(b"wasmagent python engine build").to_vec();
-    context.secure_random(wasmtime_wasi::Deterministic::new(seed.clone()));
-    context.insecure_random(wasmtime_wasi::Deterministic::new(seed));
-    context.insecure_random_seed(0);
-    // Fixed clocks too (modules such as `logging` keep the time they were imported at): a rebuild gives the same bytes.
-    context.wall_clock(BuildClock::default());
-    context.monotonic_clock(BuildClock::default());
     let snapshot = crate::preinitialize_with(&wasm, context)?;
     crate::remove_pycache(&root.join("guests/python"))?;
     Ok(snapshot)
-}
-
-/// The build's clocks: the wall clock starts at 2026-01-01T00:00:00Z and both advance 1 µs per reading, so time
-/// moves (code waiting for it ends) but the same build reads the same times.
-#[derive(Default)]
-struct BuildClock(std::sync::atomic::AtomicU64);
-
-/// 2026-01-01T00:00:00Z, in nanoseconds since the Unix epoch.
-const BUILD_EPOCH_NANOS: u64 = 1_767_225_600_000_000_000;
-
-impl BuildClock {
-    fn tick(&self) -> u64 {
-        self.0.fetch_add(1_000, std::sync::atomic::Ordering::Relaxed) + 1_000
-    }
-}
-
-impl wasmtime_wasi::HostWallClock for BuildClock {
-    fn resolution(&self) -> std::time::Duration {
-        std::time::Duration::from_micros(1)
-    }
-    fn now(&self) -> std::time::Duration {
-        std::time::Duration::from_nanos(BUILD_EPOCH_NANOS + self.tick())
-    }
-}
-
-impl wasmtime_wasi::HostMonotonicClock for BuildClock {
-    fn resolution(&self) -> u64 {
-        1_000
-    }
-    fn now(&self) -> u64 {
-        self.tick()
-    }
 }
 
 fn sha256_file(path: &Path) -> anyhow::Result<String> {
