@@ -4,10 +4,25 @@
 use sha2::{Digest, Sha256};
 use wasmtime_wasi::WasiCtxBuilder;
 
-/// A context with no files and no environment whose randomness cycles SHA-256(`label`) and whose clocks are
-/// [`BuildClock`]s. A fixed seed gives away no secret: the engine is public, and each run reseeds what it seeded.
-pub(crate) fn deterministic(label: &[u8]) -> WasiCtxBuilder {
-    let seed = Sha256::digest(label).to_vec();
+/// What seeds the randomness of `guest`'s build.
+fn seed_label(guest: &str) -> String {
+    format!("wasmagent {guest} engine build")
+}
+
+/// The context as the provenance records it.
+pub(crate) fn describe(guest: &str) -> String {
+    format!(
+        "randomness cycling SHA-256(\"{}\") and clocks that start at 2026-01-01 and advance 1 µs per reading \
+         (xtask/src/build_context.rs)",
+        seed_label(guest)
+    )
+}
+
+/// A context with no files and no environment whose randomness cycles SHA-256 of `guest`'s [`seed_label`] and whose
+/// clocks are [`BuildClock`]s. A fixed seed gives away no secret: the engine is public, and each run reseeds what it
+/// seeded.
+pub(crate) fn deterministic(guest: &str) -> WasiCtxBuilder {
+    let seed = Sha256::digest(seed_label(guest)).to_vec();
     let mut context = WasiCtxBuilder::new();
     context.secure_random(wasmtime_wasi::Deterministic::new(seed.clone()));
     context.insecure_random(wasmtime_wasi::Deterministic::new(seed));

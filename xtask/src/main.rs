@@ -223,7 +223,7 @@ pub(crate) fn remove_pycache(dir: &Path) -> anyhow::Result<()> {
 /// Runs `wizer-initialize` once and snapshots the instance, in a context with no files and no environment, and
 /// randomness and clocks that are the same in every build (`build_context`).
 fn preinitialize(wasm: &[u8], guest: &str) -> anyhow::Result<Vec<u8>> {
-    preinitialize_with(wasm, build_context::deterministic(format!("wasmagent {guest} engine build").as_bytes()))
+    preinitialize_with(wasm, build_context::deterministic(guest))
 }
 
 /// Runs `wizer-initialize` once in `context` and snapshots the instance.
@@ -296,8 +296,8 @@ fn provenance(
                         env.join(" ")
                     ),
                     format!(
-                        "wasmtime-wizer 48.0.8: Wizer::new() (init func `wizer-initialize`) over target/guests/wasm32-wasip1/release/{wasm} with a WASI preview1 context with no files and no environment, randomness cycling SHA-256(\"wasmagent {name} engine build\") and clocks that start at 2026-01-01 and advance 1 µs per reading (xtask/src/build_context.rs)",
-                        name = guest.name
+                        "wasmtime-wizer 48.0.8: Wizer::new() (init func `wizer-initialize`) over target/guests/wasm32-wasip1/release/{wasm} with a WASI preview1 context with no files and no environment, {}",
+                        build_context::describe(guest.name)
                     ),
                 ]),
             )

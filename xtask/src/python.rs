@@ -87,7 +87,7 @@ pub(crate) fn build(root: &Path) -> anyhow::Result<Vec<u8>> {
     run(&format!("{LLVM_BIN}/llvm-strip"), &["--strip-debug".into(), linked.display().to_string()])?;
     let wasm = std::fs::read(&linked)?;
     // CPython's hash secret and the snapshot's `random` state come from the seed (each run reseeds `random`).
-    let mut context = crate::build_context::deterministic(b"wasmagent python engine build");
+    let mut context = crate::build_context::deterministic("python");
     context.preopened_dir(&kit, "/", FsPerms::ReadOnly)?;
     context.preopened_dir(root.join("guests/python"), "/guest", FsPerms::ReadOnly)?;
     let snapshot = crate::preinitialize_with(&wasm, context)?;
@@ -128,8 +128,8 @@ pub(crate) fn provenance(root: &Path) -> anyhow::Result<(serde_json::Value, serd
         "llvm-strip-22 --strip-debug target/guests/python-bridge.wasm",
         format!(
             "wasmtime-wizer 48.0.8: Wizer::new() (init func `wizer-initialize`) over target/guests/python-bridge.wasm \
-                 with {KIT} preopened read-only at / and guests/python at /guest, no environment, and WASI randomness \
-                 cycling SHA-256(\"wasmagent python engine build\"), and clocks that start at 2026-01-01 and advance 1 µs per reading (xtask/src/python.rs)"
+                 with {KIT} preopened read-only at / and guests/python at /guest, no environment, and WASI {}",
+            crate::build_context::describe("python")
         ),
     ]);
     let inputs = serde_json::json!({
